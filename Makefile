@@ -1,0 +1,57 @@
+# riskops front door. `make demo` and `make test` work on a fresh clone: they create .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+# No network at run time: no model hub, no telemetry.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export FEAST_USAGE := False
+export GX_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::FutureWarning
+
+.PHONY: help install demo test test-fast lint compile bench bench-quality bench-serving clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, exactly: an unpinned torch would pull the multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) check
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the locked dependencies (re-used on later runs)
+
+demo: install ## run the whole loop: data -> GX -> Feast -> fine-tune -> evaluate -> register
+	$(VENV)/bin/riskops demo
+
+test: install ## the full test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: install ## tests not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check riskops components pipelines serving feature_repo tests benchmarks
+
+compile: install ## compile the KFP pipeline YAML (checked in)
+	$(VENV)/bin/riskops pipeline compile
+
+bench: bench-quality ## all benchmarks
+
+bench-quality: install ## model quality: transformer vs LightGBM/LR/rules/IsolationForest on a larger synthetic set
+	$(PY) benchmarks/bench_quality.py
+
+clean: ## remove generated state (keeps .venv)
+	rm -rf .riskops benchmarks/results

@@ -1,0 +1,69 @@
+"""Where things live and the knobs shared by the CLI, pipeline components and serving.
+
+All run-time state lives under one home folder (default `.riskops/` in the current directory,
+or $RISKOPS_HOME), so a fresh clone is clean and `rm -rf .riskops` resets everything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+HOME_ENV = "RISKOPS_HOME"
+MODEL_NAME = "risk-model"  # the registry name and the KServe model name
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def home() -> Path:
+    return Path(os.environ.get(HOME_ENV, Path.cwd() / ".riskops")).resolve()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The layout under the home folder."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def feature_repo(self) -> Path:
+        # a working copy of feature_repo/ whose data/ holds parquet sources, registry and online store
+        return self.root / "feature_repo"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.root / "pipeline_root"
+
+    @property
+    def prediction_log(self) -> Path:
+        return self.root / "prediction_log"
+
+
+def paths(root: Path | str | None = None) -> Paths:
+    return Paths(Path(root).resolve() if root else home())
+
+
+def load_yaml(path: Path | str) -> dict:
+    """Read a YAML config file; a missing file is an error that names it."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file not found: {p}")
+    with p.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

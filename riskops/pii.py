@@ -1,0 +1,64 @@
+"""Keyed hashing of PII (e-mail, IP, card) before it reaches features, models or logs.
+
+HMAC-SHA256 with a secret key: without the key a hash cannot be reversed by hashing guesses
+(a plain SHA-256 of an IPv4 address can be brute-forced in seconds). The same key must be used
+by training and serving so that entity keys match; rotate it together with a feature backfill.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import warnings
+
+import pandas as pd
+
+from riskops.schema import HASHED_COLUMN
+
+KEY_ENV = "RISKOPS_PII_KEY"
+# A fixed development key keeps local runs reproducible; production sets RISKOPS_PII_KEY from a Secret.
+_DEV_KEY = "riskops-dev-key-not-secret"
+_warned = False
+
+
+def pii_key() -> bytes:
+    global _warned
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        if not _warned and os.environ.get("RISKOPS_ENV", "dev") != "dev":
+            warnings.warn(f"{KEY_ENV} is not set; using the development key", stacklevel=2)
+            _warned = True
+        key = _DEV_KEY
+    return key.encode()
+
+
+def hash_value(value: object, key: bytes | None = None) -> str:
+    """Hash one value; empty/None stays '' so 'no card' is not a shared entity."""
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return ""
+    digest = hmac.new(key or pii_key(), str(value).strip().lower().encode(), hashlib.sha256)
+    return digest.hexdigest()[:20]
+
+
+def hash_pii(df: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
+    """Replace every PII column present with its hashed column (the raw column is dropped)."""
+    key = key or pii_key()
+    out = df.copy()
+    for raw, hashed in HASHED_COLUMN.items():
+        if raw in out.columns:
+            uniques = out[raw].astype("string").fillna("")
+            mapping = {v: hash_value(v, key) for v in uniques.unique()}
+            out[hashed] = uniques.map(mapping).astype("string")
+            out = out.drop(columns=[raw])
+    return out
+
+
+def hash_record(record: dict, key: bytes | None = None) -> dict:
+    """The same as hash_pii for one request instance (serving path, no pandas)."""
+    key = key or pii_key()
+    out = dict(record)
+    for raw, hashed in HASHED_COLUMN.items():
+        if raw in out:
+            out[hashed] = hash_value(out.pop(raw), key)
+    return out

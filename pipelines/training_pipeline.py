@@ -1,0 +1,164 @@
+"""The training/retraining pipeline: ingest -> GX gate -> Feast features -> fine-tune -> evaluate -> register.
+
+One definition serves every place it runs: `kfp.local` on a laptop (SubprocessRunner in the current
+venv) and Kubeflow Pipelines on a cluster. Cluster-only settings (GPU, node placement, secrets,
+volumes) come from a *profile* and are attached with kfp-kubernetes; the local runner ignores them.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kfp import dsl, kubernetes
+
+from components.evaluate import evaluate_model_op
+from components.features import build_features_op
+from components.ingest import ingest_transactions_op
+from components.register import register_model_op
+from components.train import train_model_op
+from components.validate import validate_transactions_op
+
+PIPELINE_NAME = "riskops-training"
+PIPELINES_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    """Kubernetes settings attached to the compiled pipeline (ignored by kfp.local)."""
+
+    name: str
+    train_gpus: int = 0
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[dict[str, str], ...] = ()
+    train_cpu: str = "2"
+    train_memory: str = "8G"
+    # one volume shared by the steps for the Feast repo, the registry and reports
+    state_pvc: str | None = None
+    state_mount: str = "/var/riskops"
+    secret_name: str | None = "riskops-secrets"
+    secret_env: dict[str, str] = field(default_factory=lambda: {"pii-key": "RISKOPS_PII_KEY"})
+
+
+PROFILES: dict[str, ClusterProfile] = {
+    "dev": ClusterProfile(name="dev", state_pvc="riskops-state"),
+    "prod-gpu": ClusterProfile(
+        name="prod-gpu",
+        train_gpus=1,
+        gpu_node_selector={"nvidia.com/gpu.present": "true"},
+        gpu_tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+        train_cpu="8",
+        train_memory="32G",
+        state_pvc="riskops-state",
+    ),
+}
+
+
+def compiled_path(profile: str) -> Path:
+    return PIPELINES_DIR / f"training_pipeline.{profile}.yaml"
+
+
+def _attach(task: dsl.PipelineTask, profile: ClusterProfile) -> None:
+    """Settings every step gets on a cluster: the shared state volume and the PII key secret."""
+    task.set_caching_options(False)  # steps read/write the shared registry and feature repo
+    if profile.state_pvc:
+        kubernetes.mount_pvc(task, pvc_name=profile.state_pvc, mount_path=profile.state_mount)
+    if profile.secret_name and profile.secret_env:
+        kubernetes.use_secret_as_env(
+            task, secret_name=profile.secret_name, secret_key_to_env=dict(profile.secret_env)
+        )
+
+
+def build_pipeline(profile_name: str = "dev"):
+    """Return the pipeline function with the named profile's Kubernetes settings."""
+    profile = PROFILES[profile_name]
+    state = profile.state_mount
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Fraud/risk model training: GX gate, Feast features, fine-tuned transformer, "
+        "evaluation against baselines, registry.",
+    )
+    def training_pipeline(
+        source: str = "synthetic",
+        rows: int = 20_000,
+        seed: int = 7,
+        fraud_rate: float = 0.015,
+        input_path: str = "",
+        fraud_rate_min: float = 0.001,
+        fraud_rate_max: float = 0.10,
+        feature_repo_dir: str = f"{state}/feature_repo",
+        registry_root: str = f"{state}/registry",
+        reports_dir: str = f"{state}/reports",
+        encoder: str = "minilm",
+        epochs: int = 3,
+        max_steps: int = 0,
+        finetune_layers: int = 2,
+        test_fraction: float = 0.2,
+        val_fraction: float = 0.15,
+        promotion: str = "if-none",
+        git_commit: str = "",
+    ):
+        ingest = ingest_transactions_op(
+            source=source, rows=rows, seed=seed, fraud_rate=fraud_rate, input_path=input_path
+        ).set_display_name("ingest transactions")
+
+        validate = validate_transactions_op(
+            transactions=ingest.outputs["transactions"],
+            fraud_rate_min=fraud_rate_min,
+            fraud_rate_max=fraud_rate_max,
+            reports_dir=reports_dir,
+        ).set_display_name("validate (Great Expectations gate)")
+
+        features = (
+            build_features_op(
+                transactions=ingest.outputs["transactions"], feature_repo_dir=feature_repo_dir
+            )
+            .after(validate)  # a failed gate stops the run here
+            .set_display_name("build Feast features")
+        )
+
+        train = train_model_op(
+            training_set=features.outputs["training_set"],
+            epochs=epochs,
+            encoder=encoder,
+            max_steps=max_steps,
+            finetune_layers=finetune_layers,
+            seed=seed,
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+        ).set_display_name("fine-tune transformer")
+        train.set_cpu_limit(profile.train_cpu).set_memory_limit(profile.train_memory)
+        if profile.train_gpus:
+            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(profile.train_gpus)
+            for key, value in profile.gpu_node_selector.items():
+                kubernetes.add_node_selector(train, label_key=key, label_value=value)
+            for tol in profile.gpu_tolerations:
+                kubernetes.add_toleration(train, **tol)
+
+        evaluate = evaluate_model_op(
+            training_set=features.outputs["training_set"],
+            model=train.outputs["model"],
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+        ).set_display_name("evaluate vs baselines")
+
+        register = register_model_op(
+            model=train.outputs["model"],
+            evaluation=evaluate.outputs["evaluation"],
+            registry_root=registry_root,
+            promotion=promotion,
+            git_commit=git_commit,
+            reports_dir=reports_dir,
+        ).set_display_name("register model")
+
+        for task in (ingest, validate, features, train, evaluate, register):
+            _attach(task, profile)
+
+    return training_pipeline
+
+
+def compile_pipeline(profile: str = "dev", out: Path | None = None) -> Path:
+    from kfp import compiler
+
+    out = out or compiled_path(profile)
+    compiler.Compiler().compile(build_pipeline(profile), package_path=str(out))
+    return out

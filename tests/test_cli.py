@@ -1,0 +1,46 @@
+import subprocess
+import sys
+
+import pytest
+
+from riskops.cli import build_parser, main
+
+SUBCOMMANDS = [
+    ["generate"], ["validate"], ["features"], ["train"], ["pipeline"], ["pipeline", "compile"],
+    ["pipeline", "run"], ["models"], ["models", "list"], ["models", "show"], ["models", "promote"], ["demo"],
+]
+
+
+@pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_explains_itself(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*argv, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: riskops " + " ".join(argv))
+    assert len(out.splitlines()) > 3
+
+
+def test_console_script_is_installed_and_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "riskops.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("generate", "validate", "features", "train", "pipeline", "models", "demo"):
+        assert cmd in out.stdout
+
+
+def test_models_list_on_empty_registry_says_what_to_do(capsys):
+    assert main(["models", "list"]) == 0
+    assert "riskops pipeline run" in capsys.readouterr().out
+
+
+def test_generate_writes_parquet_and_jsonl(tmp_path, capsys):
+    import pandas as pd
+
+    from riskops.generator import read_transactions
+
+    for ext in ("parquet", "jsonl"):
+        out = tmp_path / f"t.{ext}"
+        assert main(["generate", "--rows", "500", "--out", str(out), "--seed", "3"]) == 0
+        df = read_transactions(out)
+        assert len(df) == 500 and df["transaction_id"].is_unique
+        assert isinstance(df["event_timestamp"].dtype, pd.DatetimeTZDtype)
+    assert "wrote 500 transactions" in capsys.readouterr().out

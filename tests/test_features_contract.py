@@ -1,0 +1,41 @@
+import numpy as np
+import pandas as pd
+
+from riskops.features import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+    TEXT_COLUMN,
+    build_model_frame,
+)
+
+
+def _txn(**kw):
+    base = {
+        "event_timestamp": "2026-03-07T23:30:00Z", "amount": 120.0, "quantity": 2, "account_age_days": 400,
+        "is_refund": False, "billing_country": "US", "shipping_country": "US", "payment_method": "credit_card",
+        "channel": "web", "product_category": "electronics", "currency": "USD",
+        "product_title": "Apple iPhone 15 Pro 256GB", "merchant_category": "electronics",
+    }
+    base.update(kw)
+    return base
+
+
+def test_unknown_entities_get_defaults_not_nans():
+    frame = build_model_frame(pd.DataFrame([_txn()]))
+    assert list(frame.columns) == list(NUMERIC_FEATURES) + list(CATEGORICAL_FEATURES) + [TEXT_COLUMN]
+    numeric = frame[list(NUMERIC_FEATURES)].to_numpy(dtype=float)
+    assert np.isfinite(numeric).all()
+    assert frame.loc[0, "user_is_new"] == 1.0 and frame.loc[0, "user_txn_count_1h"] == 0.0
+    assert frame.loc[0, "is_weekend"] == 1.0  # 2026-03-07 is a Saturday
+    assert "iPhone" in frame.loc[0, TEXT_COLUMN] and "billing US shipping US" in frame.loc[0, TEXT_COLUMN]
+
+
+def test_request_features_use_entity_history():
+    history = {"user_amount_mean_30d": 50.0, "user_amount_std_30d": 10.0,
+               "user_last_event_epoch": pd.Timestamp("2026-03-07T23:29:00Z").timestamp()}
+    normal = build_model_frame(pd.DataFrame([_txn(amount=55.0, **history)]))
+    spike = build_model_frame(pd.DataFrame([_txn(amount=900.0, shipping_country="NG", **history)]))
+    assert spike.loc[0, "amount_zscore_user"] > 10 * max(normal.loc[0, "amount_zscore_user"], 0.1)
+    assert spike.loc[0, "country_mismatch"] == 1.0 and normal.loc[0, "country_mismatch"] == 0.0
+    assert normal.loc[0, "user_is_new"] == 0.0
+    assert np.isclose(normal.loc[0, "user_seconds_since_last_log"], np.log1p(60.0))

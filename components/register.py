@@ -9,10 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from components.common import PROJECT_IMAGE
+from components.common import step_component
 from riskops.registry import CHALLENGER, CHAMPION, ModelRegistry
 
 PROMOTION_POLICIES = ("if-none", "always", "never")
@@ -108,7 +107,7 @@ def register_model(
     )
 
 
-@dsl.component(base_image=PROJECT_IMAGE)
+@step_component()
 def register_model_op(
     model: Input[Model],
     evaluation: Input[Artifact],

@@ -1,0 +1,415 @@
+"""Windowed per-entity aggregates: ONE implementation for offline backfill and online updates.
+
+`EntityWindowState` holds the recent events of one entity instance (one user, merchant, device or
+IP) and produces exactly the features listed in `riskops.features.ENTITY_FEATURES[entity]`.
+`compute_entity_features` feeds a whole transaction history through the same class, event by
+event, so the Feast offline sources and anything serving pushes online are computed by the same
+code and agree to the last bit.
+
+Semantics (the contract the tests pin down):
+
+* **State after the event.** A snapshot describes the entity *after* including its event, with
+  every window anchored at the event time ``t``. A window of span ``w`` holds the events with
+  ``t - w < event_time <= t`` (half-open: an event exactly ``w`` old has left the window).
+  Feast stores the snapshot with the event's timestamp; training reads the state just *before*
+  a transaction (see riskops.featurestore.training_frame), serving reads the latest state.
+* **Time resolution.** Event times are handled as integer microseconds since the epoch (floored),
+  so window boundaries are exact. Naive timestamps are taken as UTC.
+* **Money is exact.** Amounts are aggregated as integer micro-units (``round(amount * 1e6)``), so
+  running sums, means and standard deviations do not drift as events leave a window, and the
+  result does not depend on the order of events that share a timestamp. ``*_std_*`` is the
+  population standard deviation (0.0 after one event). ``*_mean_*``/``*_std_*`` are NaN when the
+  window is empty; rates are 0.0 when the window is empty.
+* **Distinct counts** ignore missing keys (None, NaN or ''): a transaction without an IP does
+  not make "no IP" a shared value. Likewise an event whose *own* entity key is missing belongs
+  to no entity and produces no row in `compute_entity_features`.
+* **Ties.** Events are processed in the order (event time, transaction_id); rows without a
+  transaction_id column keep their input order among equal times. Counts, sums and distinct
+  counts after all events of one timestamp do not depend on this order anyway.
+* **Order.** `EntityWindowState.update` needs non-decreasing event times per entity instance
+  and raises ValueError on an event older than the state's clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from riskops.features import ENTITY_FEATURES, ENTITY_KEYS
+
+ENTITIES: tuple[str, ...] = tuple(ENTITY_FEATURES)
+
+US_PER_SECOND = 1_000_000
+MONEY_SCALE = 1_000_000  # amounts are summed as integer micro-units
+WINDOW_SECONDS: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
+
+# The event fields the aggregates read (an event is a mapping with these keys; others are ignored).
+EVENT_FIELDS: tuple[str, ...] = (
+    "event_timestamp",
+    "amount",
+    "is_refund",
+    "user_id",
+    "merchant_id",
+    "device_id",
+    "ip_hash",
+    "shipping_country",
+)
+
+# Internal event tuple: (t_us, amount_micro, refund 0/1, user, device, ip, shipping_country, merchant)
+_T, _AMOUNT, _REFUND = 0, 1, 2
+_DIM_INDEX: dict[str, int] = {
+    "user_id": 3,
+    "device_id": 4,
+    "ip_hash": 5,
+    "shipping_country": 6,
+    "merchant_id": 7,
+}
+# The plural used in feature names -> the event column counted.
+_DISTINCT_DIMS: dict[str, str] = {
+    "users": "user_id",
+    "devices": "device_id",
+    "ips": "ip_hash",
+    "shipping_countries": "shipping_country",
+}
+
+
+def feature_dtype(name: str) -> str:
+    """'int64' for counts (transactions, distinct values), 'float64' for everything else."""
+    return "int64" if ("_txn_count_" in name or "_distinct_" in name) else "float64"
+
+
+# ---------------------------------------------------------------------------------------------
+# One time window of one entity instance
+# ---------------------------------------------------------------------------------------------
+
+
+class _Window:
+    __slots__ = ("span", "events", "count", "amount", "amount_sq", "refunds", "dims", "distinct")
+
+    def __init__(self, span_us: int, dims: tuple[int, ...]):
+        self.span = span_us
+        self.events: deque[tuple] = deque()
+        self.count = 0
+        self.amount = 0  # integer micro-units
+        self.amount_sq = 0  # integer micro-units squared
+        self.refunds = 0
+        self.dims = dims
+        self.distinct: tuple[dict[str, int], ...] = tuple({} for _ in dims)
+
+    def add(self, ev: tuple) -> None:
+        self.events.append(ev)
+        self.count += 1
+        a = ev[_AMOUNT]
+        self.amount += a
+        self.amount_sq += a * a
+        self.refunds += ev[_REFUND]
+        for d, counter in zip(self.dims, self.distinct, strict=True):
+            v = ev[d]
+            if v:
+                counter[v] = counter.get(v, 0) + 1
+
+    def advance(self, now_us: int) -> None:
+        """Drop events with time <= now - span."""
+        events = self.events
+        cutoff = now_us - self.span
+        while events and events[0][_T] <= cutoff:
+            ev = events.popleft()
+            self.count -= 1
+            a = ev[_AMOUNT]
+            self.amount -= a
+            self.amount_sq -= a * a
+            self.refunds -= ev[_REFUND]
+            for d, counter in zip(self.dims, self.distinct, strict=True):
+                v = ev[d]
+                if v:
+                    c = counter[v] - 1
+                    if c:
+                        counter[v] = c
+                    else:
+                        del counter[v]
+
+    def mean(self) -> float:
+        if not self.count:
+            return math.nan
+        return self.amount / (self.count * MONEY_SCALE)  # int / int: correctly rounded
+
+    def std(self) -> float:
+        n = self.count
+        if not n:
+            return math.nan
+        num = n * self.amount_sq - self.amount * self.amount  # exact, >= 0
+        return math.sqrt(num / (n * n)) / MONEY_SCALE
+
+
+# ---------------------------------------------------------------------------------------------
+# The feature names of the contract, compiled into getters
+# ---------------------------------------------------------------------------------------------
+
+Getter = Callable[["EntityWindowState"], float]
+
+
+def _compile(entity: str) -> tuple[dict[str, tuple[str, ...]], list[Getter]]:
+    """Parse ENTITY_FEATURES[entity] into the windows needed and one getter per feature."""
+    prefix = entity + "_"
+    windows: dict[str, list[str]] = {}
+    getters: list[Getter] = []
+
+    def need(w: str, dim: str | None = None) -> None:
+        if w not in WINDOW_SECONDS:
+            raise ValueError(f"unknown window {w!r} in {entity} features")
+        dims = windows.setdefault(w, [])
+        if dim is not None and dim not in dims:
+            dims.append(dim)
+
+    for name in ENTITY_FEATURES[entity]:
+        if not name.startswith(prefix):
+            raise ValueError(f"feature {name!r} does not start with {prefix!r}")
+        rest = name[len(prefix) :]
+        if rest == "last_event_epoch":
+            getters.append(
+                lambda s: s.last_event_us / US_PER_SECOND if s.last_event_us is not None else math.nan
+            )
+            continue
+        stem, _, w = rest.rpartition("_")
+        need(w)
+        if stem == "txn_count":
+            getters.append(lambda s, w=w: float(s.windows[w].count))
+        elif stem == "amount_sum":
+            getters.append(lambda s, w=w: s.windows[w].amount / MONEY_SCALE)
+        elif stem == "amount_mean":
+            getters.append(lambda s, w=w: s.windows[w].mean())
+        elif stem == "amount_std":
+            getters.append(lambda s, w=w: s.windows[w].std())
+        elif stem == "refund_rate":
+            getters.append(
+                lambda s, w=w: (s.windows[w].refunds / s.windows[w].count) if s.windows[w].count else 0.0
+            )
+        elif stem.startswith("distinct_") and stem[len("distinct_") :] in _DISTINCT_DIMS:
+            dim = _DISTINCT_DIMS[stem[len("distinct_") :]]
+            need(w, dim)
+            pos = windows[w].index(dim)
+            getters.append(lambda s, w=w, pos=pos: float(len(s.windows[w].distinct[pos])))
+        else:
+            raise ValueError(f"feature {name!r}: no aggregate known for {stem!r}")
+    return {w: tuple(d) for w, d in windows.items()}, getters
+
+
+_SPECS: dict[str, tuple[dict[str, tuple[str, ...]], list[Getter]]] = {e: _compile(e) for e in ENTITIES}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per entity instance state
+# ---------------------------------------------------------------------------------------------
+
+
+def _key(value: Any) -> str:
+    """An entity/dimension value as the string the aggregates use; missing -> ''."""
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, float) and value != value:
+        return ""
+    return str(value)
+
+
+def to_epoch_us(ts: Any) -> int:
+    """Timestamp-like -> integer microseconds since the epoch (floored; naive = UTC)."""
+    t = pd.Timestamp(ts)
+    if t.tzinfo is None:
+        t = t.tz_localize("UTC")
+    return int(t.value) // 1000
+
+
+def _money(amount: Any) -> int:
+    return int(round(float(amount) * MONEY_SCALE))
+
+
+class EntityWindowState:
+    """Recent events of one entity instance and its windowed aggregates.
+
+    >>> s = EntityWindowState("user")
+    >>> s.update({"event_timestamp": "2024-01-01T00:00:00Z", "amount": 10.0, "is_refund": False,
+    ...           "user_id": "u1", "device_id": "d1", "ip_hash": "h1", "shipping_country": "US"})
+    >>> s.snapshot("2024-01-01T00:00:00Z")["user_txn_count_1h"]
+    1.0
+    """
+
+    __slots__ = ("entity", "windows", "_getters", "_names", "_wlist", "_longest", "last_event_us", "clock_us")
+
+    def __init__(self, entity: str):
+        if entity not in _SPECS:
+            raise ValueError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
+        self.entity = entity
+        spec, getters = _SPECS[entity]
+        self.windows: dict[str, _Window] = {
+            w: _Window(WINDOW_SECONDS[w] * US_PER_SECOND, tuple(_DIM_INDEX[d] for d in dims))
+            for w, dims in spec.items()
+        }
+        self._wlist = tuple(self.windows.values())
+        self._getters = getters
+        self._names = ENTITY_FEATURES[entity]
+        self.last_event_us: int | None = None
+        self.clock_us: int | None = None  # the latest time the state was advanced to
+
+    # -- the fast path shared by update() and compute_entity_features() --
+
+    def _add(self, ev: tuple) -> None:
+        t = ev[_T]
+        if self.clock_us is not None and t < self.clock_us:
+            raise ValueError(
+                f"{self.entity} event at {t} us is older than the state's clock {self.clock_us} us; "
+                "events must arrive in time order"
+            )
+        self.clock_us = t
+        for win in self._wlist:
+            win.add(ev)
+            win.advance(t)
+        self.last_event_us = t
+
+    def _values(self) -> list[float]:
+        return [g(self) for g in self._getters]
+
+    # -- public API --
+
+    def update(self, event: Mapping[str, Any]) -> None:
+        """Include one event (a transaction mapping with the EVENT_FIELDS; PII already hashed)."""
+        self._add(
+            (
+                to_epoch_us(event["event_timestamp"]),
+                _money(event.get("amount", 0.0)),
+                1 if _truthy(event.get("is_refund", False)) else 0,
+                _key(event.get("user_id")),
+                _key(event.get("device_id")),
+                _key(event.get("ip_hash")),
+                _key(event.get("shipping_country")),
+                _key(event.get("merchant_id")),
+            )
+        )
+
+    def advance(self, now: Any) -> None:
+        """Move the state's clock to `now` (events that left a window are dropped)."""
+        now_us = to_epoch_us(now)
+        if self.clock_us is not None and now_us < self.clock_us:
+            raise ValueError(f"cannot move {self.entity} state back in time to {now}")
+        self.clock_us = now_us
+        for win in self._wlist:
+            win.advance(now_us)
+
+    def snapshot(self, now: Any = None) -> dict[str, float]:
+        """The features, windows anchored at `now` (default: the latest event's time)."""
+        if now is not None:
+            self.advance(now)
+        return dict(zip(self._names, self._values(), strict=True))
+
+
+def _truthy(v: Any) -> bool:
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return False
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "t", "yes", "y")
+    return bool(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline: a whole history at once
+# ---------------------------------------------------------------------------------------------
+
+
+def _string_list(df: pd.DataFrame, col: str) -> list[str]:
+    if col not in df.columns:
+        return [""] * len(df)
+    return df[col].astype("string").fillna("").tolist()
+
+
+def event_order(transactions: pd.DataFrame) -> np.ndarray:
+    """Positions of `transactions` in processing order: (event time in us, transaction_id), stable."""
+    t_us = _epoch_us_array(transactions["event_timestamp"])
+    if "transaction_id" not in transactions.columns:
+        return np.argsort(t_us, kind="stable")
+    keys = pd.DataFrame(
+        {"t": t_us, "tid": transactions["transaction_id"].astype("string").fillna("").to_numpy(dtype=object)}
+    )
+    return keys.sort_values(["t", "tid"], kind="stable").index.to_numpy()
+
+
+def _epoch_us_array(ts: pd.Series) -> np.ndarray:
+    t = pd.to_datetime(ts, utc=True)
+    return t.to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1000
+
+
+def compute_entity_features(transactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per entity, one row per event of that entity: the state after the event.
+
+    `transactions` must already be PII-hashed (riskops.pii.hash_pii: the IP key is `ip_hash`).
+    Each frame has the join key (ENTITY_KEYS), `event_timestamp` (UTC, microseconds) and the
+    ENTITY_FEATURES columns, rows in processing order, indexed by the input's index labels.
+    Identical, value for value, to feeding EntityWindowState.update event by event in that order.
+    """
+    missing = [c for c in ("event_timestamp", "amount") if c not in transactions.columns]
+    if "ip_hash" not in transactions.columns and "ip_address" in transactions.columns:
+        raise ValueError("transactions carry raw ip_address: hash PII first (riskops.pii.hash_pii)")
+    if missing:
+        raise ValueError(f"transactions lack columns {missing}")
+
+    order = event_order(transactions)
+    df = transactions.iloc[order]
+    n = len(df)
+    t_us = _epoch_us_array(df["event_timestamp"]).tolist()
+    amount = np.rint(df["amount"].astype("float64").to_numpy() * MONEY_SCALE).astype(np.int64).tolist()
+    if "is_refund" in df.columns:
+        refund = [1 if _truthy(v) else 0 for v in df["is_refund"].tolist()]
+    else:
+        refund = [0] * n
+    cols = {c: _string_list(df, c) for c in _DIM_INDEX}
+    events = list(
+        zip(
+            t_us,
+            amount,
+            refund,
+            cols["user_id"],
+            cols["device_id"],
+            cols["ip_hash"],
+            cols["shipping_country"],
+            cols["merchant_id"],
+            strict=True,
+        )
+    )
+    index = df.index
+
+    out: dict[str, pd.DataFrame] = {}
+    for entity in ENTITIES:
+        key_col = ENTITY_KEYS[entity]
+        key_pos = _DIM_INDEX[key_col]
+        states: dict[str, EntityWindowState] = {}
+        rows: list[list[float]] = []
+        keys: list[str] = []
+        pos: list[int] = []
+        for i, ev in enumerate(events):
+            k = ev[key_pos]
+            if not k:
+                continue
+            st = states.get(k)
+            if st is None:
+                st = states[k] = EntityWindowState(entity)
+            st._add(ev)
+            rows.append(st._values())
+            keys.append(k)
+            pos.append(i)
+        names = list(ENTITY_FEATURES[entity])
+        values = np.array(rows, dtype="float64").reshape(len(rows), len(names))
+        frame = pd.DataFrame(values, columns=names, index=index[pos])
+        for f in names:
+            if feature_dtype(f) == "int64":
+                frame[f] = frame[f].astype("int64")
+        frame.insert(
+            0,
+            "event_timestamp",
+            pd.to_datetime(np.asarray([t_us[p] for p in pos], dtype=np.int64), unit="us", utc=True),
+        )
+        frame.insert(0, key_col, pd.array(keys, dtype="string"))
+        out[entity] = frame
+    return out

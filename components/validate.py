@@ -48,7 +48,7 @@ class ValidationConfig:
     start: str | None = None  # ISO; timestamps must be inside [start, end] when given
     end: str | None = None
     max_future_skew_hours: float = 1.0  # without `end`: no timestamps later than now + skew
-    amount_max: float = 1e6  # sane upper bound for one order, in the order currency
+    amount_max: float = schema.AMOUNT_MAX  # sane upper bound for one order, in the order currency
     gx_data_docs: bool = False  # also build GX's own Data Docs site under report_dir/gx_data_docs
 
 

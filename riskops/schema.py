@@ -37,6 +37,8 @@ PAYMENT_METHODS: tuple[str, ...] = (
     "bnpl",
 )
 CHANNELS: tuple[str, ...] = ("web", "ios", "android")
+# Ceiling for one order's amount in its own currency (JPY/INR orders run to millions).
+AMOUNT_MAX = 1e8
 ORDER_STATUSES: tuple[str, ...] = ("completed", "refunded", "cancelled")
 COUNTRIES: tuple[str, ...] = (
     "US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "AU", "JP", "BR", "IN", "MX", "PL", "SE",

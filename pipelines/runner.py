@@ -14,6 +14,14 @@ from riskops.config import PROJECT_ROOT, Paths
 from pipelines.training_pipeline import PIPELINE_NAME, build_pipeline, compile_pipeline
 
 
+class PipelineFailed(RuntimeError):
+    """A step failed (e.g. the GX gate); later steps did not run and the registry is unchanged."""
+
+    def __init__(self, message: str, reports_dir: Path) -> None:
+        super().__init__(message)
+        self.reports_dir = reports_dir
+
+
 @dataclass
 class LocalRun:
     seconds: float
@@ -32,11 +40,11 @@ def git_commit() -> str:
         return ""
 
 
-def local_parameters(paths: Paths, **overrides) -> dict:
+def local_parameters(paths: Paths, reports_dir: Path, **overrides) -> dict:
     params = {
         "feature_repo_dir": str(paths.feature_repo),
         "registry_root": str(paths.registry),
-        "reports_dir": str(paths.reports),
+        "reports_dir": str(reports_dir),
         "git_commit": git_commit(),
     }
     params.update({k: v for k, v in overrides.items() if v is not None})
@@ -52,23 +60,26 @@ def run_local(paths: Paths, **parameters) -> LocalRun:
     from kfp import local
 
     paths.pipeline_root.mkdir(parents=True, exist_ok=True)
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    # the registration note of an earlier run must not be mistaken for this run's
-    (paths.reports / "registration.json").unlink(missing_ok=True)
+    # each run keeps its own reports (GX data docs, evaluation, registration) side by side
+    reports_dir = paths.reports / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    reports_dir.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(paths.pipeline_root))
-    params = local_parameters(paths, **parameters)
+    params = local_parameters(paths, reports_dir, **parameters)
     before = set(paths.pipeline_root.iterdir())
     started = time.perf_counter()
-    build_pipeline("dev")(**params)
+    try:
+        build_pipeline("dev")(**params)
+    except RuntimeError as exc:
+        raise PipelineFailed(str(exc), reports_dir) from exc
     seconds = time.perf_counter() - started
     new_dirs = sorted(set(paths.pipeline_root.iterdir()) - before)
-    registration_file = paths.reports / "registration.json"
+    registration_file = reports_dir / "registration.json"
     registration = json.loads(registration_file.read_text()) if registration_file.exists() else {}
     return LocalRun(
         seconds=seconds,
         registration=registration,
         run_dir=new_dirs[-1] if new_dirs else None,
-        reports_dir=paths.reports,
+        reports_dir=reports_dir,
     )
 
 

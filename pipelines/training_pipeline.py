@@ -139,6 +139,7 @@ def build_pipeline(profile_name: str = "dev"):
             model=train.outputs["model"],
             test_fraction=test_fraction,
             val_fraction=val_fraction,
+            reports_dir=reports_dir,
         ).set_display_name("evaluate vs baselines")
 
         register = register_model_op(

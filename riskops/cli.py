@@ -145,16 +145,30 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         run_id = submit(args.host, profile=args.profile, **params)
         console.print(f"submitted to {args.host}: run {run_id}")
         return 0
-    from pipelines.runner import run_local
+    from pipelines.runner import PipelineFailed, run_local
 
     try:
         run = run_local(paths(), **params)
-    except RuntimeError as exc:
-        console.print(f"[red]pipeline failed:[/red] {exc}")
-        console.print(f"reports (the GX data docs among them): {paths().reports}")
+    except PipelineFailed as exc:
+        _print_failure(exc)
         return 1
     _print_run_summary(run)
     return 0
+
+
+def _print_failure(exc) -> None:
+    console = _console()
+    console.print(f"[red]pipeline failed:[/red] {exc}")
+    validation = exc.reports_dir / "validation_report.html"
+    if validation.exists():
+        console.print(f"data validation report: {validation}")
+        summary = exc.reports_dir / "validation_report.json"
+        if summary.exists():
+            for f in json.loads(summary.read_text()).get("failures", []):
+                where = f" on column {f['column']!r}" if f.get("column") else ""
+                examples = f", e.g. {f['examples'][:3]}" if f.get("examples") else ""
+                console.print(f"  - {f['expectation']}{where}: {f['details']}{examples}")
+    console.print("the registry is unchanged: the current champion keeps serving")
 
 
 def _print_run_summary(run) -> None:
@@ -173,19 +187,17 @@ def _print_run_summary(run) -> None:
     console.print(f"registered [bold]{MODEL_NAME} {reg['version']}[/bold] as {reg['alias']} ({reg['reason']})")
     console.print(f"model folder: {mv.path}")
     console.print(f"model card:   {mv.path / 'MODEL_CARD.md'}")
+    for f in sorted(run.reports_dir.iterdir()):
+        if f.suffix in (".html", ".png", ".md"):
+            console.print(f"report:       {f}")
     if run.run_dir:
-        for pattern in ("*.html", "*.png"):
-            for f in sorted(run.run_dir.rglob(pattern)):
-                console.print(f"report:       {f}")
         console.print(f"pipeline artifacts: {run.run_dir}")
-    for f in sorted(run.reports_dir.rglob("*.html")):
-        console.print(f"report:       {f}")
 
 
 def _print_metrics_table(evaluation: dict) -> None:
     from rich.table import Table
 
-    table = Table(title="test period (trained on the past, scored on the future)")
+    table = Table(title="test period (trained on the past, scored on the future)", min_width=100)
     for col in ("model", "ROC-AUC", "PR-AUC", "recall@1%FPR", "precision@budget", "ECE"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for name, m in evaluation.get("models", {}).items():

@@ -12,8 +12,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.rule import Rule
 
-    from pipelines.runner import run_local
-    from riskops.cli import _pipeline_params, _print_run_summary
+    from pipelines.runner import PipelineFailed, run_local
+    from riskops.cli import _pipeline_params, _print_failure, _print_run_summary
 
     console = Console(highlight=False)
     started = time.perf_counter()
@@ -29,8 +29,8 @@ def run_demo(args: argparse.Namespace) -> int:
         params["promotion"] = "always"  # the demo serves what it just trained
     try:
         run = run_local(home, **params)
-    except RuntimeError as exc:
-        console.print(f"[red]pipeline failed:[/red] {exc}")
+    except PipelineFailed as exc:
+        _print_failure(exc)
         return 1
     _print_run_summary(run)
     console.print(Rule(f"demo finished in {time.perf_counter() - started:.0f}s"))

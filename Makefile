@@ -53,10 +53,13 @@ compile: install ## compile the KFP pipeline YAML (checked in)
 validate-k8s: install ## offline checks of k8s/ and the compiled pipelines (yamllint, kustomize, schemas, CRDs)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/validate_k8s.py
 
-bench: bench-quality ## all benchmarks
+bench: bench-quality bench-serving ## all benchmarks
 
 bench-quality: install ## model quality: transformer vs LightGBM/LR/rules/IsolationForest on a larger synthetic set
 	$(PY) benchmarks/bench_quality.py
+
+bench-serving: install ## serving latency/throughput vs a bare KServe floor, open-loop load, Feast staleness
+	$(PY) benchmarks/bench_serving.py
 
 clean: ## remove generated state (keeps .venv)
 	rm -rf .riskops benchmarks/results

@@ -122,6 +122,7 @@ def _pipeline_params(args: argparse.Namespace) -> dict:
         "encoder": args.encoder,
         "epochs": args.epochs,
         "max_steps": args.max_steps,
+        "max_train_rows": args.max_train_rows,
         "promotion": args.promotion,
     }
 
@@ -265,6 +266,23 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serving
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.server import main as serve_main
+
+    argv = ["--port", str(args.port), "--host", args.host]
+    if args.model_version:
+        argv += ["--model-version", args.model_version]
+    if args.config:
+        argv += ["--config", args.config]
+    if args.grpc:
+        argv += ["--grpc"]
+    for item in args.set:
+        argv += ["--set", item]
+    serve_main(argv)
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from riskops.demo import run_demo
@@ -286,6 +304,13 @@ def _add_pipeline_args(p: argparse.ArgumentParser, rows: int = 20_000, epochs: i
     )
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs (default %(default)s)")
     p.add_argument("--max-steps", type=int, default=0, help="stop training after N steps (0 = no limit)")
+    p.add_argument(
+        "--max-train-rows",
+        type=int,
+        default=6000,
+        help="train on every fraud plus a sample of legit rows up to N rows, for CPU speed; validation"
+        " and test are never sampled and scores are re-calibrated (0 = all rows; default %(default)s)",
+    )
     p.add_argument(
         "--promotion",
         choices=("if-none", "always", "never"),
@@ -369,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("promote", help="make a version the champion")
     p.add_argument("version", help="vNNNN")
     p.set_defaults(func=cmd_models_promote)
+
+    p = sub.add_parser("serve", help="serve the champion with KServe (REST v1, v2, explain, metrics)",
+                       description="Start KServe's ModelServer with the risk model: request validation, PII hashing, "
+                       "Feast online lookup, the fine-tuned model, the decision policy, reasons, prediction log. "
+                       "Stops cleanly on Ctrl-C/SIGTERM. See docs/serving.md for curl examples.")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 in a container (default %(default)s)")
+    p.add_argument("--model-version", help="vNNNN (pinned), an alias (followed and hot-swapped), or a model folder;"
+                   " default: the champion")
+    p.add_argument("--config", help="serving.yaml (default $RISKOPS_HOME/serving.yaml if present)")
+    p.add_argument("--grpc", action="store_true", help="also serve the v2 gRPC protocol on port+1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a serving setting, e.g. --set fail_mode=block")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="run the whole loop end to end (what `make demo` runs)",
                        description="Train through the real pipeline and print metrics, model version and reports.")

@@ -7,7 +7,7 @@ from riskops.cli import build_parser, main
 
 SUBCOMMANDS = [
     ["generate"], ["validate"], ["features"], ["train"], ["pipeline"], ["pipeline", "compile"],
-    ["pipeline", "run"], ["models"], ["models", "list"], ["models", "show"], ["models", "promote"], ["demo"],
+    ["pipeline", "run"], ["models"], ["models", "list"], ["models", "show"], ["models", "promote"], ["serve"], ["demo"],
 ]
 
 

@@ -1,0 +1,688 @@
+"""Serving benchmark: our model server vs. a bare KServe ModelServer returning a constant (the floor).
+
+Same machine, same async load generator (aiohttp), one server at a time, both bound to 127.0.0.1
+with gRPC off and the same KServe logging. Phases:
+
+* concurrency 1: sequential single-transaction v1 requests -> p50/p95/p99 latency;
+* concurrency 32, closed loop: 32 clients each send the next request when the last answered ->
+  throughput and latency;
+* ours only, open loop: requests *scheduled* at a fixed rate (default 300/s) for ~10 s, latency
+  measured from each request's scheduled send time (so a stalled server cannot hide queueing),
+  error count;
+* ours only, staleness: a transaction of a brand-new user is scored, then a separate Feast client
+  polls the online store until the pushed state is visible; staleness = visible - acknowledged.
+
+Data: the synthetic generator; the older part builds the Feast repo (offline + online store), the
+newer part is replayed in time order as requests (known users and merchants, new ones too).
+Model: a trained MiniLM champion from the riskops registry ($RISKOPS_HOME or ./.riskops) when one
+exists, else a small model with the tiny encoder trained here (`--encoder` forces a choice); the
+result says which. Results: benchmarks/results/serving.json and a table on stdout.
+
+    python benchmarks/bench_serving.py [--rows 14000] [--rps 300] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+MODEL = "risk-model"
+GOALS = {
+    "p99_c1_ratio_max": 10.0,
+    "throughput_c32_ratio_min": 0.5,
+    "open_p99_ms_max": 100.0,
+    "staleness_s_max": 1.0,
+}
+
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "FEAST_USAGE": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The floor: a bare KServe model returning a constant
+# ---------------------------------------------------------------------------------------------
+
+
+def run_floor_server(port: int) -> None:
+    sys.argv = sys.argv[:1]  # kserve parses argv at import
+    from kserve import Model, ModelServer
+
+    from serving.http import bind_host
+
+    class Constant(Model):
+        def __init__(self) -> None:
+            super().__init__(MODEL)
+            self.ready = True
+
+        async def predict(self, payload, headers=None, response_headers=None):
+            return {"predictions": [{"risk_score": 0.5, "decision": "approve"} for _ in payload["instances"]]}
+
+    server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False)
+    with bind_host("127.0.0.1"):
+        server.start([Constant()])
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def registry_minilm() -> tuple[Path, str] | None:
+    """The riskops registry's champion, if it is a trained MiniLM model."""
+    from riskops.config import paths
+    from riskops.registry import ModelRegistry, RegistryError
+
+    try:
+        mv = ModelRegistry(paths().registry).resolve("champion")
+    except RegistryError:
+        return None
+    cfg = json.loads((mv.path / "config.json").read_text()) if (mv.path / "config.json").exists() else {}
+    return (mv.path, mv.version) if cfg.get("encoder") == "minilm" else None
+
+
+def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed: int):
+    """Feast repo from the older half of the data, a model in a fresh registry; returns (home, replay, model)."""
+    from components.features import build_features
+    from riskops.config import paths
+    from riskops.generator import GeneratorConfig, generate
+    from riskops.registry import ModelRegistry
+
+    home = paths(work / "home")
+    df = generate(GeneratorConfig(rows=rows, seed=seed)).sort_values("event_timestamp", kind="stable")
+    df = df.reset_index(drop=True)
+    cut = len(df) // 2
+    history, replay = df.iloc[:cut], df.iloc[cut:]
+    t = time.perf_counter()
+    feats = build_features(history, home.feature_repo)
+    log(f"Feast repo from {len(history)} transactions in {time.perf_counter() - t:.0f}s")
+
+    model_info: dict
+    found = registry_minilm() if encoder in ("auto", "minilm") and not model_dir else None
+    if model_dir:
+        src, model_info = Path(model_dir), {"source": f"--model-dir {model_dir}"}
+    elif found:
+        src, model_info = found[0], {"source": f"registry champion {found[1]} ({found[0]})"}
+    else:
+        enc = "minilm" if encoder == "minilm" else "tiny"
+        from components.train import TrainConfig, train_from_training_set
+
+        t = time.perf_counter()
+        steps = 30 if enc == "minilm" else None
+        trained = train_from_training_set(
+            feats.training_frame,
+            work / "model",
+            TrainConfig(encoder=enc, epochs=1, max_train_rows=3000, max_steps=steps, progress=False),
+        )
+        src = trained.model_dir
+        model_info = {
+            "source": f"trained here: {enc} encoder, 1 epoch on {min(3000, len(history))} rows"
+            + (f", {steps} steps" if steps else "")
+            + f" ({time.perf_counter() - t:.0f}s), val PR-AUC {trained.val_pr_auc:.3f}"
+        }
+        if not (src / "policy.json").exists():
+            (src / "policy.json").write_text(json.dumps({"review": 0.5, "block": 0.9}))
+    cfg = json.loads((src / "config.json").read_text())
+    model_info.update(
+        encoder=cfg.get("encoder"), encoder_layers=(cfg.get("encoder_config") or {}).get("num_hidden_layers")
+    )
+    registry = ModelRegistry(home.registry)
+    mv = registry.register(src)
+    registry.set_alias("champion", mv.version)
+    return home, replay, model_info
+
+
+def request_bodies(replay, n: int) -> list[bytes]:
+    """n single-transaction v1 bodies in time order (cycled with shifted times and fresh ids if needed)."""
+    import orjson
+
+    cols = [c for c in replay.columns if c not in ("is_fraud", "fraud_type", "order_status")]
+    recs = replay[cols].to_dict("records")
+    span = replay["event_timestamp"].max() - replay["event_timestamp"].min() + timedelta(seconds=1)
+    out = []
+    for i in range(n):
+        cycle, j = divmod(i, len(recs))
+        r = dict(recs[j])
+        r["event_timestamp"] = (r["event_timestamp"] + cycle * span).isoformat()
+        if cycle:
+            r["transaction_id"] = f"{r['transaction_id']}-c{cycle}"
+        r = {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        out.append(orjson.dumps({"instances": [r]}))
+    return out
+
+
+def start_server(cmd: list[str], port: int, logfile: Path, timeout: float = 300) -> subprocess.Popen:
+    import httpx
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(logfile, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n{logfile.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"server not ready in {timeout}s:\n{logfile.read_text()[-3000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generation
+# ---------------------------------------------------------------------------------------------
+
+
+def pct(lat_s: list[float]) -> dict:
+    if not lat_s:
+        return {"n": 0}
+    a = np.asarray(lat_s) * 1000
+    return {
+        "n": len(a),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "max_ms": round(float(a.max()), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
+
+
+class Bodies:
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+        self.i = 0
+
+    def next(self) -> bytes:
+        b = self.bodies[self.i % len(self.bodies)]
+        self.i += 1
+        return b
+
+
+HEADERS = {"Content-Type": "application/json"}
+
+
+async def _post(session, url: str, body: bytes) -> tuple[bool, str]:
+    try:
+        async with session.post(url, data=body, headers=HEADERS) as r:
+            payload = await r.read()
+            if r.status != 200:
+                return False, f"{r.status}: {payload[:200]!r}"
+            return True, ""
+    except Exception as exc:  # noqa: BLE001
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+async def closed_loop(
+    url: str,
+    bodies: Bodies,
+    concurrency: int,
+    seconds: float | None,
+    requests: int | None,
+    keep_latencies: bool = False,
+) -> dict:
+    import aiohttp
+
+    lat: list[float] = []
+    errors: list[str] = []
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as s:
+        started = time.perf_counter()
+        deadline = started + seconds if seconds else None
+        remaining = [requests] if requests else None
+
+        async def worker():
+            while True:
+                if deadline and time.perf_counter() >= deadline:
+                    return
+                if remaining is not None:
+                    if remaining[0] <= 0:
+                        return
+                    remaining[0] -= 1
+                t = time.perf_counter()
+                ok, err = await _post(s, url, bodies.next())
+                (lat.append(time.perf_counter() - t) if ok else errors.append(err))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        **pct(lat),
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "throughput_rps": round(len(lat) / elapsed, 1),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        **({"_lat": lat} if keep_latencies else {}),
+    }
+
+
+async def open_loop(url: str, bodies: Bodies, rps: float, seconds: float) -> dict:
+    """Requests scheduled at a fixed rate; latency from the scheduled time (no coordinated omission)."""
+    import aiohttp
+
+    n = int(rps * seconds)
+    lat: list[float] = []
+    errors: list[str] = []
+    late: list[float] = []
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as s:
+
+        async def fire(scheduled: float, body: bytes):
+            late.append(time.perf_counter() - scheduled)
+            ok, err = await _post(s, url, body)
+            (lat.append(time.perf_counter() - scheduled) if ok else errors.append(err))
+
+        t0 = time.perf_counter() + 0.1
+        tasks = []
+        for i in range(n):
+            scheduled = t0 + i / rps
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(fire(scheduled, bodies.next())))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    return {
+        **pct(lat),
+        "offered_rps": rps,
+        "requests": n,
+        "seconds": round(elapsed, 2),
+        "achieved_rps": round(len(lat) / elapsed, 1),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "send_lateness_p99_ms": round(float(np.percentile(np.asarray(late) * 1000, 99)), 3) if late else None,
+    }
+
+
+def scrape(url: str) -> dict[str, float]:
+    import httpx
+
+    out: dict[str, float] = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        m = re.match(
+            r"^((?:riskops|request)_[a-z_]+(?:_sum|_count|_total))(\{[^}]*\})?\s+([0-9.eE+-]+)$", line
+        )
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def batch_stats(before: dict, after: dict) -> dict:
+    def d(k):
+        return after.get(k, 0.0) - before.get(k, 0.0)
+
+    def mean_ms(name: str, labels: str = "") -> float | None:
+        n = d(f"{name}_count{labels}")
+        return round(1000 * d(f"{name}_sum{labels}") / n, 2) if n else None
+
+    model = '{model_name="' + MODEL + '"}'
+    batches = d("riskops_model_batch_rows_count")
+    stages = {
+        "preprocess (validate, hash, features)": mean_ms("request_preprocess_seconds", model),
+        "predict (batch wait, model frame, model, policy, reasons)": mean_ms(
+            "request_predict_seconds", model
+        ),
+        "postprocess (prediction log fsync, alerts, response)": mean_ms("request_postprocess_seconds", model),
+        "feast online read (per read, shared by waiting requests)": mean_ms("riskops_feature_lookup_seconds"),
+        "model call per batch (predict_proba + reasons)": mean_ms("riskops_model_batch_seconds"),
+        "prediction log write + fsync (per group)": mean_ms("riskops_prediction_log_write_seconds"),
+    }
+    return {
+        "stage_mean_ms": stages,
+        "model_batches": int(batches),
+        "mean_batch_rows": round(d("riskops_model_batch_rows_sum") / batches, 2) if batches else None,
+        "mean_model_batch_ms": round(1000 * d("riskops_model_batch_seconds_sum") / batches, 2)
+        if batches
+        else None,
+        "degraded": int(d("riskops_degraded_total")),
+    }
+
+
+def staleness(url: str, repo: Path, probes: int, t_base: datetime) -> dict:
+    """Score a new user's transaction, then poll a separate Feast client until its state is visible."""
+    import httpx
+
+    from riskops.featurestore import online_features, open_store
+    from serving.examples import example_transaction
+
+    store = open_store(repo)
+    online_features(store, [{"user_id": "warm-up"}])
+    values, missed = [], 0
+    with httpx.Client(timeout=30) as client:
+        for k in range(probes):
+            user = f"staleness-{uuid.uuid4().hex[:10]}"
+            tx = example_transaction(
+                transaction_id=f"stale-{k}-{user}",
+                user_id=user,
+                event_timestamp=(t_base + timedelta(seconds=k)).isoformat(),
+            )
+            r = client.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": [tx]})
+            acked = time.perf_counter()
+            assert r.status_code == 200, r.text
+            while True:
+                f = online_features(store, [{"user_id": user}])[0]
+                now = time.perf_counter()
+                if f["user_txn_count_1h"] >= 1:
+                    values.append(now - acked)
+                    break
+                if now - acked > 10:
+                    missed += 1
+                    break
+                time.sleep(0.005)
+            time.sleep(0.1)
+    a = np.asarray(values)
+    return {
+        "probes": probes,
+        "missed": missed,
+        "p50_s": round(float(np.percentile(a, 50)), 3) if len(a) else None,
+        "p95_s": round(float(np.percentile(a, 95)), 3) if len(a) else None,
+        "max_s": round(float(a.max()), 3) if len(a) else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def merge_runs(runs: list[dict], lat_key: str = "_lat") -> dict:
+    """Pool the latencies of several rounds; throughput = all answered / all elapsed."""
+    lat = [x for r in runs for x in r.pop(lat_key)]
+    elapsed = sum(r["seconds"] for r in runs)
+    errors = sum(r["errors"] for r in runs)
+    out = {**pct(lat), "rounds": len(runs), "seconds": round(elapsed, 2), "errors": errors}
+    out["throughput_rps"] = round(len(lat) / elapsed, 1) if elapsed else 0.0
+    out["throughput_rps_per_round"] = [r["throughput_rps"] for r in runs]
+    out["error_examples"] = [e for r in runs for e in r["error_examples"]][:3]
+    return out
+
+
+def measure_interleaved(urls: dict[str, str], bodies: dict[str, Bodies], args) -> dict:
+    """c1 and c32 phases in rounds, floor and ours alternating, so both see the same background load."""
+    out: dict = {name: {} for name in urls}
+    for name, url in urls.items():  # warm up (model caches, connections)
+        asyncio.run(closed_loop(f"{url}/v1/models/{MODEL}:predict", bodies[name], 4, None, args.warmup))
+    rounds = max(1, args.rounds)
+    for phase, conc in (("c1", 1), ("c32", 32)):
+        runs: dict[str, list[dict]] = {name: [] for name in urls}
+        before = {name: scrape(url) for name, url in urls.items() if name == "ours"}
+        for r in range(rounds):
+            for name, url in urls.items():
+                res = asyncio.run(
+                    closed_loop(
+                        f"{url}/v1/models/{MODEL}:predict",
+                        bodies[name],
+                        conc,
+                        args.c32_seconds / rounds if conc > 1 else None,
+                        None if conc > 1 else max(1, args.c1_requests // rounds),
+                        keep_latencies=True,
+                    )
+                )
+                res["load_avg"] = os.getloadavg()[0]
+                runs[name].append(res)
+                log(
+                    f"  {phase} round {r + 1}/{rounds} {name}: p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, {res['throughput_rps']} req/s, load {res['load_avg']:.2f}"
+                )
+        for name in urls:
+            out[name][phase] = merge_runs(runs[name])
+            out[name][phase]["load_avg_per_round"] = [round(r["load_avg"], 2) for r in runs[name]]
+        if "ours" in before:
+            out["ours"][phase].update(batch_stats(before["ours"], scrape(urls["ours"])))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--rows", type=int, default=14_000, help="generated transactions (half history, half replay)"
+    )
+    p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--encoder", choices=("auto", "tiny", "minilm"), default="auto")
+    p.add_argument("--model-dir", default=None, help="benchmark this model folder instead")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--c1-requests", type=int, default=600)
+    p.add_argument("--rounds", type=int, default=3, help="c1/c32 rounds, alternating floor and ours")
+    p.add_argument("--c32-seconds", type=float, default=15.0, help="total over the rounds, per server")
+    p.add_argument("--rps", type=float, default=300.0)
+    p.add_argument("--open-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--sweep", default="25,50,100", help="open-loop rates for ours run before --rps ('' = none)"
+    )
+    p.add_argument("--staleness-probes", type=int, default=20)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ServingConfig override for our server",
+    )
+    p.add_argument(
+        "--server-module", default="serving", help="entry point run as `python -m MODULE` for our server"
+    )
+    p.add_argument("--out", default=str(RESULTS / "serving.json"))
+    p.add_argument("--keep", action="store_true", help="keep the temporary home (logs, prediction log)")
+    p.add_argument("--floor-server", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.floor_server:
+        run_floor_server(args.floor_server)
+        return 0
+
+    import kserve
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="riskops-bench-serving-"))
+    log(f"work dir {work}")
+    started = time.perf_counter()
+    home, replay, model_info = setup_home(work, args.rows, args.encoder, args.model_dir, args.seed)
+    log(f"model: {model_info}")
+    n_bodies = (
+        args.warmup * 2 + args.c1_requests + int(args.rps * args.open_seconds) + int(3000 * args.c32_seconds)
+    )
+    bodies_ours = Bodies(request_bodies(replay, min(n_bodies, 60_000)))
+    bodies_floor = Bodies(bodies_ours.bodies)
+    results: dict = {
+        "command": "python benchmarks/bench_serving.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "kserve": kserve.__version__ if hasattr(kserve, "__version__") else "0.21",
+            "torch": torch.__version__,
+            "torch_threads_default": torch.get_num_threads(),
+            "load_avg_at_start": os.getloadavg(),
+        },
+        "model": model_info,
+        "server_overrides": args.set,
+        "server_module": args.server_module,
+        "load_generator": "aiohttp, one process on the same machine (shares the CPUs with the server)",
+    }
+
+    floor_port, port = free_port(), free_port()
+    cmd = [sys.executable, "-m", args.server_module, "--port", str(port), "--home", str(home.root)]
+    for item in args.set:
+        cmd += ["--set", item]
+    procs = []
+    try:
+        procs.append(
+            start_server(
+                [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(floor_port)],
+                floor_port,
+                work / "floor.log",
+            )
+        )
+        procs.append(start_server(cmd, port, work / "ours.log"))
+        url = f"http://127.0.0.1:{port}"
+        urls = {"floor": f"http://127.0.0.1:{floor_port}", "ours": url}
+        log(
+            "floor: a bare KServe ModelServer returning a constant; ours: risk-model (validation, PII hashing,"
+        )
+        log("Feast, model, policy, reasons, durable prediction log); c1/c32 rounds alternate between the two")
+        measured = measure_interleaved(urls, {"floor": bodies_floor, "ours": bodies_ours}, args)
+        results["floor"], results["ours"] = measured["floor"], measured["ours"]
+        sweep = {}
+        for rate in [float(x) for x in args.sweep.split(",") if x.strip()]:
+            time.sleep(5)  # let background pushes and log writes drain
+            before = scrape(url)
+            res = asyncio.run(
+                open_loop(f"{url}/v1/models/{MODEL}:predict", bodies_ours, rate, args.open_seconds)
+            )
+            res.update(batch_stats(before, scrape(url)))
+            res["load_avg_after"] = os.getloadavg()[0]
+            sweep[f"{rate:g}"] = res
+            log(
+                f"  open loop {rate:g}/s: p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, {res['errors']} errors"
+            )
+        if sweep:
+            results["ours"]["open_sweep"] = sweep
+        time.sleep(5)
+        last = json.loads(bodies_ours.bodies[(bodies_ours.i - 1) % len(bodies_ours.bodies)])["instances"][0]
+        t_base = datetime.fromisoformat(last["event_timestamp"]) + timedelta(minutes=5)
+        results["ours"]["staleness"] = staleness(url, home.feature_repo, args.staleness_probes, t_base)
+        log(f"  staleness: {results['ours']['staleness']}")
+        time.sleep(5)
+        results["ours"]["load_avg_before_open"] = os.getloadavg()[0]
+        before = scrape(url)
+        results["ours"]["open"] = asyncio.run(
+            open_loop(f"{url}/v1/models/{MODEL}:predict", bodies_ours, args.rps, args.open_seconds)
+        )
+        results["ours"]["open"].update(batch_stats(before, scrape(url)))
+        results["ours"]["open"]["load_avg_after"] = os.getloadavg()[0]
+        log(f"  open loop {args.rps:g}/s: {results['ours']['open']}")
+        from serving.predlog import read_prediction_log
+
+        results["ours"]["prediction_log_records"] = len(read_prediction_log(home.prediction_log))
+    finally:
+        for proc in procs:
+            stop_server(proc)
+
+    f, o = results["floor"], results["ours"]
+    checks = [
+        ("p99 @ c1 vs floor", o["c1"]["p99_ms"] / f["c1"]["p99_ms"], f"<= {GOALS['p99_c1_ratio_max']}x",
+         o["c1"]["p99_ms"] / f["c1"]["p99_ms"] <= GOALS["p99_c1_ratio_max"]),
+        ("throughput @ c32 vs floor", o["c32"]["throughput_rps"] / f["c32"]["throughput_rps"],
+         f">= {GOALS['throughput_c32_ratio_min']}x",
+         o["c32"]["throughput_rps"] / f["c32"]["throughput_rps"] >= GOALS["throughput_c32_ratio_min"]),
+        (f"p99 @ {args.rps:g} rps open loop (ms)", o["open"]["p99_ms"], f"<= {GOALS['open_p99_ms_max']:g} ms, 0 errors",
+         o["open"]["p99_ms"] <= GOALS["open_p99_ms_max"] and o["open"]["errors"] == 0),
+        ("Feast push->visible staleness max (s)", o["staleness"]["max_s"], f"<= {GOALS['staleness_s_max']:g} s",
+         o["staleness"]["max_s"] is not None and o["staleness"]["max_s"] <= GOALS["staleness_s_max"] and not o["staleness"]["missed"]),
+    ]  # fmt: skip
+    results["goals"] = [
+        {"goal": g, "value": round(v, 3), "target": t, "pass": bool(ok)} for g, v, t, ok in checks
+    ]
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(render(results))
+    log(f"wrote {out}")
+    if args.keep:
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def render(r: dict) -> str:
+    f, o = r["floor"], r["ours"]
+    lines = [
+        "",
+        f"model: {r['model'].get('encoder')} encoder - {r['model']['source']}",
+        f"machine: {r['machine']['cpus']} CPUs, load avg at start {r['machine']['load_avg_at_start'][0]:.2f}",
+        "",
+        "| phase | server | p50 ms | p95 ms | p99 ms | throughput req/s | errors | mean batch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for phase in ("c1", "c32"):
+        for name, res in (("floor (constant)", f), ("ours", o)):
+            x = res[phase]
+            lines.append(
+                f"| {phase} | {name} | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['throughput_rps']} "
+                f"| {x['errors']} | {x.get('mean_batch_rows', '-')} |"
+            )
+    x = o["open"]
+    lines.append(
+        f"| open {x['offered_rps']:g}/s | ours | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['achieved_rps']} "
+        f"| {x['errors']} | {x.get('mean_batch_rows', '-')} |"
+    )
+    lines += ["", "ours, mean time per stage (ms, from the server's Prometheus histograms):", ""]
+    lines += ["| stage | c1 | c32 | open |", "|---|---|---|---|"]
+    for stage in o["c1"].get("stage_mean_ms", {}):
+        vals = [o[ph].get("stage_mean_ms", {}).get(stage) for ph in ("c1", "c32", "open")]
+        lines.append(f"| {stage} | " + " | ".join("-" if v is None else str(v) for v in vals) + " |")
+    if o.get("open_sweep"):
+        lines += [
+            "",
+            "| open loop (ours) | p50 ms | p95 ms | p99 ms | achieved req/s | errors | mean batch | load avg |",
+        ]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        for rate, x in o["open_sweep"].items():
+            lines.append(
+                f"| {rate}/s | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['achieved_rps']} | {x['errors']} "
+                f"| {x.get('mean_batch_rows', '-')} | {x['load_avg_after']:.2f} |"
+            )
+    s = o["staleness"]
+    lines += [
+        "",
+        f"Feast push->visible staleness: p50 {s['p50_s']} s, p95 {s['p95_s']} s, max {s['max_s']} s ({s['probes']} probes, {s['missed']} missed)",
+        "",
+        "| goal | value | target | pass |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {g['goal']} | {g['value']} | {g['target']} | {'yes' if g['pass'] else 'NO'} |" for g in r["goals"]
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

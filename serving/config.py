@@ -1,0 +1,109 @@
+"""Serving settings: one dataclass, defaults that work locally, an optional YAML file to override.
+
+Precedence (lowest to highest): the defaults below, `<home>/serving.yaml` (or the file given to
+`serve(config_file=...)`), then keyword arguments of `serve(...)`. Unknown keys in the YAML file are
+an error that names them (a typo must not silently keep a default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from riskops.config import MODEL_NAME, Paths, load_yaml
+
+FAIL_MODES = ("approve", "review", "block")
+DECISIONS = ("approve", "review", "block")  # in order of severity
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    model_name: str = MODEL_NAME
+    # model: a registry version ("v0003"), an alias ("champion", "challenger") or None (= champion).
+    # A fixed version is pinned; an alias is followed (hot swap when it moves).
+    model_version: str | None = None
+    registry_poll_s: float = 2.0  # how often the registry alias is checked (0 = never)
+    feature_repo: Path | None = None  # default: home.feature_repo
+    policy_file: Path | None = None  # operator override of policy.json; default: home.root/policy.yaml
+    default_review: float = 0.5  # thresholds used when neither policy.json nor policy.yaml has them
+    default_block: float = 0.9
+    fail_mode: str = "review"  # decision floor when features are unavailable (approve|review|block)
+    reasons_for: str = "flagged"  # "flagged" (score >= review) or "all": explanations cost per row
+    reasons_top_k: int = 3
+    reasons_ig_steps: int = 16  # integrated-gradients steps for reasons (the :explain route uses 32)
+    # Feast online store
+    feast_timeout_s: float = 0.25  # a lookup slower than this answers degraded
+    feast_retry_after_s: float = 5.0  # after a failure, skip Feast (answer degraded) this long
+    push_interval_s: float = 0.5  # entity state pushes are coalesced and flushed this often
+    entity_cache_size: int = 200_000  # entity tracks kept in memory (LRU) across the four entities
+    # model batching
+    max_batch_rows: int = 256  # rows scored together (requests are merged up to this)
+    batch_wait_ms: float = 0.0  # extra wait for more requests before a batch (0 = opportunistic)
+    torch_threads: int = 1  # intra-op threads for the model (0 = torch's default); see docs/serving.md
+    switch_interval_ms: float = 0.0  # Python GIL switch interval (0 = Python's default, 5 ms)
+    # prediction log
+    log_segment_bytes: int = 64 << 20
+    log_segment_seconds: float = 3600.0
+    log_fsync: bool = True
+    # alerts
+    alert_webhook_url: str | None = None
+    alert_webhook_timeout_s: float = 2.0
+    burst_count: int = 3  # this many scores >= review for one entity ...
+    burst_window_s: float = 600.0  # ... within this many seconds (event time) raise a burst alert
+    # request limits
+    max_batch: int = 256
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.fail_mode not in FAIL_MODES:
+            raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
+        if self.reasons_for not in ("flagged", "all"):
+            raise ValueError(f"reasons_for must be 'flagged' or 'all', got {self.reasons_for!r}")
+        if not 0.0 <= self.default_review <= self.default_block <= 1.0:
+            raise ValueError("need 0 <= default_review <= default_block <= 1")
+        for name in ("feature_repo", "policy_file"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, Path):
+                object.__setattr__(self, name, Path(v))
+
+    def with_home(self, home: Paths) -> ServingConfig:
+        """Fill the home-relative defaults."""
+        return replace(
+            self,
+            feature_repo=self.feature_repo or home.feature_repo,
+            policy_file=self.policy_file or home.root / "policy.yaml",
+        )
+
+
+def setup_logging(level: int | str = "INFO") -> None:
+    """Send the `serving` loggers' records to stderr in KServe's format (KServe configures only its own)."""
+    import logging
+
+    logger = logging.getLogger("serving")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s.%(msecs)03d %(process)s %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"
+            )
+        )
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> ServingConfig:
+    """Defaults <- YAML file (if it exists or was named) <- keyword overrides (None values ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None and Path(path).exists():
+        values.update(load_yaml(path))
+    known = {f.name for f in fields(ServingConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown serving settings {unknown}; known: {sorted(known)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TypeError(f"unknown serving settings {unknown}")
+    return ServingConfig(**values)

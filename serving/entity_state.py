@@ -1,0 +1,257 @@
+"""Per-entity window state kept by the serving process, and how it meets the online store.
+
+The problem: windowed aggregates (counts/sums/distincts over 1h..30d) can only be updated
+exactly from the *events*, and the Feast online store holds only the latest *snapshot* of each
+entity. A snapshot cannot be turned back into events, so an `EntityWindowState` cannot be seeded
+from it.
+
+The choice made here (docs/serving.md, "Entity state"):
+
+* The first time this process sees an entity, its online snapshot is read from Feast and kept as
+  a frozen **baseline** (defaults for a never-seen entity). From then on the process records the
+  entity's events in its own `riskops.aggregates.EntityWindowState` (**live** part, exact, the
+  same code as the offline backfill).
+* The features of an entity are `combine(baseline, live)`: counts and sums add up; distinct
+  counts take the larger of the two (the overlap is unknown); means, standard deviations and
+  rates are pooled, weighted by event counts; the last-event time is the latest. A baseline
+  window stops counting once the newest event is a full window past the baseline's time (all
+  its events have left the window by then); before that it counts in full (a slight over-count
+  for events that aged out in between). Exact for entities first seen by this process.
+* After each scored transaction the combined state *after* the event is pushed to the online
+  store (coalesced by a background pusher), so other replicas and the next process start see it.
+* Tracks live in a bounded LRU (`capacity`); an evicted entity is re-baselined from the online
+  store, which by then holds the state this process pushed.
+* Concurrent requests of one entity are serialised on the event loop: the lookup and the update
+  happen together with no await in between, so the 2nd of two simultaneous transactions of a
+  user already counts the 1st (what burst detection needs).
+* An event older than the entity's clock (clients' clocks disagree) is counted at the clock's
+  time, because windows only move forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from riskops.aggregates import ENTITIES, WINDOW_SECONDS, EntityWindowState, to_epoch_us
+from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS
+
+US = 1_000_000
+
+
+def _parse(entity: str) -> list[tuple[str, str, str | None]]:
+    """(feature, kind, window) per feature of `entity`."""
+    out = []
+    prefix = entity + "_"
+    for name in ENTITY_FEATURES[entity]:
+        rest = name[len(prefix) :]
+        if rest == "last_event_epoch":
+            out.append((name, "last", None))
+            continue
+        stem, _, w = rest.rpartition("_")
+        if stem in ("txn_count", "amount_sum"):
+            kind = "add"
+        elif stem.startswith("distinct_"):
+            kind = "max"
+        elif stem == "amount_mean":
+            kind = "mean"
+        elif stem == "amount_std":
+            kind = "std"
+        elif stem == "refund_rate":
+            kind = "rate"
+        else:  # pragma: no cover - riskops.aggregates rejects unknown features first
+            raise ValueError(f"no combine rule for {name}")
+        out.append((name, kind, w))
+    return out
+
+
+_SPECS = {e: _parse(e) for e in ENTITIES}
+# The count feature used to weigh a baseline's mean/std/rate: the longest txn_count window known.
+_BASE_WEIGHT = {
+    e: max(
+        (f for f, k, w in _SPECS[e] if k == "add" and "_txn_count_" in f),
+        key=lambda f: WINDOW_SECONDS[f.rsplit("_", 1)[1]],
+    )
+    for e in ENTITIES
+}
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and isinstance(v, int | float) and math.isfinite(v)
+
+
+def combine(
+    entity: str,
+    baseline: Mapping[str, float] | None,
+    baseline_t_us: int | None,
+    state: EntityWindowState | None,
+) -> dict[str, float]:
+    """The entity's features from a frozen online baseline plus the events seen since (see module doc)."""
+    live = state.snapshot() if state is not None and state.last_event_us is not None else None
+    if live is None and baseline is None:
+        return {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES[entity]}
+    if live is None:
+        return {f: float(baseline.get(f, ENTITY_FEATURE_DEFAULTS[f])) for f in ENTITY_FEATURES[entity]}
+    if baseline is None:
+        return live
+    anchor = state.last_event_us
+    base_n = baseline.get(_BASE_WEIGHT[entity], 0.0)
+    base_n = float(base_n) if _finite(base_n) else 0.0
+    out: dict[str, float] = {}
+    for name, kind, w in _SPECS[entity]:
+        b = baseline.get(name, ENTITY_FEATURE_DEFAULTS[name])
+        lv = live[name]
+        if kind == "last":
+            out[name] = lv if _finite(lv) else float(b)
+            continue
+        alive = baseline_t_us is None or anchor - baseline_t_us < WINDOW_SECONDS[w] * US
+        if kind == "add":
+            out[name] = (float(b) if alive and _finite(b) else 0.0) + lv
+        elif kind == "max":
+            out[name] = max(float(b) if alive and _finite(b) else 0.0, lv)
+        else:
+            n_live = float(state.windows[w].count)
+            n_base = base_n if alive and _finite(b) else 0.0
+            if n_base <= 0 or not _finite(b):
+                out[name] = lv
+            elif n_live <= 0 or not _finite(lv):
+                out[name] = float(b)
+            elif kind in ("mean", "rate"):
+                out[name] = (n_base * b + n_live * lv) / (n_base + n_live)
+            else:  # std: pooled from both parts' means and stds
+                mean_name = name.replace("_amount_std_", "_amount_mean_")
+                mb, ml = baseline.get(mean_name), live.get(mean_name)
+                if not (_finite(mb) and _finite(ml)):
+                    out[name] = lv
+                    continue
+                n = n_base + n_live
+                m = (n_base * mb + n_live * ml) / n
+                var = (n_base * (b * b + mb * mb) + n_live * (lv * lv + ml * ml)) / n - m * m
+                out[name] = math.sqrt(max(var, 0.0))
+    return out
+
+
+@dataclass
+class _Track:
+    baseline: dict[str, float] | None
+    baseline_t_us: int | None
+    state: EntityWindowState
+
+
+@dataclass
+class Push:
+    entity: str
+    key: str
+    event_timestamp: datetime
+    features: dict[str, float]
+
+
+class EntityTracker:
+    """Bounded LRU of entity tracks (all four entity types together)."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = int(capacity)
+        self._tracks: OrderedDict[tuple[str, str], _Track] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    @staticmethod
+    def keys_of(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(entity, key) pairs of a hashed record; a missing key belongs to no entity."""
+        out = []
+        for entity in ENTITIES:
+            v = record.get(ENTITY_KEYS[entity])
+            if v is not None and v != "":
+                out.append((entity, str(v)))
+        return out
+
+    def untracked(self, records: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        """Distinct (entity, key) pairs of `records` that need a baseline from the online store."""
+        seen: dict[tuple[str, str], None] = {}
+        for r in records:
+            for ek in self.keys_of(r):
+                if ek not in self._tracks:
+                    seen.setdefault(ek, None)
+        return list(seen)
+
+    def observe(
+        self,
+        record: Mapping[str, Any],
+        baselines: Mapping[tuple[str, str], dict[str, float] | None],
+    ) -> tuple[dict[str, float], list[Push], bool]:
+        """Features for `record` (state before it), then include it; returns (features, pushes, degraded).
+
+        `baselines` holds the online snapshot of every untracked entity of the record; a missing
+        entry means the online store could not be read: that entity gets defaults, is not
+        tracked and not pushed (its history could not be combined), and the answer is degraded.
+        """
+        features: dict[str, float] = dict(ENTITY_FEATURE_DEFAULTS)
+        pushes: list[Push] = []
+        degraded = False
+        t_us = to_epoch_us(record["event_timestamp"])
+        for ek in self.keys_of(record):
+            entity, key = ek
+            track = self._tracks.get(ek)
+            if track is None:
+                if ek not in baselines:
+                    degraded = True
+                    continue
+                base = baselines[ek]
+                base_t = None
+                if base is not None:
+                    last = base.get(f"{entity}_last_event_epoch")
+                    base_t = int(last * US) if _finite(last) else t_us
+                track = _Track(base, base_t, EntityWindowState(entity))
+                self._tracks[ek] = track
+                while len(self._tracks) > self.capacity:
+                    self._tracks.popitem(last=False)
+            else:
+                self._tracks.move_to_end(ek)
+            features.update(combine(entity, track.baseline, track.baseline_t_us, track.state))
+            st = track.state
+            ev_us = t_us if st.clock_us is None or t_us >= st.clock_us else st.clock_us
+            st.update(_event(record, ev_us))
+            after = combine(entity, track.baseline, track.baseline_t_us, st)
+            pushes.append(Push(entity, key, _from_us(ev_us), after))
+        return features, pushes, degraded
+
+    def peek(
+        self, record: Mapping[str, Any], baselines: Mapping[tuple[str, str], dict[str, float] | None]
+    ) -> tuple[dict[str, float], bool]:
+        """Like `observe` without including the record (explanations must not count as events)."""
+        features: dict[str, float] = dict(ENTITY_FEATURE_DEFAULTS)
+        degraded = False
+        for ek in self.keys_of(record):
+            entity, _ = ek
+            track = self._tracks.get(ek)
+            if track is not None:
+                features.update(combine(entity, track.baseline, track.baseline_t_us, track.state))
+            elif ek in baselines:
+                features.update(combine(entity, baselines[ek], None, None))
+            else:
+                degraded = True
+        return features, degraded
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_us(t_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=t_us)
+
+
+def _event(record: Mapping[str, Any], t_us: int) -> dict[str, Any]:
+    return {
+        "event_timestamp": _from_us(t_us),
+        "amount": record.get("amount", 0.0),
+        "is_refund": record.get("is_refund", False),
+        "user_id": record.get("user_id"),
+        "device_id": record.get("device_id"),
+        "ip_hash": record.get("ip_hash"),
+        "shipping_country": record.get("shipping_country"),
+    }

@@ -1,0 +1,99 @@
+"""Prometheus metrics of the serving path (exposed on KServe's `/metrics`).
+
+Collectors are created once per process in the default registry; importing this module twice (or
+under two names) reuses the registered collectors instead of failing with "Duplicated timeseries".
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+
+def _get_or_create(cls, name: str, doc: str, labels: tuple[str, ...] = (), **kwargs):
+    existing = REGISTRY._names_to_collectors.get(name)  # noqa: SLF001 - the only lookup prometheus_client offers
+    if existing is None and cls is Counter:
+        existing = REGISTRY._names_to_collectors.get(name + "_total")  # noqa: SLF001
+    if existing is not None:
+        return existing
+    return cls(name, doc, labels, **kwargs)
+
+
+REQUESTS = _get_or_create(
+    Counter, "riskops_http_requests_total", "HTTP requests by route and status code", ("route", "code")
+)
+REQUEST_LATENCY = _get_or_create(
+    Histogram,
+    "riskops_http_request_duration_seconds",
+    "HTTP request latency (server side, first byte of the request to the end of the response)",
+    ("route",),
+    buckets=LATENCY_BUCKETS,
+)
+DECISIONS = _get_or_create(
+    Counter, "riskops_decisions_total", "Scored transactions by decision", ("decision",)
+)
+DEGRADED = _get_or_create(
+    Counter, "riskops_degraded_total", "Transactions scored without their online features (fail mode applied)"
+)
+FEATURE_LOOKUP = _get_or_create(
+    Histogram,
+    "riskops_feature_lookup_seconds",
+    "Feast online lookups (one call may serve several requests)",
+    buckets=LATENCY_BUCKETS,
+)
+FEAST_ERRORS = _get_or_create(
+    Counter, "riskops_feast_errors_total", "Feast online store failures by operation", ("operation",)
+)
+ENTITY_CACHE = _get_or_create(
+    Counter, "riskops_entity_cache_total", "Entity state lookups served from memory or Feast", ("source",)
+)
+BATCH_ROWS = _get_or_create(
+    Histogram,
+    "riskops_model_batch_rows",
+    "Rows per model batch (dynamic batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+MODEL_SECONDS = _get_or_create(
+    Histogram, "riskops_model_batch_seconds", "Model frame + scoring time per batch", buckets=LATENCY_BUCKETS
+)
+MODEL_INFO = _get_or_create(Gauge, "riskops_model_info", "1 for the model version being served", ("version",))
+MODEL_SWAPS = _get_or_create(Counter, "riskops_model_swaps_total", "Hot swaps to a new champion")
+PUSHES = _get_or_create(
+    Counter, "riskops_state_pushes_total", "Entity states pushed to the online store", ("entity",)
+)
+PUSH_LAG = _get_or_create(
+    Histogram,
+    "riskops_state_push_lag_seconds",
+    "From an entity update to its push being written to the online store",
+    buckets=LATENCY_BUCKETS,
+)
+ALERTS = _get_or_create(Counter, "riskops_alerts_total", "Alerts raised by kind", ("kind",))
+WEBHOOK_FAILURES = _get_or_create(
+    Counter, "riskops_alert_webhook_failures_total", "Alert webhook POSTs that failed"
+)
+PREDICTION_LOG_RECORDS = _get_or_create(
+    Counter, "riskops_prediction_log_records_total", "Records durably appended to the prediction log"
+)
+PREDICTION_LOG_FSYNC = _get_or_create(
+    Histogram,
+    "riskops_prediction_log_write_seconds",
+    "Prediction log group write + fsync",
+    buckets=LATENCY_BUCKETS,
+)

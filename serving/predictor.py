@@ -1,0 +1,375 @@
+"""KServe predictor: the risk model, the decision policy and the reasons.
+
+Input: model frames (the output of riskops.features.build_model_frame, made by the transformer).
+Output per row: ``risk_score`` (calibrated probability), ``decision`` (approve/review/block from
+the policy), ``reasons`` (top contributing features from the model's integrated-gradients
+explanation, described for a person, e.g. ``user_txn_count_1h=7 (high)``), ``model_version``
+and ``degraded``.
+
+Standalone (the predictor of a split InferenceService)::
+
+    python -m serving.predictor --model_name risk-model --model_dir /mnt/models --http_port 8080
+
+v1 ``POST /v1/models/risk-model:predict`` with ``{"instances": [<model frame row>, ...]}``
+(a row may carry ``"_degraded": true``) and ``:explain`` for raw attributions.
+
+Hot swap: `ModelHolder` holds the served (scorer, version, policy.json) as one immutable bundle;
+`RegistryWatcher` polls the registry alias in a background thread, loads and warms a new
+champion off the request path and swaps the reference under a lock. A batch reads the reference
+once, so in-flight requests finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kserve import Model
+
+from riskops.config import MODEL_NAME
+from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN
+from serving import metrics
+from serving.batching import MicroBatcher
+from serving.config import ServingConfig
+from serving.policy import PolicySource, read_model_policy, top_reasons
+from serving.validation import RequestError
+
+log = logging.getLogger(__name__)
+
+FRAME_COLUMNS: tuple[str, ...] = (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, TEXT_COLUMN)
+DEGRADED_KEY = "_degraded"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    scorer: Any  # riskops.model.RiskScorer
+    version: str
+    path: Path
+    policy: dict[str, float] = field(default_factory=dict)  # the version's policy.json
+    loaded_at: float = field(default_factory=time.time)
+
+
+def load_model(
+    path: Path | str, version: str | None = None, loader: Callable[..., Any] | None = None
+) -> LoadedModel:
+    """Load a model folder, read its policy.json and warm it up (first request not slower)."""
+    if loader is None:
+        from riskops.model import RiskScorer
+
+        loader = RiskScorer.load
+    path = Path(path)
+    started = time.perf_counter()
+    scorer = loader(path)
+    lm = LoadedModel(scorer, version or path.name, path, read_model_policy(path))
+    warm_up(lm)
+    log.info("loaded model %s from %s in %.2fs", lm.version, path, time.perf_counter() - started)
+    return lm
+
+
+def warm_up(lm: LoadedModel) -> None:
+    from riskops.features import build_model_frame
+    from riskops.pii import hash_record
+    from serving.examples import example_transaction
+
+    rec = hash_record(example_transaction())
+    frame = build_model_frame(pd.DataFrame([rec]))
+    lm.scorer.predict_proba(frame)
+    lm.scorer.explain(frame)
+
+
+class ModelHolder:
+    """The served model bundle; replaced atomically (a single reference assignment under a lock)."""
+
+    def __init__(self, initial: LoadedModel | None = None) -> None:
+        self._lock = threading.Lock()
+        self._current = initial
+        self.swaps = 0
+        if initial is not None:
+            metrics.MODEL_INFO.labels(initial.version).set(1)
+
+    @property
+    def current(self) -> LoadedModel:
+        cur = self._current
+        if cur is None:
+            raise RuntimeError("no model loaded")
+        return cur
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def swap(self, new: LoadedModel) -> LoadedModel | None:
+        with self._lock:
+            old, self._current = self._current, new
+            self.swaps += 1
+        if old is not None:
+            metrics.MODEL_INFO.labels(old.version).set(0)
+            metrics.MODEL_SWAPS.inc()
+            log.info("hot swap: now serving %s (was %s)", new.version, old.version)
+        metrics.MODEL_INFO.labels(new.version).set(1)
+        return old
+
+
+class RegistryWatcher:
+    """Follows a registry alias: loads a new version off the request path, then swaps it in."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        registry_root: Path | str,
+        ref: str = "champion",
+        poll_s: float = 2.0,
+        model_name: str = MODEL_NAME,
+        loader: Callable[..., Any] | None = None,
+    ) -> None:
+        self.holder = holder
+        self.registry_root = Path(registry_root)
+        self.ref = ref
+        self.poll_s = poll_s
+        self.model_name = model_name
+        self.loader = loader
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def start(self) -> None:
+        if self.poll_s <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, name="riskops-registry-watch", daemon=True)
+        self._thread.start()
+
+    def check_once(self) -> bool:
+        """Swap if the alias points elsewhere; True when a swap happened."""
+        from riskops.registry import ModelRegistry, RegistryError
+
+        try:
+            mv = ModelRegistry(self.registry_root, self.model_name).resolve(self.ref)
+        except RegistryError:
+            return False
+        cur = self.holder._current  # noqa: SLF001 - read-only peek
+        if cur is not None and cur.version == mv.version:
+            return False
+        lm = load_model(mv.path, mv.version, self.loader)
+        self.holder.swap(lm)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.check_once()
+            except Exception as exc:  # noqa: BLE001 - a broken new version must not stop serving
+                self.errors += 1
+                log.error("registry watch: could not load the new %s: %s", self.ref, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class RiskPredictor(Model):
+    """Model frames -> scores, decisions and reasons."""
+
+    def __init__(
+        self,
+        name: str,
+        holder: ModelHolder,
+        policy: PolicySource,
+        config: ServingConfig | None = None,
+        executor: cf.Executor | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.holder = holder
+        self.policy = policy
+        self.config = config or ServingConfig()
+        # all model calls run on this one thread: RiskScorer's text cache is not thread-safe
+        self.executor = executor or cf.ThreadPoolExecutor(1, thread_name_prefix="riskops-model")
+        self._batcher: MicroBatcher | None = None
+        self.ready = holder.loaded
+
+    def load(self) -> bool:
+        self.ready = self.holder.loaded
+        return self.ready
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        if self._batcher is None:
+            self._batcher = MicroBatcher(
+                self._score_jobs, self.executor, self.config.max_batch_rows, self.config.batch_wait_ms / 1000
+            )
+        return self._batcher
+
+    # -- core (runs on the model thread) -----------------------------------------------------
+    def score_frame(
+        self, frame: pd.DataFrame, degraded: Sequence[bool] | None = None, bundle: LoadedModel | None = None
+    ) -> list[dict[str, Any]]:
+        """Score a model frame. Uses `bundle` (default: the current model) for every row."""
+        lm = bundle or self.holder.current
+        thresholds = self.policy.thresholds(lm.policy)
+        n = len(frame)
+        degraded = list(degraded) if degraded is not None else [False] * n
+        started = time.perf_counter()
+        scores = np.asarray(lm.scorer.predict_proba(frame), dtype=np.float64)
+        decisions = [thresholds.decide(float(s), d) for s, d in zip(scores, degraded, strict=True)]
+        above = scores >= thresholds.review
+        reasons: list[list[str]] = [
+            [f"online features unavailable (fail mode: {thresholds.fail_mode})"] if d else []
+            for d in degraded
+        ]
+        k = self.config.reasons_top_k
+        if k > 0:
+            # reasons explain a score: rows whose *score* crossed the review threshold (not rows
+            # that are under review only because their features were unavailable)
+            need = [i for i in range(n) if self.config.reasons_for == "all" or above[i]]
+            if need:
+                sub = frame.iloc[need]
+                attributions = lm.scorer.explain(sub, steps=self.config.reasons_ig_steps)
+                rows = sub.to_dict("records")
+                normalizer = getattr(lm.scorer, "normalizer", None)
+                for i, attr, row in zip(need, attributions, rows, strict=True):
+                    reasons[i] = top_reasons(attr, row, normalizer, k) + reasons[i]
+        metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_ROWS.observe(n)
+        out = []
+        for i in range(n):
+            metrics.DECISIONS.labels(decisions[i]).inc()
+            if degraded[i]:
+                metrics.DEGRADED.inc()
+            out.append(
+                {
+                    "risk_score": float(scores[i]),
+                    "decision": decisions[i],
+                    "reasons": reasons[i],
+                    "model_version": lm.version,
+                    "degraded": bool(degraded[i]),
+                    "above_review": bool(above[i]),
+                }
+            )
+        return out
+
+    def explain_frame(self, frame: pd.DataFrame, bundle: LoadedModel | None = None) -> list[dict[str, Any]]:
+        lm = bundle or self.holder.current
+        scores = lm.scorer.predict_proba(frame)
+        attributions = lm.scorer.explain(frame)
+        return [
+            {"risk_score": float(s), "attributions": a, "model_version": lm.version}
+            for s, a in zip(scores, attributions, strict=True)
+        ]
+
+    def _score_jobs(self, jobs: list[tuple[pd.DataFrame, list[bool]]]) -> list[list[dict]]:
+        """Batcher callback: several requests' frames scored as one frame, on one model."""
+        lm = self.holder.current
+        frame = pd.concat([f for f, _ in jobs], ignore_index=True) if len(jobs) > 1 else jobs[0][0]
+        flags = [d for _, ds in jobs for d in ds]
+        scored = self.score_frame(frame, flags, lm)
+        out, i = [], 0
+        for f, _ in jobs:
+            out.append(scored[i : i + len(f)])
+            i += len(f)
+        return out
+
+    # -- KServe handlers (standalone predictor) ----------------------------------------------
+    @staticmethod
+    def frame_from_instances(instances: Any) -> tuple[pd.DataFrame, list[bool]]:
+        if not isinstance(instances, list) or not instances:
+            raise RequestError("'instances' must be a non-empty list of model frame rows")
+        if not all(isinstance(r, dict) for r in instances):
+            raise RequestError("every instance must be a JSON object (a model frame row)")
+        missing = sorted({c for c in FRAME_COLUMNS for r in instances if c not in r})
+        if missing:
+            raise RequestError(
+                f"model frame rows lack columns {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
+                "send transactions to the transformer, not to the predictor"
+            )
+        degraded = [bool(r.get(DEGRADED_KEY, False)) for r in instances]
+        frame = pd.DataFrame.from_records(instances, columns=list(FRAME_COLUMNS))
+        try:
+            frame[list(NUMERIC_FEATURES)] = frame[list(NUMERIC_FEATURES)].astype("float64")
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"numeric model inputs must be numbers: {exc}") from None
+        for c in (*CATEGORICAL_FEATURES, TEXT_COLUMN):
+            frame[c] = frame[c].astype(str)
+        return frame, degraded
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        if isinstance(payload, bytes | str):
+            raise RequestError("request body must be JSON with Content-Type: application/json", status=415)
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise RequestError("expected a JSON object with an 'instances' list of model frame rows")
+        return self.frame_from_instances(payload["instances"])
+
+    async def predict(
+        self, payload: Any, headers: dict[str, str] | None = None, response_headers=None
+    ) -> dict:
+        frame, degraded = payload
+        scored = await self.batcher.submit((frame, degraded), len(frame))
+        return {"predictions": scored}
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict:
+        frame, _ = payload
+        loop = asyncio.get_running_loop()
+        return {"explanations": await loop.run_in_executor(self.executor, self.explain_frame, frame)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Standalone entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kserve import model_server
+
+    p = argparse.ArgumentParser(parents=[model_server.parser], description="riskops KServe predictor")
+    p.add_argument("--model_dir", default="/mnt/models", help="model folder (policy.json inside)")
+    p.add_argument("--model_version", default=None, help="version label reported in responses")
+    p.add_argument("--policy_file", default=None, help="operator policy.yaml (hot-reloaded)")
+    p.add_argument("--registry", default=None, help="registry root to follow an alias (hot swap)")
+    p.add_argument("--follow", default="champion", help="alias followed with --registry")
+    p.add_argument("--serving_config", default=None, help="serving.yaml (ServingConfig fields)")
+    p.add_argument("--bind_host", default=None, help="REST bind address (default KServe's 0.0.0.0)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from kserve import ModelServer
+
+    from serving.config import load_config, setup_logging
+    from serving.http import bind_host, install_guards
+
+    args, _ = build_parser().parse_known_args(argv)
+    setup_logging()
+    config = load_config(args.serving_config, model_name=args.model_name)
+    if config.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+    holder = ModelHolder()
+    if args.registry:
+        watcher = RegistryWatcher(
+            holder, args.registry, args.follow, config.registry_poll_s, config.model_name
+        )
+        watcher.check_once()
+        watcher.start()
+    else:
+        holder.swap(load_model(args.model_dir, args.model_version))
+    policy = PolicySource(args.policy_file, config.default_review, config.default_block, config.fail_mode)
+    model = RiskPredictor(args.model_name, holder, policy, config)
+    model.load()
+    install_guards(config.max_body_bytes)
+    server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc)
+    with bind_host(args.bind_host):
+        server.start([model])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The prediction log: every scored instance, durably, before its response is returned.
+
+Layout: ``<dir>/predictions-<UTC start>-<pid>-<seq>.jsonl`` segments, one JSON object per line.
+A segment is closed and a new one opened when it exceeds `segment_bytes` or is older than
+`segment_seconds`; names sort in time order, and the pid keeps several processes (replicas sharing
+a volume) from writing to one file.
+
+Durability ("acknowledged => durable"): records go to one writer thread (group commit). It takes
+every record waiting, writes them with a single ``os.write`` on an ``O_APPEND`` descriptor (every
+record is one complete line inside that write), calls ``fsync``, and only then resolves the
+futures the request handlers await. Concurrent requests share one fsync instead of paying one
+each. A crash can leave at most a torn last line; `read_prediction_log` skips it (and counts
+any unparsable line) instead of failing.
+
+Record fields (see `record_columns`): request_id, logged_at, event_timestamp, transaction_id,
+model_version, risk_score, decision, degraded, reasons, the hashed transaction (PII only as
+keyed hashes), ``entity_features`` (the looked-up entity state, names as in the training frame)
+and ``features`` (the numeric model inputs, flattened by the reader as ``model.<name>``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from serving import metrics
+
+log = logging.getLogger(__name__)
+
+SEGMENT_GLOB = "predictions-*.jsonl"
+MODEL_PREFIX = "model."
+_STOP = object()
+
+
+class PredictionLogError(RuntimeError):
+    """The log could not be written: the request must not be acknowledged."""
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def encode_record(record: dict) -> bytes:
+    """One record as one JSON line (NaN/inf -> null)."""
+    return orjson.dumps(record, default=_default, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        directory: Path | str,
+        segment_bytes: int = 64 << 20,
+        segment_seconds: float = 3600.0,
+        fsync: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.segment_bytes = int(segment_bytes)
+        self.segment_seconds = float(segment_seconds)
+        self.fsync = fsync
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._opened_at = 0.0
+        self._size = 0
+        self._seq = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="riskops-prediction-log", daemon=True)
+        self._thread.start()
+
+    # -- public ------------------------------------------------------------------------------
+    @property
+    def current_segment(self) -> Path | None:
+        return self._path
+
+    def append(self, records: Iterable[dict]) -> cf.Future:
+        """Queue records; the future resolves (to the record count) once they are on disk."""
+        fut: cf.Future = cf.Future()
+        if self._closed:
+            fut.set_exception(PredictionLogError("prediction log is closed"))
+            return fut
+        try:
+            data = b"".join(encode_record(r) for r in records)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            fut.set_exception(PredictionLogError(f"record not serialisable: {exc}"))
+            return fut
+        self._queue.put((data, data.count(b"\n"), fut))
+        return fut
+
+    def write(self, records: Iterable[dict], timeout: float | None = 30.0) -> int:
+        """Blocking append."""
+        return self.append(records).result(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- writer thread -----------------------------------------------------------------------
+    def _segment_due(self, incoming: int) -> bool:
+        if self._fd is None:
+            return True
+        if self._size and self._size + incoming > self.segment_bytes:
+            return True
+        return time.monotonic() - self._opened_at >= self.segment_seconds
+
+    def _open_segment(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        self._seq += 1
+        self._path = self.directory / f"predictions-{stamp}-{os.getpid()}-{self._seq:06d}.jsonl"
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._opened_at = time.monotonic()
+        if self.fsync:  # make the new directory entry durable too
+            dfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            stop = item is _STOP
+            batch = [] if stop else [item]
+            while True:  # group commit: everything already waiting goes into this write
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    continue
+                batch.append(nxt)
+            if batch:
+                self._commit(batch)
+            if stop:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                return
+
+    def _commit(self, batch: list) -> None:
+        data = b"".join(b[0] for b in batch)
+        n = sum(b[1] for b in batch)
+        started = time.perf_counter()
+        try:
+            if self._segment_due(len(data)):
+                self._open_segment()
+            view = memoryview(data)
+            while view:  # a regular file takes the whole buffer in one write; loop only on a short write
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+            self._size += len(data)
+        except OSError as exc:
+            log.error("prediction log write failed: %s", exc)
+            err = PredictionLogError(f"prediction log write failed: {exc}")
+            for _, _, fut in batch:
+                fut.set_exception(err)
+            return
+        metrics.PREDICTION_LOG_FSYNC.observe(time.perf_counter() - started)
+        metrics.PREDICTION_LOG_RECORDS.inc(n)
+        for _, count, fut in batch:
+            fut.set_result(count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading (monitoring)
+# ---------------------------------------------------------------------------------------------
+
+
+def iter_records(directory: Path | str) -> Iterable[dict]:
+    """Every complete record of every segment, in segment then line order.
+
+    A last line without its newline (a torn write) is skipped; so is any line that does not
+    parse (logged), so one damaged record never hides the rest of the log.
+    """
+    d = Path(directory)
+    if not d.exists():
+        return
+    for path in sorted(d.glob(SEGMENT_GLOB)):
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        if lines and lines[-1]:
+            log.warning("%s: skipping a torn last line (%d bytes)", path.name, len(lines[-1]))
+        for i, line in enumerate(lines[:-1]):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                log.warning("%s:%d: skipping an unparsable line", path.name, i + 1)
+                continue
+            if isinstance(rec, dict):
+                yield rec
+
+
+def flatten_record(rec: dict) -> dict:
+    out = {k: v for k, v in rec.items() if k not in ("transaction", "entity_features", "features")}
+    for k, v in (rec.get("transaction") or {}).items():
+        out.setdefault(k, v)
+    for k, v in (rec.get("entity_features") or {}).items():
+        out.setdefault(k, v)
+    for k, v in (rec.get("features") or {}).items():
+        out[MODEL_PREFIX + k] = v
+    return out
+
+
+def read_prediction_log(directory: Path | str) -> Any:
+    """All prediction records under `directory` as a pandas DataFrame (one row per scored instance).
+
+    Columns: request_id, logged_at (UTC datetime), event_timestamp (UTC datetime),
+    transaction_id, model_version, risk_score, decision, degraded, reasons (list), the hashed
+    transaction fields (amount, currency, user_id, ip_hash, ...), the entity features under their
+    training-frame names (user_txn_count_1h, ...) and the numeric model inputs as ``model.<name>``.
+    An empty or missing log gives an empty frame with the core columns.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rows = [flatten_record(r) for r in iter_records(directory)]
+    if not rows:
+        return pd.DataFrame(columns=list(CORE_COLUMNS))
+    df = pd.DataFrame.from_records(rows)
+    for col in ("logged_at", "event_timestamp"):
+        if col in df.columns:
+            df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
+    for col in df.columns:
+        if df[col].dtype == object and col not in ("reasons",):
+            # JSON null in a numeric column comes back as None: make it NaN
+            try:
+                if all(v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in df[col]):
+                    df[col] = df[col].astype("float64")
+            except (TypeError, ValueError):
+                pass
+    if "risk_score" in df.columns:
+        df["risk_score"] = df["risk_score"].astype(np.float64)
+    return df
+
+
+CORE_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "logged_at",
+    "event_timestamp",
+    "transaction_id",
+    "model_version",
+    "risk_score",
+    "decision",
+    "degraded",
+    "reasons",
+)

@@ -1,0 +1,313 @@
+"""One local ModelServer process serving the transformer and the predictor together.
+
+`serve(port, model_version, home)` starts KServe's ModelServer with one model, ``risk-model``
+(`RiskService`), which runs the transformer logic (serving.transformer.RiskTransformer) and the
+predictor logic (serving.predictor.RiskPredictor) in-process: no HTTP hop, and concurrent
+requests are scored together (dynamic batching: one model frame and one model call per batch).
+On a cluster the same two classes run as the transformer and predictor of an InferenceService.
+
+Routes (KServe's, plus the guards of serving.http)::
+
+    POST /v1/models/risk-model:predict   {"instances": [transaction, ...]}
+    POST /v1/models/risk-model:explain   {"instances": [transaction, ...]}
+    POST /v2/models/risk-model/infer     one input per field, shape [batch]
+    GET  /v2/health/ready, /v2/models/risk-model/ready, /v1/models/risk-model, /metrics
+
+Run: ``python -m serving --port 8080 [--model-version v0003] [--home DIR] [--grpc]``
+(the CLI's ``riskops serve`` calls `serve`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.model import InferenceVerb
+
+from riskops.config import Paths, paths
+from riskops.features import NUMERIC_FEATURES
+from serving.alerts import AlertManager
+from serving.batching import MicroBatcher
+from serving.config import ServingConfig, load_config, setup_logging
+from serving.online import OnlineFeatureStore
+from serving.predictor import LoadedModel, ModelHolder, RegistryWatcher, RiskPredictor, load_model
+from serving.predlog import PredictionLog, read_prediction_log
+from serving.transformer import (
+    EXPLAINING,
+    Explained,
+    Prepared,
+    RiskTransformer,
+    Scored,
+    explanation_response,
+    model_frame,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RiskService", "build_service", "read_prediction_log", "serve"]
+
+
+class RiskService(Model):
+    """Transformer + predictor in one KServe model (named like the model, ``risk-model``)."""
+
+    def __init__(
+        self,
+        transformer: RiskTransformer,
+        predictor: RiskPredictor,
+        config: ServingConfig,
+        watcher: RegistryWatcher | None = None,
+    ) -> None:
+        super().__init__(config.model_name)
+        self.transformer = transformer
+        self.predictor = predictor
+        self.config = config
+        self.watcher = watcher
+        self.batcher = MicroBatcher(
+            self._score_batch, predictor.executor, config.max_batch_rows, config.batch_wait_ms / 1000
+        )
+        self.ready = predictor.holder.loaded
+
+    def load(self) -> bool:
+        self.ready = self.predictor.holder.loaded
+        return self.ready
+
+    # -- the request path --------------------------------------------------------------------
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ):
+        token = EXPLAINING.set(verb == InferenceVerb.EXPLAIN)
+        try:
+            return await super().__call__(body, headers=headers, verb=verb)
+        finally:
+            EXPLAINING.reset(token)
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
+        return await self.transformer.prepare(payload, headers, explain=EXPLAINING.get())
+
+    async def predict(
+        self, payload: Any, headers: dict[str, str] | None = None, response_headers=None
+    ) -> Scored:
+        return await self.batcher.submit(payload, len(payload))
+
+    def _score_batch(self, batch: list[Prepared]) -> list[Scored]:
+        """Model thread: one model frame and one model call for every request of the batch."""
+        lm: LoadedModel = self.predictor.holder.current  # read once: the whole batch uses this model
+        frame = model_frame(batch)
+        flags = [d for p in batch for d in p.degraded]
+        results = self.predictor.score_frame(frame, flags, lm)
+        numeric = frame[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64)
+        out, i = [], 0
+        for p in batch:
+            n = len(p)
+            out.append(Scored(p, results[i : i + n], numeric[i : i + n]))
+            i += n
+        return out
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Explained:
+        prepared: Prepared = payload
+        loop = asyncio.get_running_loop()
+
+        def run() -> list[dict]:
+            return self.predictor.explain_frame(model_frame([prepared]))
+
+        return Explained(prepared, await loop.run_in_executor(self.predictor.executor, run))
+
+    async def postprocess(
+        self, result: Any, headers: dict[str, str] | None = None, response_headers=None
+    ) -> Any:
+        if isinstance(result, Scored):
+            return await self.transformer.finish(result)
+        if isinstance(result, Explained):
+            return explanation_response(result)
+        return result
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.close()
+        super().stop()
+
+    def close(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        if self.watcher is not None:
+            self.watcher.stop()
+        t = self.transformer
+        if t.online is not None:
+            t.online.flush(5)
+            t.online.close()
+        if t.prediction_log is not None:
+            t.prediction_log.close()
+        if t.alerts is not None:
+            t.alerts.close()
+
+
+def _initial_model(config: ServingConfig, home: Paths) -> tuple[ModelHolder, RegistryWatcher | None]:
+    """Load the model named by config.model_version: a version (pinned), an alias (followed) or a folder."""
+    from riskops.registry import ModelRegistry
+
+    ref = config.model_version
+    holder = ModelHolder()
+    if ref and Path(ref).is_dir():
+        holder.swap(load_model(Path(ref), Path(ref).name))
+        return holder, None
+    registry = ModelRegistry(home.registry, config.model_name)
+    mv = registry.resolve(ref)  # RegistryError names what is missing
+    holder.swap(load_model(mv.path, mv.version))
+    pinned = bool(ref) and ref.startswith("v") and ref[1:].isdigit()
+    if pinned or config.registry_poll_s <= 0:
+        return holder, None
+    watcher = RegistryWatcher(
+        holder, home.registry, ref or "champion", config.registry_poll_s, config.model_name
+    )
+    watcher.start()
+    return holder, watcher
+
+
+def build_service(config: ServingConfig, home: Paths) -> RiskService:
+    """Everything `serve` runs, without starting the HTTP server (tests and tools use it too)."""
+    from serving.policy import PolicySource
+
+    config = config.with_home(home)
+    if config.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+    if config.switch_interval_ms > 0:
+        import sys
+
+        sys.setswitchinterval(config.switch_interval_ms / 1000)
+    holder, watcher = _initial_model(config, home)
+    policy = PolicySource(config.policy_file, config.default_review, config.default_block, config.fail_mode)
+    predictor = RiskPredictor(config.model_name, holder, policy, config)
+    online = None
+    if config.feature_repo is not None:
+        online = OnlineFeatureStore(
+            config.feature_repo, config.feast_timeout_s, config.feast_retry_after_s, config.push_interval_s
+        )
+        if not (Path(config.feature_repo) / "feature_store.yaml").exists():
+            log.warning("no Feast repo at %s: every answer will be degraded", config.feature_repo)
+        elif not online.open():
+            log.warning("Feast online store unavailable at start (%s): answering degraded", online.last_error)
+    transformer = RiskTransformer(
+        config.model_name,
+        online,
+        config,
+        prediction_log=PredictionLog(
+            home.prediction_log, config.log_segment_bytes, config.log_segment_seconds, config.log_fsync
+        ),
+        alerts=AlertManager(
+            home.root / "alerts.jsonl",
+            config.alert_webhook_url,
+            config.alert_webhook_timeout_s,
+            config.burst_count,
+            config.burst_window_s,
+        ),
+    )
+    return RiskService(transformer, predictor, config, watcher)
+
+
+def serve(
+    port: int = 8080,
+    model_version: str | None = None,
+    home: Paths | None = None,
+    grpc: bool = False,
+    grpc_port: int | None = None,
+    config_file: Path | str | None = None,
+    host: str | None = "127.0.0.1",
+    **overrides: Any,
+) -> None:
+    """Serve ``risk-model`` on `port` until SIGTERM/SIGINT (blocking).
+
+    model_version: "v0003" (pinned), an alias such as "champion" or "challenger" (followed: a
+    new version behind the alias is hot-swapped in), a model folder path, or None (= champion).
+    home: the riskops home (registry, feature repo, prediction log, alerts; default $RISKOPS_HOME).
+    grpc: also serve the v2 gRPC protocol on `grpc_port` (default port + 1; gRPC binds all interfaces).
+    host: the REST bind address: 127.0.0.1 by default (local use); "0.0.0.0" (or None) in a container.
+    config_file: serving settings (default <home>/serving.yaml if it exists); `overrides` are
+    ServingConfig fields (e.g. fail_mode="block", alert_webhook_url=...).
+    """
+    from kserve import ModelServer
+
+    from serving.http import bind_host, install_guards
+
+    setup_logging()
+    home = home or paths()
+    config = load_config(
+        config_file if config_file is not None else home.root / "serving.yaml",
+        model_version=model_version,
+        **overrides,
+    ).with_home(home)
+    service = build_service(config, home)
+    install_guards(config.max_body_bytes)
+    server = ModelServer(
+        http_port=port,
+        grpc_port=grpc_port or port + 1,
+        enable_grpc=grpc,
+        enable_latency_logging=False,
+    )
+    log.info(
+        "serving %s %s on http://%s:%d (home %s)",
+        config.model_name,
+        service.predictor.holder.current.version,
+        host or "0.0.0.0",
+        port,
+        home.root,
+    )
+    try:
+        with bind_host(host):
+            server.start([service])
+    finally:
+        service.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving", description="Serve the riskops risk model (KServe)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="REST bind address (0.0.0.0 in a container)")
+    p.add_argument(
+        "--model-version", default=None, help="v0003, an alias (champion), a model folder; default champion"
+    )
+    p.add_argument("--home", default=None, help="riskops home (default $RISKOPS_HOME or ./.riskops)")
+    p.add_argument("--grpc", action="store_true", help="also serve gRPC (v2) on --grpc-port")
+    p.add_argument("--grpc-port", type=int, default=None)
+    p.add_argument("--config", default=None, help="serving.yaml (default <home>/serving.yaml)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a ServingConfig field (YAML value), e.g. --set fail_mode=block",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    import yaml
+
+    args = build_parser().parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    serve(
+        port=args.port,
+        model_version=args.model_version,
+        home=paths(args.home),
+        grpc=args.grpc,
+        grpc_port=args.grpc_port,
+        config_file=args.config,
+        host=args.host,
+        **overrides,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""KServe transformer: request validation, PII hashing, Feast online features, model frames, logging.
+
+    preprocess:  body -> validate (serving.validation) -> hash PII (riskops.pii.hash_record)
+                 -> entity features (in-process entity state + Feast online store, see
+                    serving.entity_state) -> model frame (riskops.features.build_model_frame)
+    predict:     the predictor (over REST v1 when split; in-process in serving.server)
+    postprocess: prediction log (durable before the answer), alerts, response shaping (v1 / v2)
+
+Standalone (the transformer of a split InferenceService; KServe passes --predictor_host)::
+
+    python -m serving.transformer --model_name risk-model --predictor_host HOST \\
+        --feature_repo DIR --http_port 8080
+
+When the online store cannot be read the transaction is still scored, with default features
+for the entities it could not look up, and answered ``degraded: true``; the predictor applies
+the fail-mode decision floor (default ``review``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.model import InferenceVerb
+
+from riskops.features import ALL_ENTITY_FEATURES, NUMERIC_FEATURES, build_model_frame
+from riskops.pii import hash_record
+from serving.alerts import AlertManager
+from serving.config import ServingConfig
+from serving.entity_state import EntityTracker
+from serving.online import OnlineFeatureStore
+from serving.predictor import DEGRADED_KEY
+from serving.predlog import PredictionLog
+from serving.validation import (
+    MAX_BATCH,
+    RequestError,
+    V2Column,
+    instances_of,
+    v2_columns_to_instances,
+    validate_instances,
+)
+
+log = logging.getLogger(__name__)
+
+V2_OUTPUTS = ("transaction_id", "risk_score", "decision", "degraded")
+# Set for the duration of an explain call: explaining a transaction must not count it as an event.
+EXPLAINING: contextvars.ContextVar[bool] = contextvars.ContextVar("riskops_explaining", default=False)
+
+
+@dataclass
+class Prepared:
+    """One request after preprocess: validated, hashed, with entity features."""
+
+    request_id: str
+    protocol: str  # "v1" or "v2"
+    records: list[dict]  # validated, PII hashed; event_timestamp an aware datetime
+    entity_features: list[dict]
+    degraded: list[bool]
+    explain: bool = False
+    v2_request: InferRequest | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def feature_rows(self) -> list[dict]:
+        return [{**r, **f} for r, f in zip(self.records, self.entity_features, strict=True)]
+
+
+@dataclass
+class Scored:
+    prepared: Prepared
+    results: list[dict]  # risk_score, decision, reasons, model_version, degraded
+    numeric: np.ndarray | None = None  # [n, len(NUMERIC_FEATURES)] model inputs, for the log
+
+
+@dataclass
+class Explained:
+    prepared: Prepared
+    results: list[dict]  # risk_score, attributions, model_version
+
+
+def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
+    """One model frame for several requests (rows in request order)."""
+    rows = [row for p in prepared for row in p.feature_rows()]
+    return build_model_frame(pd.DataFrame.from_records(rows))
+
+
+def request_id_of(headers: Mapping[str, str] | None) -> str:
+    rid = (headers or {}).get("x-request-id")
+    return rid if rid and len(rid) <= 128 else uuid.uuid4().hex
+
+
+def v2_columns(request: InferRequest) -> list[V2Column]:
+    cols = []
+    for inp in request.inputs:
+        try:
+            values = inp.as_numpy().reshape(-1).tolist()
+        except Exception as exc:  # noqa: BLE001 - malformed tensor data is the client's problem
+            raise RequestError(
+                f"{inp.name}: cannot read {inp.datatype} tensor of shape {inp.shape}: {exc}"
+            ) from None
+        cols.append(V2Column(inp.name, inp.datatype, list(inp.shape), values))
+    return cols
+
+
+class RiskTransformer(Model):
+    def __init__(
+        self,
+        name: str,
+        online: OnlineFeatureStore | None,
+        config: ServingConfig | None = None,
+        tracker: EntityTracker | None = None,
+        prediction_log: PredictionLog | None = None,
+        alerts: AlertManager | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.online = online
+        self.config = config or ServingConfig()
+        self.tracker = tracker or EntityTracker(self.config.entity_cache_size)
+        self.prediction_log = prediction_log
+        self.alerts = alerts
+        self.ready = True
+        self._degraded_logged_at = float("-inf")
+        self._degraded_events = 0
+
+    # -- preprocess --------------------------------------------------------------------------
+    def instances(self, payload: Any) -> tuple[str, list]:
+        """('v1'|'v2', raw instance dicts) from a decoded body."""
+        if isinstance(payload, InferRequest):
+            return "v2", v2_columns_to_instances(v2_columns(payload), self.config.max_batch)
+        if isinstance(payload, bytes | bytearray | str):
+            raise RequestError(
+                "request body must be JSON sent with 'Content-Type: application/json'", status=415
+            )
+        return "v1", instances_of(payload, self.config.max_batch)
+
+    async def prepare(
+        self, payload: Any, headers: Mapping[str, str] | None = None, explain: bool = False
+    ) -> Prepared:
+        protocol, instances = self.instances(payload)
+        records = [
+            hash_record(r) for r in validate_instances(instances, limit=self.config.max_batch or MAX_BATCH)
+        ]
+        feats, degraded = await self.entity_features(records, update=not explain)
+        return Prepared(
+            request_id=request_id_of(headers),
+            protocol=protocol,
+            records=records,
+            entity_features=feats,
+            degraded=degraded,
+            explain=explain,
+            v2_request=payload if isinstance(payload, InferRequest) else None,
+        )
+
+    async def entity_features(
+        self, records: list[dict], update: bool = True
+    ) -> tuple[list[dict], list[bool]]:
+        """Entity features (state before each record) and degraded flags; `update` includes the records."""
+        tracker = self.tracker
+        missing = tracker.untracked(records)
+        baselines: dict = {}
+        if missing:
+            got = None
+            if self.online is not None:
+                now = max(r["event_timestamp"] for r in records)
+                got = await self.online.baselines(missing, now)
+            if got is None:
+                now_s = time.monotonic()
+                self._degraded_events += 1
+                if now_s - self._degraded_logged_at >= 10.0:  # one line per 10 s, not one per request
+                    log.warning(
+                        "online features unavailable (%s): %d request(s) answered degraded in the last %.0fs",
+                        self.online.last_error if self.online is not None else "no feature store configured",
+                        self._degraded_events,
+                        min(now_s - self._degraded_logged_at, 10.0),
+                    )
+                    self._degraded_logged_at, self._degraded_events = now_s, 0
+            else:
+                baselines = got
+        # no await below: lookups and updates of one request are atomic w.r.t. other requests
+        feats, degraded, pushes = [], [], []
+        for r in records:
+            if update:
+                f, p, d = tracker.observe(r, baselines)
+                pushes.extend(p)
+            else:
+                f, d = tracker.peek(r, baselines)
+            feats.append(f)
+            degraded.append(d)
+        if pushes and self.online is not None:
+            self.online.enqueue(pushes)
+        return feats, degraded
+
+    # -- postprocess -------------------------------------------------------------------------
+    def log_records(self, scored: Scored) -> list[dict]:
+        p = scored.prepared
+        logged_at = datetime.now(UTC).isoformat()
+        out = []
+        for i, (rec, ents, res) in enumerate(zip(p.records, p.entity_features, scored.results, strict=True)):
+            tx = {k: v for k, v in rec.items() if k not in ("event_timestamp", "transaction_id")}
+            features = (
+                dict(zip(NUMERIC_FEATURES, scored.numeric[i].tolist(), strict=True))
+                if scored.numeric is not None
+                else {}
+            )
+            out.append(
+                {
+                    "request_id": p.request_id,
+                    "logged_at": logged_at,
+                    "event_timestamp": rec["event_timestamp"].isoformat(),
+                    "transaction_id": rec["transaction_id"],
+                    "model_version": res["model_version"],
+                    "risk_score": res["risk_score"],
+                    "decision": res["decision"],
+                    "degraded": res["degraded"],
+                    "reasons": res["reasons"],
+                    "protocol": p.protocol,
+                    "transaction": tx,
+                    "entity_features": {k: ents.get(k) for k in ALL_ENTITY_FEATURES},
+                    "features": features,
+                }
+            )
+        return out
+
+    async def finish(self, scored: Scored) -> dict | InferResponse:
+        """Log durably, raise alerts, shape the response."""
+        p = scored.prepared
+        if self.prediction_log is not None:
+            await asyncio.wrap_future(self.prediction_log.append(self.log_records(scored)))
+        if self.alerts is not None:
+            for rec, res in zip(p.records, scored.results, strict=True):
+                if res["decision"] == "block" or res.get("above_review"):
+                    self.alerts.observe({**res, "request_id": p.request_id}, rec)
+        return self.response(scored)
+
+    def response(self, scored: Scored) -> dict | InferResponse:
+        p = scored.prepared
+        if p.protocol == "v2":
+            return self.v2_response(p, scored.results)
+        return {
+            "predictions": [
+                {
+                    "transaction_id": rec["transaction_id"],
+                    "risk_score": res["risk_score"],
+                    "decision": res["decision"],
+                    "reasons": res["reasons"],
+                    "model_version": res["model_version"],
+                    "degraded": res["degraded"],
+                }
+                for rec, res in zip(p.records, scored.results, strict=True)
+            ]
+        }
+
+    def v2_response(self, p: Prepared, results: list[dict]) -> InferResponse:
+        n = len(results)
+        arrays = {
+            "transaction_id": np.array([r["transaction_id"] for r in p.records], dtype=object),
+            "risk_score": np.array([r["risk_score"] for r in results], dtype=np.float32),
+            "decision": np.array([r["decision"] for r in results], dtype=object),
+            "degraded": np.array([r["degraded"] for r in results], dtype=bool),
+        }
+        types = {"transaction_id": "BYTES", "risk_score": "FP32", "decision": "BYTES", "degraded": "BOOL"}
+        outputs = []
+        for name in V2_OUTPUTS:
+            out = InferOutput(name=name, shape=[n], datatype=types[name])
+            out.set_data_from_numpy(arrays[name], binary_data=False)
+            outputs.append(out)
+        req = p.v2_request
+        versions = sorted({r["model_version"] for r in results})
+        return InferResponse(
+            response_id=(req.id if req is not None and req.id else p.request_id),
+            model_name=self.name,
+            model_version=",".join(versions),
+            parameters={"model_version": ",".join(versions)},
+            infer_outputs=outputs,
+            use_binary_outputs=bool(req is not None and req.use_binary_outputs),
+            requested_outputs=req.request_outputs if req is not None else None,
+        )
+
+    # -- KServe handlers (split deployment: the predictor is remote) -------------------------
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ):
+        token = EXPLAINING.set(verb == InferenceVerb.EXPLAIN)
+        try:
+            return await super().__call__(body, headers=headers, verb=verb)
+        finally:
+            EXPLAINING.reset(token)
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
+        return await self.prepare(payload, headers, explain=EXPLAINING.get())
+
+    async def predict(
+        self, payload: Any, headers: dict[str, str] | None = None, response_headers=None
+    ) -> Scored:
+        prepared: Prepared = payload
+        frame = model_frame([prepared])
+        rows = frame.to_dict("records")
+        for row, d in zip(rows, prepared.degraded, strict=True):
+            row[DEGRADED_KEY] = d
+        started = time.perf_counter()
+        resp = await super().predict({"instances": rows}, headers, response_headers)
+        log.debug("predictor answered %d rows in %.1f ms", len(rows), (time.perf_counter() - started) * 1000)
+        results = resp["predictions"]
+        if len(results) != len(prepared):
+            raise RuntimeError(f"predictor returned {len(results)} predictions for {len(prepared)} rows")
+        return Scored(prepared, results, frame[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64))
+
+    async def postprocess(
+        self, result: Any, headers: dict[str, str] | None = None, response_headers=None
+    ) -> Any:
+        if isinstance(result, Scored):
+            return await self.finish(result)
+        if isinstance(result, Explained):
+            return explanation_response(result)
+        return result
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Explained:
+        prepared: Prepared = payload
+        frame = model_frame([prepared])
+        resp = await self._http_client.explain(
+            self.predictor_config.predictor_base_url,
+            model_name=self.name,
+            data={"instances": frame.to_dict("records")},
+            headers={"content-type": "application/json"},
+        )
+        return Explained(prepared, resp["explanations"])
+
+
+def explanation_response(e: Explained) -> dict:
+    return {
+        "explanations": [
+            {"transaction_id": rec["transaction_id"], **res, "degraded": d}
+            for rec, res, d in zip(e.prepared.records, e.results, e.prepared.degraded, strict=True)
+        ]
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Standalone entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kserve import model_server
+
+    p = argparse.ArgumentParser(parents=[model_server.parser], description="riskops KServe transformer")
+    p.add_argument("--feature_repo", required=True, help="Feast repo (feature_store.yaml)")
+    p.add_argument(
+        "--home", default=None, help="riskops home (prediction log, alerts); default $RISKOPS_HOME"
+    )
+    p.add_argument("--serving_config", default=None, help="serving.yaml (ServingConfig fields)")
+    p.add_argument("--bind_host", default=None, help="REST bind address (default KServe's 0.0.0.0)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from kserve import ModelServer
+
+    from riskops.config import paths
+    from serving.config import load_config, setup_logging
+    from serving.http import bind_host, install_guards
+
+    args, _ = build_parser().parse_known_args(argv)
+    setup_logging()
+    if args.predictor_protocol != "v1":
+        raise SystemExit(
+            "serving.transformer talks to the riskops predictor over REST v1 (--predictor_protocol v1)"
+        )
+    home = paths(args.home)
+    config = load_config(
+        args.serving_config, model_name=args.model_name, feature_repo=args.feature_repo
+    ).with_home(home)
+    online = OnlineFeatureStore(
+        config.feature_repo, config.feast_timeout_s, config.feast_retry_after_s, config.push_interval_s
+    )
+    online.open()
+    model = RiskTransformer(
+        args.model_name,
+        online,
+        config,
+        prediction_log=PredictionLog(
+            home.prediction_log, config.log_segment_bytes, config.log_segment_seconds, config.log_fsync
+        ),
+        alerts=AlertManager(
+            home.root / "alerts.jsonl",
+            config.alert_webhook_url,
+            config.alert_webhook_timeout_s,
+            config.burst_count,
+            config.burst_window_s,
+        ),
+    )
+    install_guards(config.max_body_bytes)
+    server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc)
+    with bind_host(args.bind_host):
+        server.start([model])
+
+
+if __name__ == "__main__":
+    main()

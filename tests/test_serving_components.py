@@ -1,0 +1,390 @@
+"""Serving building blocks without a server: policy, reasons, entity state, prediction log,
+alerts, micro-batching, the online-store wrapper and metrics registration."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import http.server
+import importlib
+import json
+import math
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskops.aggregates import EntityWindowState, compute_entity_features
+from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES
+from serving.alerts import AlertManager
+from serving.batching import MicroBatcher
+from serving.entity_state import EntityTracker, combine
+from serving.online import OnlineFeatureStore
+from serving.policy import PolicySource, Thresholds, describe, top_reasons
+from serving.predlog import PredictionLog, read_prediction_log
+
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- policy
+def test_decisions_and_fail_mode_floor():
+    t = Thresholds(review=0.3, block=0.8, fail_mode="review")
+    assert [t.decide(s) for s in (0.1, 0.3, 0.79, 0.8, 1.0)] == [
+        "approve",
+        "review",
+        "review",
+        "block",
+        "block",
+    ]
+    assert t.decide(0.1, degraded=True) == "review"
+    assert t.decide(0.9, degraded=True) == "block"  # a degraded answer never lowers a decision
+    assert Thresholds(0.3, 0.8, "approve").decide(0.1, degraded=True) == "approve"
+    assert Thresholds(0.3, 0.8, "block").decide(0.1, degraded=True) == "block"
+
+
+def test_policy_precedence_and_hot_reload(tmp_path):
+    override = tmp_path / "policy.yaml"
+    src = PolicySource(override, 0.5, 0.9, "review", check_interval_s=0.0)
+    assert src.thresholds() == Thresholds(0.5, 0.9, "review", "defaults")
+    model_policy = {"review": 0.2, "block": 0.7}
+    assert src.thresholds(model_policy) == Thresholds(0.2, 0.7, "review", "policy.json")
+
+    override.write_text("block: 0.6\nfail_mode: block\n")
+    t = src.thresholds(model_policy)
+    assert (t.review, t.block, t.fail_mode, t.source) == (0.2, 0.6, "block", "policy.json+policy.yaml")
+
+    # a broken edit keeps the last good policy
+    time.sleep(0.01)
+    override.write_text("block: [oops\n")
+    os.utime(override, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    assert src.thresholds(model_policy).block == 0.6
+    # inconsistent thresholds fall back to the defaults instead of serving nonsense
+    override.write_text("review: 0.95\n")
+    os.utime(override, ns=(time.time_ns(), time.time_ns() + 20_000_000))
+    assert src.thresholds(model_policy) == Thresholds(0.5, 0.9, "review", "defaults")
+    override.unlink()
+    assert src.thresholds(model_policy).source == "policy.json"
+
+
+def test_policy_rejects_unknown_keys(tmp_path):
+    override = tmp_path / "policy.yaml"
+    override.write_text("reviw: 0.1\n")
+    src = PolicySource(override, 0.5, 0.9, check_interval_s=0.0)
+    assert src.thresholds().source == "defaults"
+
+
+class _Norm:
+    features = ("user_txn_count_1h", "amount_log", "account_age_days_log")
+    center = [0.0, math.log1p(50.0), math.log1p(300)]
+    scale = [1.0, 1.0, 1.0]
+
+
+def test_reasons_are_human_readable():
+    row = {
+        "user_txn_count_1h": 7.0,
+        "amount_log": math.log1p(1234.5),
+        "account_age_days_log": math.log1p(2),
+        "country_mismatch": 1.0,
+        "payment_method": "crypto",
+        "user_amount_mean_30d": math.log1p(80.0),
+        "text": "Gift card 500 USD | category gift_cards",
+    }
+    assert describe("user_txn_count_1h", row, _Norm()) == "user_txn_count_1h=7 (high)"
+    assert describe("amount_log", row, _Norm()) == "amount=1234 (high)"
+    assert describe("account_age_days_log", row, _Norm()) == "account_age_days=2 (low)"
+    assert describe("country_mismatch", row) == "country_mismatch=yes"
+    assert describe("payment_method", row) == "payment_method=crypto"
+    assert describe("user_amount_mean_30d", row) == "user_amount_mean_30d=80"
+    assert describe("text", row).startswith('text="Gift card 500 USD')
+    attributions = {
+        "user_txn_count_1h": 0.9,
+        "payment_method": 0.5,
+        "amount_log": -2.0,
+        "country_mismatch": 0.1,
+    }
+    assert top_reasons(attributions, row, _Norm(), k=2) == [
+        "user_txn_count_1h=7 (high)",
+        "payment_method=crypto",
+    ]
+    assert top_reasons({"amount_log": -1.0}, row) == []
+
+
+# --------------------------------------------------------------------------- entity state
+def _tx(i: int, user: str = "u1", minutes: float = 0.0, amount: float = 10.0, **kw) -> dict:
+    return {
+        "transaction_id": f"t{i}",
+        "event_timestamp": T0 + timedelta(minutes=minutes),
+        "amount": amount,
+        "is_refund": False,
+        "user_id": user,
+        "merchant_id": "m1",
+        "device_id": kw.get("device", "d1"),
+        "ip_hash": kw.get("ip", "ip1"),
+        "shipping_country": "US",
+    }
+
+
+def test_tracker_matches_the_offline_aggregates_for_new_entities():
+    """Features served before each event == the offline state after the previous event (same code)."""
+    txs = [_tx(i, minutes=7 * i, amount=10 + i, device=f"d{i % 2}") for i in range(12)]
+    tracker = EntityTracker()
+    unknown = {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURE_DEFAULTS}
+    served = []
+    for tx in txs:
+        baselines = {ek: {f: unknown[f] for f in ENTITY_FEATURES[ek[0]]} for ek in tracker.untracked([tx])}
+        feats, pushes, degraded = tracker.observe(tx, baselines)
+        assert not degraded and {p.entity for p in pushes} == {"user", "merchant", "device", "ip"}
+        served.append(feats)
+    offline = compute_entity_features(pd.DataFrame(txs))["user"].reset_index(drop=True)
+    for i in range(1, len(txs)):
+        for f in ENTITY_FEATURES["user"]:
+            want, got = offline.loc[i - 1, f], served[i][f]
+            assert (math.isnan(want) and math.isnan(got)) or math.isclose(
+                want, got, rel_tol=1e-9, abs_tol=1e-9
+            ), f
+    assert served[0]["user_txn_count_1h"] == 0.0 and math.isnan(served[0]["user_amount_mean_30d"])
+    assert [s["user_txn_count_1h"] for s in served] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        9,
+        9,
+    ]  # 1h holds 9 events 7 min apart
+
+
+def test_combine_adds_a_baseline_until_its_window_has_passed():
+    base = {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES["user"]}
+    base.update(
+        user_txn_count_1h=3.0,
+        user_txn_count_24h=5.0,
+        user_txn_count_7d=5.0,
+        user_amount_mean_30d=100.0,
+        user_amount_std_30d=0.0,
+        user_distinct_devices_24h=2.0,
+        user_last_event_epoch=T0.timestamp(),
+    )
+    st = EntityWindowState("user")
+    st.update(_tx(0, minutes=10, amount=10.0))
+    f = combine("user", base, int(T0.timestamp() * 1e6), st)
+    assert f["user_txn_count_1h"] == 4 and f["user_txn_count_24h"] == 6
+    assert f["user_distinct_devices_24h"] == 2  # max(baseline, live): the overlap is unknown
+    assert math.isclose(f["user_amount_mean_30d"], (5 * 100 + 10) / 6)
+    assert f["user_amount_std_30d"] > 0
+    assert f["user_last_event_epoch"] == (T0 + timedelta(minutes=10)).timestamp()
+    st.update(_tx(1, minutes=70, amount=10.0))
+    f = combine("user", base, int(T0.timestamp() * 1e6), st)
+    assert f["user_txn_count_1h"] == 1  # the baseline's 1h window has passed; the event 60 min old has left
+    assert f["user_txn_count_24h"] == 7
+
+
+def test_tracker_degraded_when_a_baseline_is_missing_and_out_of_order_events():
+    tracker = EntityTracker()
+    feats, pushes, degraded = tracker.observe(_tx(0), {})
+    assert degraded and pushes == [] and feats["user_txn_count_1h"] == 0
+    base = {
+        ek: {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES[ek[0]]}
+        for ek in tracker.untracked([_tx(0)])
+    }
+    tracker.observe(_tx(1, minutes=30), base)
+    feats, pushes, _ = tracker.observe(_tx(2, minutes=5), {})  # older than the clock: counted at the clock
+    assert feats["user_txn_count_1h"] == 1
+    assert all(p.event_timestamp == T0 + timedelta(minutes=30) for p in pushes)
+    peek, deg = tracker.peek(_tx(3, minutes=40), {})
+    assert peek["user_txn_count_1h"] == 2 and not deg
+
+
+def test_tracker_lru_is_bounded():
+    tracker = EntityTracker(capacity=8)
+    for i in range(10):
+        tx = _tx(i, user=f"u{i}", device=f"d{i}", ip=f"i{i}")
+        tracker.observe(tx, {ek: None for ek in tracker.untracked([tx])})
+    assert len(tracker) == 8
+
+
+# --------------------------------------------------------------------------- prediction log
+def test_prediction_log_group_commit_rotation_and_torn_line(tmp_path):
+    plog = PredictionLog(tmp_path / "log", segment_bytes=600, segment_seconds=3600)
+
+    def record(i: int) -> dict:
+        return {
+            "request_id": f"r{i}",
+            "transaction_id": f"t{i}",
+            "risk_score": 0.1 * (i % 10),
+            "decision": "approve",
+            "event_timestamp": T0.isoformat(),
+            "logged_at": T0.isoformat(),
+            "transaction": {"amount": 1.0 + i, "user_id": "u"},
+            "entity_features": {"user_txn_count_1h": float(i), "user_amount_mean_30d": float("nan")},
+            "features": {"amount_log": 0.5},
+        }
+
+    # concurrent appends share one write + fsync (group commit) ...
+    futures = [plog.append([record(i)]) for i in range(30)]
+    assert [f.result(10) for f in futures] == [1] * 30
+    # ... sequential ones rotate segments by size
+    for i in range(30, 40):
+        assert plog.write([record(i)]) == 1
+    plog.close()
+    segments = sorted((tmp_path / "log").glob("predictions-*.jsonl"))
+    assert len(segments) > 1  # rotated by size
+    df = read_prediction_log(tmp_path / "log")
+    assert len(df) == 40 and set(df["transaction_id"]) == {f"t{i}" for i in range(40)}
+    assert df["event_timestamp"].dt.tz is not None and df["model.amount_log"].eq(0.5).all()
+    assert df["user_amount_mean_30d"].isna().all() and df["amount"].iloc[0] == 1.0
+    # a crash mid-write leaves a torn last line: the reader skips it
+    with open(segments[-1], "ab") as fh:
+        fh.write(b'{"request_id": "torn", "transaction_id": "t-tor')
+    assert len(read_prediction_log(tmp_path / "log")) == 40
+    assert read_prediction_log(tmp_path / "nothing").empty
+
+
+def test_prediction_log_unserialisable_record_fails_its_future(tmp_path):
+    plog = PredictionLog(tmp_path / "log")
+    with pytest.raises(Exception, match="not serialisable"):
+        plog.append([{"x": object()}]).result(5)
+    plog.close()
+
+
+# --------------------------------------------------------------------------- alerts
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        n = int(self.headers["Content-Length"])
+        _Hook.received.append(json.loads(self.rfile.read(n)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_alerts_block_burst_and_webhook(tmp_path):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        am = AlertManager(
+            tmp_path / "alerts.jsonl", f"http://127.0.0.1:{srv.server_address[1]}/hook", 2.0, 3, 600
+        )
+        res = {"risk_score": 0.6, "decision": "review", "above_review": True, "model_version": "v1"}
+        kinds = []
+        for i in range(5):  # 5 high scores within 10 minutes: one burst alert per entity, not five
+            kinds += [a["kind"] for a in am.observe(res, _tx(i, minutes=i))]
+        assert kinds.count("burst") == 3  # user, device and IP
+        am.observe({**res, "risk_score": 0.99, "decision": "block"}, _tx(9, user="u9", device="d9", ip="i9"))
+        am.close()
+        lines = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+        assert [a["kind"] for a in lines].count("block") == 1
+        assert {a["entity"] for a in lines if a["kind"] == "burst"} == {"user_id", "device_id", "ip_hash"}
+        assert len(_Hook.received) == len(lines) == 4
+    finally:
+        srv.shutdown()
+
+
+def test_alert_webhook_failure_never_raises(tmp_path):
+    am = AlertManager(tmp_path / "alerts.jsonl", "http://127.0.0.1:9/unreachable", 0.5, 3, 600)
+    t = time.perf_counter()
+    am.observe({"risk_score": 0.99, "decision": "block", "above_review": True}, _tx(0))
+    assert time.perf_counter() - t < 0.1  # the request path only queues
+    am.close()
+    assert am.webhook_failures == 1 and (tmp_path / "alerts.jsonl").read_text().count("\n") == 1
+
+
+# --------------------------------------------------------------------------- batching
+def test_micro_batcher_merges_concurrent_jobs_and_isolates_failures():
+    calls = []
+
+    def process(jobs):
+        calls.append(list(jobs))
+        time.sleep(0.02)
+        if any(j == "bad" for j in jobs):
+            raise ValueError("bad job")
+        return [j.upper() for j in jobs]
+
+    async def main():
+        b = MicroBatcher(process, cf.ThreadPoolExecutor(1), max_rows=8)
+        results = await asyncio.gather(*(b.submit(f"j{i}") for i in range(10)), return_exceptions=True)
+        assert results == [f"J{i}" for i in range(10)]
+        assert len(calls) < 10 and max(len(c) for c in calls) <= 8
+        mixed = await asyncio.gather(b.submit("a"), b.submit("bad"), b.submit("c"), return_exceptions=True)
+        assert mixed[0] == "A" and isinstance(mixed[1], ValueError) and mixed[2] == "C"
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- online store wrapper
+def test_online_store_timeout_failure_breaker_and_pushes(tmp_path):
+    mode = {"read": "ok"}
+    pushed = []
+
+    def reader(store, rows, now):
+        if mode["read"] == "slow":
+            time.sleep(0.3)
+        if mode["read"] == "fail":
+            raise OSError("sqlite: file is not a database")
+        return [dict(ENTITY_FEATURE_DEFAULTS, user_txn_count_1h=5.0) for _ in rows]
+
+    online = OnlineFeatureStore(
+        tmp_path,
+        timeout_s=0.1,
+        retry_after_s=0.2,
+        push_interval_s=0.05,
+        opener=lambda repo: object(),
+        reader=reader,
+        pusher=lambda store, entity, rows: pushed.append((entity, rows)),
+    )
+
+    async def main():
+        got = await asyncio.gather(*(online.baselines([("user", f"u{i}")], T0) for i in range(5)))
+        assert all(g[("user", f"u{i}")]["user_txn_count_1h"] == 5.0 for i, g in enumerate(got))
+        mode["read"] = "fail"
+        assert await online.baselines([("user", "x")], T0) is None
+        mode["read"] = "ok"
+        assert await online.baselines([("user", "x")], T0) is None  # breaker open: no call
+        await asyncio.sleep(0.25)
+        assert (await online.baselines([("user", "x")], T0)) is not None  # probed again
+        mode["read"] = "slow"
+        assert await online.baselines([("user", "y")], T0) is None  # deadline
+
+    asyncio.run(main())
+    from serving.entity_state import Push
+
+    online.enqueue(
+        [
+            Push("user", "u1", T0, {"user_txn_count_1h": 1.0}),
+            Push("user", "u1", T0, {"user_txn_count_1h": 2.0}),
+        ]
+    )
+    assert online.flush(5)
+    online.close()
+    rows = [r for e, rs in pushed for r in rs if e == "user"]
+    assert rows == [
+        {"user_id": "u1", "event_timestamp": T0, "user_txn_count_1h": 2.0}
+    ]  # coalesced, latest wins
+
+
+def test_metrics_register_once():
+    import serving.metrics as m
+
+    before = m.REQUESTS
+    importlib.reload(m)
+    assert m.REQUESTS is before
+
+
+def test_numpy_scalars_in_log_records(tmp_path):
+    plog = PredictionLog(tmp_path / "log", fsync=False)
+    plog.write([{"risk_score": np.float32(0.5), "n": np.int64(3), "ts": T0}])
+    plog.close()
+    df = read_prediction_log(tmp_path / "log")
+    assert df.loc[0, "risk_score"] == 0.5 and df.loc[0, "n"] == 3

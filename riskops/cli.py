@@ -268,6 +268,8 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- serving
 def cmd_serve(args: argparse.Namespace) -> int:
+    # kserve.model_server parses sys.argv when imported; keep `riskops serve --grpc ...` away from it
+    sys.argv = sys.argv[:1]
     from serving.server import main as serve_main
 
     argv = ["--port", str(args.port), "--host", args.host]

@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole loop end to end (what `make demo` runs)",
                        description="Train through the real pipeline and print metrics, model version and reports.")
-    _add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)))
+    # one epoch keeps `make demo` within ~10 minutes on 2 CPU cores; `pipeline run` defaults to 2
+    _add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)), epochs=1)
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -3,9 +3,110 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+from collections import Counter
+from pathlib import Path
 
-from riskops.config import paths
+from riskops.config import Paths, paths
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the model server exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the model server was not ready after {timeout:.0f}s")
+
+
+def sample_traffic(rows: int, seed: int, n: int) -> list[dict]:
+    """New orders from the same simulated world as the training data, just after it in time."""
+    from riskops.generator import GeneratorConfig, generate_with_drift
+
+    df = generate_with_drift(GeneratorConfig(rows=rows, seed=seed), "fraud_ring", drift_rows=max(n, 200))
+    onset = df.attrs["drift_onset"]
+    recent = df[df["event_timestamp"] >= onset].head(n)
+    records = json.loads(recent.drop(columns=["is_fraud", "fraud_type"]).to_json(orient="records", date_format="iso"))
+    labels = recent["is_fraud"].tolist()
+    return [dict(r, _label=y) for r, y in zip(records, labels, strict=True)]
+
+
+def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None) -> dict:
+    """Start the KServe server on the champion, score `n` generated orders one by one, stop it."""
+    import httpx
+
+    port = _free_port()
+    log_file = home.root / "demo-server.log"
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(port), "--home", str(home.root)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, f"{base}/v2/models/risk-model/ready")
+        traffic = sample_traffic(rows, seed, n)
+        decisions: Counter[str] = Counter()
+        shown, latencies, by_label = [], [], {0: [], 1: []}
+        with httpx.Client(base_url=base, timeout=10.0) as client:
+            for txn in traffic:
+                label = txn.pop("_label")
+                started = time.perf_counter()
+                r = client.post("/v1/models/risk-model:predict", json={"instances": [txn]})
+                latencies.append((time.perf_counter() - started) * 1000)
+                r.raise_for_status()
+                pred = r.json()["predictions"][0]
+                decisions[pred["decision"]] += 1
+                by_label[int(label)].append(pred["risk_score"])
+                if pred["decision"] != "approve" and len(shown) < 5 or len(shown) < 2:
+                    shown.append((txn, pred, label))
+        if console is not None:
+            for txn, pred, label in shown:
+                reasons = "; ".join(
+                    r if isinstance(r, str) else str(r.get("text") or r) for r in pred.get("reasons", [])[:3]
+                )
+                console.print(
+                    f"  {txn['transaction_id']}  {txn['amount']:>10.2f} {txn['currency']}  "
+                    f"{txn['product_title'][:34]:<34}  score {pred['risk_score']:.3f}  "
+                    f"[bold]{pred['decision']}[/bold]  (truth: {'fraud' if label else 'legit'})  {reasons}"
+                )
+        latencies.sort()
+        return {
+            "scored": len(traffic),
+            "decisions": dict(decisions),
+            "p50_ms": latencies[len(latencies) // 2],
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "mean_score_fraud": sum(by_label[1]) / max(1, len(by_label[1])),
+            "mean_score_legit": sum(by_label[0]) / max(1, len(by_label[0])),
+            "server_log": str(log_file),
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -21,8 +122,8 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print(Rule("riskops demo"))
     console.print(f"state folder: {home.root}  (rm -rf it to start over)")
     console.print(
-        "1/1 training pipeline on kfp.local: synthetic transactions -> Great Expectations gate -> "
-        "Feast features -> fine-tune MiniLM risk model -> evaluate vs baselines -> register"
+        "[bold]1/2 train[/bold] - the KFP pipeline on kfp.local: synthetic transactions -> Great Expectations"
+        " gate -> Feast features -> fine-tune MiniLM risk model -> evaluate vs baselines -> register"
     )
     params = _pipeline_params(args)
     if params["promotion"] == "if-none":
@@ -33,5 +134,22 @@ def run_demo(args: argparse.Namespace) -> int:
         _print_failure(exc)
         return 1
     _print_run_summary(run)
+
+    console.print(
+        "\n[bold]2/2 serve[/bold] - KServe ModelServer with the champion: validation, PII hashing, Feast online"
+        " lookup, model, decision policy; each scored order updates its entities' online features"
+    )
+    summary = score_sample(home, rows=args.rows, seed=args.seed, n=200, console=console)
+    console.print(
+        f"scored {summary['scored']} new orders one at a time over REST v1: decisions {summary['decisions']};"
+        f" latency p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms (client-side, incl. HTTP)"
+    )
+    console.print(
+        f"mean risk score: fraud {summary['mean_score_fraud']:.3f} vs legit {summary['mean_score_legit']:.3f};"
+        f" server log {summary['server_log']}; prediction log {home.prediction_log}"
+    )
     console.print(Rule(f"demo finished in {time.perf_counter() - started:.0f}s"))
+    Path(home.root / "demo-summary.json").write_text(
+        json.dumps({"seconds": time.perf_counter() - started, "serving": summary}, indent=2)
+    )
     return 0

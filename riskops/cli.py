@@ -31,7 +31,8 @@ for _k, _v in {
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    # a fixed width off a terminal (CI logs, pipes) keeps the metrics table readable
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 # --------------------------------------------------------------------------- data

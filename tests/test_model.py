@@ -1,0 +1,267 @@
+"""riskops.model: the encoder split, scoring bundle, normaliser, calibration and explanations.
+
+All tests use the tiny random encoder (fast); the real MiniLM is exercised in test_train.py (slow).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, build_model_frame
+from riskops.model import (
+    TEXT_ATTRIBUTION,
+    ModelConfig,
+    Normalizer,
+    RiskModel,
+    RiskScorer,
+    base_tokenizer,
+    categorical_indices,
+    fit_temperature,
+)
+from riskops.schema import CHANNELS, PAYMENT_METHODS, PRODUCT_CATEGORIES
+
+SIGNAL = "user_txn_count_1h"
+
+
+def make_transactions(n: int, seed: int, fraud_rate: float = 0.1) -> pd.DataFrame:
+    """Hand-made transactions (schema columns + one entity feature) with a planted fraud signal."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < fraud_rate).astype(int)
+    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(
+        np.sort(rng.integers(0, 60 * 86400, n)), unit="s"
+    )
+    titles = ["Wireless earbuds", "Running shoes", "Coffee maker", "Gift card 100", "Yoga mat", "Phone case"]
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i:06d}" for i in range(n)],
+            "event_timestamp": ts,
+            "amount": rng.lognormal(3.5, 1.0, n).round(2),
+            "quantity": rng.integers(1, 4, n),
+            "account_age_days": rng.integers(0, 2000, n),
+            "is_refund": rng.random(n) < 0.05,
+            "billing_country": rng.choice(["US", "GB", "DE"], n),
+            "shipping_country": rng.choice(["US", "GB", "DE"], n),
+            "payment_method": rng.choice(PAYMENT_METHODS[:5], n),
+            "channel": rng.choice(CHANNELS, n),
+            "product_category": rng.choice(PRODUCT_CATEGORIES[:6], n),
+            "currency": rng.choice(["USD", "EUR"], n),
+            "product_title": rng.choice(titles, n),
+            "merchant_category": rng.choice(["electronics", "fashion", "home"], n),
+            SIGNAL: np.where(y == 1, rng.poisson(4.0, n), rng.poisson(0.5, n)).astype(float),
+            "is_fraud": y,
+        }
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy 2-core machine OpenMP contention costs a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return base_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return build_model_frame(make_transactions(120, seed=3))
+
+
+def _tiny_model(finetune_layers: int = 2, seed: int = 0) -> RiskModel:
+    torch.manual_seed(seed)
+    return RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=finetune_layers))
+
+
+@pytest.fixture(scope="module")
+def scorer(tokenizer, frame) -> RiskScorer:
+    return RiskScorer(_tiny_model(), tokenizer, Normalizer.fit(frame))
+
+
+# --------------------------------------------------------------------------- architecture
+@pytest.mark.parametrize("finetune_layers", [0, 1, 2, 3])
+def test_lower_plus_upper_equals_the_full_encoder(tokenizer, frame, finetune_layers):
+    model = _tiny_model(finetune_layers).eval()
+    texts = list(frame[TEXT_COLUMN].iloc[:6]) + ["gift card"]  # different lengths: padding is exercised
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        full = model.encoder(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        ).last_hidden_state
+        lower = model.lower_states(enc["input_ids"], enc["attention_mask"])
+        split = model.upper_states(lower, enc["attention_mask"])
+    real = enc["attention_mask"].bool()
+    assert torch.allclose(full[real], split[real], atol=1e-5)
+    assert model.n_frozen == 3 - finetune_layers
+
+
+def test_frozen_parts_have_no_gradients_and_no_dropout():
+    model = _tiny_model(finetune_layers=1).train()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("encoder.embeddings.", "encoder.encoder.layer.0.", "encoder.encoder.layer.1."))
+                          for n in frozen)  # fmt: skip
+    assert all(
+        p.requires_grad for n, p in model.named_parameters() if n.startswith("encoder.encoder.layer.2.")
+    )
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("encoder."))
+    assert not model.encoder.embeddings.training
+    assert not model.encoder_layers[1].training and model.encoder_layers[2].training
+
+
+def test_config_is_json_serialisable():
+    model = _tiny_model()
+    d = json.loads(json.dumps(model.config.to_dict()))
+    back = ModelConfig.from_dict(d)
+    assert back == model.config
+    assert back.numeric_features == NUMERIC_FEATURES
+    assert tuple(back.categorical_vocabs) == CATEGORICAL_FEATURES
+    assert back.encoder_config["hidden_size"] == 32
+    with pytest.raises(ValueError, match="unknown encoder"):
+        ModelConfig(encoder="bert-large")
+
+
+def test_unknown_categories_map_to_index_zero():
+    df = pd.DataFrame({"payment_method": ["paypal", "martian_money", None], "channel": ["web", "web", "ios"]})
+    idx = categorical_indices(df, {"payment_method": PAYMENT_METHODS, "channel": CHANNELS})
+    assert idx[:, 0].tolist() == [PAYMENT_METHODS.index("paypal") + 1, 0, 0]
+    assert idx[:, 1].tolist() == [1, 1, 2]
+
+
+# --------------------------------------------------------------------------- normaliser
+def test_normalizer_is_robust_and_round_trips(tmp_path):
+    df = pd.DataFrame(
+        {"a": np.r_[np.arange(100.0), 1e9], "b": np.zeros(101), "c": np.r_[np.zeros(99), 1.0, 1.0]}
+    )
+    norm = Normalizer.fit(df, ["a", "b", "c"])
+    z = norm.transform(df)
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert abs(np.median(z[:, 0])) < 1e-6  # centred on the median
+    assert z[:, 0].max() < 50 and z[-1, 0] > z[-2, 0]  # the outlier is squashed, order kept
+    assert (z[:, 1] == 0).all()  # constant column: scale falls back to 1
+    odd = pd.DataFrame({"a": [np.inf, np.nan], "b": [1.0, 2.0], "c": [0.0, 1.0]})
+    assert np.isfinite(norm.transform(odd)).all()
+    norm.save(tmp_path / "n.json")
+    assert np.array_equal(Normalizer.load(tmp_path / "n.json").transform(df), z)
+    with pytest.raises(KeyError, match="lacks numeric"):
+        norm.transform(df[["a"]])
+
+
+# --------------------------------------------------------------------------- scoring
+def test_predictions_are_probabilities_and_deterministic(scorer, frame):
+    p1 = scorer.predict_proba(frame)
+    assert p1.shape == (len(frame),) and np.isfinite(p1).all()
+    assert ((p1 >= 0) & (p1 <= 1)).all()
+    p2 = scorer.predict_proba(frame)
+    assert np.array_equal(p1, p2)
+    scorer.clear_cache()
+    p3 = scorer.predict_proba(frame, batch_size=7)  # fresh cache, other batching
+    assert np.allclose(p1, p3, atol=1e-6)
+    assert scorer.predict_proba(frame.iloc[:0]).shape == (0,)
+
+
+def test_text_embeddings_are_cached_lru(tokenizer, frame):
+    s = RiskScorer(_tiny_model(), tokenizer, Normalizer.fit(frame), cache_size=5)
+    texts = frame[TEXT_COLUMN].unique().tolist()
+    s.predict_proba(frame.iloc[:1])
+    assert (s.cache_hits, s.cache_misses) == (0, 1)
+    s.predict_proba(pd.concat([frame.iloc[:1]] * 10))  # the same text 10 times: one lookup, a hit
+    assert (s.cache_hits, s.cache_misses) == (1, 1)
+    s.text_embeddings(texts[:20])
+    assert len(s._text_cache) == 5  # bounded
+    cached = s.text_embeddings(texts[15:20])
+    assert torch.allclose(cached, torch.stack(s._encode(texts[15:20])), atol=1e-6)
+
+
+def test_save_load_round_trip(scorer, frame, tmp_path):
+    scorer.calibration.temperature, scorer.calibration.bias = 1.7, -0.3
+    try:
+        scorer.save(tmp_path / "m")
+        names = sorted(p.name for p in (tmp_path / "m").iterdir())
+        assert names == [
+            "calibration.json",
+            "config.json",
+            "model.safetensors",
+            "normalizer.json",
+            "tokenizer",
+        ]
+        assert not list((tmp_path / "m").rglob("*.bin")) and not list((tmp_path / "m").rglob("*.pt"))
+        loaded = RiskScorer.load(tmp_path / "m", device="cpu")
+        assert loaded.temperature == pytest.approx(1.7) and loaded.calibration.bias == pytest.approx(-0.3)
+        assert np.array_equal(loaded.predict_proba(frame), scorer.predict_proba(frame))
+        for (n1, t1), (n2, t2) in zip(
+            scorer.model.state_dict().items(), loaded.model.state_dict().items(), strict=True
+        ):
+            assert n1 == n2 and torch.equal(t1, t2)
+    finally:
+        scorer.calibration.temperature, scorer.calibration.bias = 1.0, 0.0
+
+
+def test_load_names_what_is_missing(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        RiskScorer.load(tmp_path)
+
+
+# --------------------------------------------------------------------------- calibration
+def test_temperature_lowers_nll_on_a_miscalibrated_toy():
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(-1.0, 1.5, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-true_logit))).astype(float)
+    overconfident = 4.0 * true_logit  # a model 4x too sure of itself
+    cal = fit_temperature(overconfident, y, fit_bias=False)
+    assert cal.temperature == pytest.approx(4.0, rel=0.15)
+    assert cal.nll_after < cal.nll_before
+    shifted = fit_temperature(overconfident + 2.0, y)  # also shifted, as class weighting does
+    assert shifted.nll_after < fit_temperature(overconfident + 2.0, y, fit_bias=False).nll_after
+    assert shifted.bias == pytest.approx(-2.0 / shifted.temperature, abs=0.15)
+    assert fit_temperature([0.1, 0.2], [1, 1]).method == "none"  # one class: identity
+    # a perfectly separated, tiny validation set must not produce a degenerate (T -> 0) fit
+    separated = fit_temperature(np.r_[np.full(50, -2.0), np.full(3, 2.0)], np.r_[np.zeros(50), np.ones(3)])
+    assert separated.temperature > 0.2 and np.isfinite(separated.bias)
+
+
+def test_scorer_fit_temperature_changes_scores_not_ranking(scorer, frame):
+    z = scorer.logits(frame)
+    y = (np.random.default_rng(1).random(len(z)) < 0.3).astype(float)
+    before = scorer.calibration
+    try:
+        cal = scorer.fit_temperature(z * 10, y)
+        assert scorer.temperature == cal.temperature
+        p = scorer.predict_proba(frame)
+        assert ((p >= 0) & (p <= 1)).all()
+        assert np.array_equal(
+            np.argsort(p, kind="stable"), np.argsort(scorer.calibration.apply(z), kind="stable")
+        )
+    finally:
+        scorer.calibration = before
+
+
+# --------------------------------------------------------------------------- explanations
+def test_explain_gives_one_attribution_per_feature_and_completeness(scorer, frame):
+    rows = frame.iloc[:4]
+    attributions = scorer.explain(rows, steps=64)
+    assert len(attributions) == 4
+    expected = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, TEXT_ATTRIBUTION]
+    assert all(list(a) == expected for a in attributions)
+    assert all(np.isfinite(list(a.values())).all() for a in attributions)
+    # integrated gradients: attributions sum to logit(x) - logit(baseline)
+    m = scorer.model
+    with torch.no_grad():
+        base = m.head_from_vectors(
+            m.text_baseline.unsqueeze(0),
+            torch.zeros(1, len(NUMERIC_FEATURES)),
+            [e.weight[1:].mean(0, keepdim=True) for e in m.cat_embeddings.values()],
+        )
+    z = scorer.logits(rows)
+    for a, zi in zip(attributions, z, strict=True):
+        assert sum(a.values()) == pytest.approx(float(zi - base), abs=1e-3)
+    assert scorer.explain(rows.iloc[:0]) == []

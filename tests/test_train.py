@@ -1,0 +1,332 @@
+"""components.train and riskops.splits: fine-tuning, the frozen-layer cache, the time split.
+
+Tiny random encoder everywhere except one slow test with the real all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
+
+from components.train import (
+    LowerStateCache,
+    TrainConfig,
+    _loss_fn,
+    downsample_legit,
+    length_bucketed_batches,
+    set_seed,
+    train_from_training_set,
+    train_model,
+    train_model_op,
+)
+from riskops.features import TEXT_COLUMN, build_model_frame
+from riskops.model import ModelConfig, RiskModel, RiskScorer, base_tokenizer, resolve_device
+from riskops.schema import CHANNELS, PAYMENT_METHODS, PRODUCT_CATEGORIES
+from riskops.splits import time_split
+
+SIGNAL = "user_txn_count_1h"
+SEED = 11
+# One thread: these models are tiny, and on a busy 2-core machine two OpenMP threads can be 10x slower.
+
+
+def make_transactions(n: int, seed: int, fraud_rate: float = 0.1) -> pd.DataFrame:
+    """Hand-made transactions (schema columns + one entity feature) with a planted fraud signal:
+    frauds have more transactions in the last hour (Poisson 4 vs 0.5), everything else is noise."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < fraud_rate).astype(int)
+    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 60 * 86400, n), unit="s")
+    titles = ["Wireless earbuds", "Running shoes", "Coffee maker", "Gift card 100", "Yoga mat", "Phone case"]
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i:06d}" for i in range(n)],
+            "event_timestamp": ts,
+            "amount": rng.lognormal(3.5, 1.0, n).round(2),
+            "quantity": rng.integers(1, 4, n),
+            "account_age_days": rng.integers(0, 2000, n),
+            "is_refund": rng.random(n) < 0.05,
+            "billing_country": rng.choice(["US", "GB"], n),
+            "shipping_country": "US",
+            "payment_method": rng.choice(PAYMENT_METHODS[:3], n),
+            "channel": rng.choice(CHANNELS, n),
+            "product_category": rng.choice(PRODUCT_CATEGORIES[:4], n),
+            "currency": rng.choice(["USD", "EUR"], n),
+            "product_title": rng.choice(titles, n),
+            "merchant_category": "general store",
+            SIGNAL: np.where(y == 1, rng.poisson(4.0, n), rng.poisson(0.5, n)).astype(float),
+            "is_fraud": y,
+        }
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    df = make_transactions(2400, seed=SEED)
+    train, val, test = time_split(df, test_fraction=0.25, val_fraction=0.15)
+    return {"df": df, "train": train, "val": val, "test": test}
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    config = TrainConfig(
+        encoder="tiny", epochs=4, patience=2, finetune_layers=1, seed=SEED, progress=False, num_threads=1
+    )
+    result = train_model(
+        build_model_frame(data["train"]),
+        build_model_frame(data["val"]),
+        data["train"]["is_fraud"],
+        data["val"]["is_fraud"],
+        config,
+        out,
+    )
+    return result, config
+
+
+# --------------------------------------------------------------------------- training
+def test_learns_a_planted_signal(trained, data):
+    result, _ = trained
+    scorer = RiskScorer.load(result.model_dir, device="cpu")
+    frame = build_model_frame(data["test"])
+    p = scorer.predict_proba(frame)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert roc_auc_score(data["test"]["is_fraud"], p) > 0.9
+    # calibrated: the mean score is close to the fraud rate of the future period
+    assert abs(p.mean() - data["test"]["is_fraud"].mean()) < 0.05
+    assert result.val_pr_auc > 0.5 and 1 <= result.best_epoch <= len(result.history)
+
+
+def test_result_history_and_training_json(trained):
+    result, config = trained
+    assert result.device == "cpu" and result.train_seconds > 0
+    assert [h["epoch"] for h in result.history] == list(range(1, len(result.history) + 1))
+    assert all({"train_loss", "val_loss", "val_pr_auc", "seconds"} <= set(h) for h in result.history)
+    assert result.val_pr_auc == pytest.approx(max(h["val_pr_auc"] for h in result.history), abs=1e-9)
+    assert (
+        result.calibration["n"] == result.n_val
+        and result.calibration["nll_after"] <= result.calibration["nll_before"]
+    )
+    saved = json.loads((result.model_dir / "training.json").read_text())
+    assert saved["train_config"]["encoder"] == "tiny" and saved["result"]["best_epoch"] == result.best_epoch
+    assert result.pos_weight == pytest.approx(min((1 - 0.1) / 0.1, config.pos_weight_cap), rel=0.3)
+
+
+def test_explain_points_at_the_planted_feature(trained, data):
+    result, _ = trained
+    scorer = RiskScorer.load(result.model_dir, device="cpu")
+    frauds = data["test"][(data["test"]["is_fraud"] == 1) & (data["test"][SIGNAL] >= 4)].iloc[:8]
+    attributions = scorer.explain(build_model_frame(frauds))
+    assert len(attributions) == len(frauds) > 0
+    for a in attributions:
+        assert max(a, key=lambda k: abs(a[k])) == SIGNAL
+        assert a[SIGNAL] > 0  # pushes towards fraud
+
+
+def test_top_layer_changes_frozen_layers_do_not(trained):
+    result, config = trained
+    set_seed(config.seed)  # train_model builds its model right after seeding: same initial weights
+    initial = RiskModel.build(
+        ModelConfig(encoder="tiny", finetune_layers=config.finetune_layers)
+    ).state_dict()
+    final = load_file(str(result.model_dir / "model.safetensors"))
+    n_layers = 3
+    top = f"encoder.encoder.layer.{n_layers - 1}."
+    frozen = ("encoder.embeddings.", *(f"encoder.encoder.layer.{i}." for i in range(n_layers - 1)))
+    assert any(k.startswith(frozen) for k in final)
+    for k, v in final.items():
+        if k.startswith(frozen):
+            assert torch.equal(v, initial[k]), k
+    changed = [
+        k
+        for k in final
+        if k.startswith(top) and k.endswith("weight") and not torch.equal(final[k], initial[k])
+    ]
+    assert len(changed) >= 4  # attention q/k/v/output, FFN, LayerNorm
+
+
+def test_cached_lower_states_equal_the_full_encoder():
+    torch.manual_seed(0)
+    model = RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=1)).eval()
+    tok = base_tokenizer()
+    texts = [
+        "gift card 100 | paypal",
+        "wireless earbuds | category electronics | merchant shop | card via web",
+        "x",
+    ]
+    cache = LowerStateCache.build(model, tok, texts, max_length=48, device=torch.device("cpu"), batch_size=2)
+    assert len(cache) == 3 and cache.lengths.tolist() == [len(tok(t)["input_ids"]) for t in texts]
+    ids = torch.tensor([2, 0, 1, 0])
+    hidden, mask = cache.gather(ids, torch.device("cpu"))
+    enc = tok([texts[i] for i in ids], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        cached = model.pooled_from_lower(hidden, mask)
+        full_bert = model.encoder(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        reference = (full_bert * m).sum(1) / m.sum(1)
+    assert torch.allclose(cached, reference, atol=1e-5)
+    assert mask.shape[1] == max(cache.lengths.tolist())  # trimmed to the batch's longest text
+
+
+def test_max_steps_limits_training(data, tmp_path):
+    config = TrainConfig(
+        encoder="tiny", epochs=5, max_steps=3, progress=False, num_threads=1, seed=1, cpu_bf16=True
+    )
+    result = train_model(
+        build_model_frame(data["train"].iloc[:300]),
+        build_model_frame(data["val"].iloc[:100]),
+        data["train"]["is_fraud"].iloc[:300],
+        data["val"]["is_fraud"].iloc[:100],
+        config,
+        tmp_path / "m",
+    )
+    assert len(result.history) == 1 and result.history[-1]["steps"] == 3
+    assert RiskScorer.load(tmp_path / "m").predict_proba(build_model_frame(data["test"].iloc[:5])).shape == (
+        5,
+    )
+
+
+def test_train_from_training_set_splits_by_time(data, tmp_path):
+    config = TrainConfig(
+        encoder="tiny", epochs=1, max_steps=2, progress=False, num_threads=1, focal_gamma=2.0
+    )
+    result = train_from_training_set(
+        data["df"], tmp_path / "m", config, test_fraction=0.25, val_fraction=0.15
+    )
+    assert result.n_train == len(data["train"]) and result.n_val == len(data["val"])
+
+
+def test_trains_on_generated_transactions(tmp_path):
+    generator = pytest.importorskip("riskops.generator")
+    df = generator.generate(generator.GeneratorConfig(rows=2500, seed=5, fraud_rate=0.03))
+    config = TrainConfig(encoder="tiny", epochs=1, max_steps=5, progress=False, num_threads=1)
+    result = train_from_training_set(df, tmp_path / "m", config)
+    assert result.n_train + result.n_val == round(len(df) * 0.8)
+    _, _, test = time_split(df)
+    p = RiskScorer.load(tmp_path / "m").predict_proba(build_model_frame(test))
+    assert p.shape == (len(test),) and ((p >= 0) & (p <= 1)).all()
+    assert 1 / 20 <= result.calibration["temperature"] <= 20
+
+
+def test_bad_inputs_are_rejected(data, tmp_path):
+    frame = build_model_frame(data["train"].iloc[:20])
+    with pytest.raises(ValueError, match="single class"):
+        train_model(
+            frame, frame, np.zeros(20), np.zeros(20), TrainConfig(encoder="tiny", num_threads=1), tmp_path
+        )
+    with pytest.raises(ValueError, match="labels"):
+        train_model(
+            frame, frame, np.zeros(19), np.zeros(20), TrainConfig(encoder="tiny", num_threads=1), tmp_path
+        )
+
+
+def test_length_bucketed_batches_cover_every_row_once():
+    lengths = torch.randint(10, 45, (1000,), generator=torch.Generator().manual_seed(0))
+    batches = length_bucketed_batches(lengths, 64, torch.Generator().manual_seed(1), bucket_batches=4)
+    assert len(batches) == 16 and all(len(b) <= 64 for b in batches)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    # similar lengths inside a batch: less padding than random batches
+    padded = sum(len(b) * int(lengths[b].max()) for b in batches)
+    assert padded < 0.95 * sum(len(b) * 44 for b in batches)
+    again = length_bucketed_batches(lengths, 64, torch.Generator().manual_seed(1), bucket_batches=4)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_downsampling_keeps_every_fraud():
+    frame = pd.DataFrame({"x": np.arange(1000)})
+    y = (np.arange(1000) % 50 == 0).astype(np.float32)
+    small, ys = downsample_legit(frame, y, 200, seed=0)
+    assert len(small) == 200 and ys.sum() == y.sum()
+    assert small["x"].is_monotonic_increasing  # time order kept
+    assert downsample_legit(frame, y, None, seed=0)[0] is frame
+
+
+def test_loss_weights_frauds_and_focal_downweights_easy_rows():
+    logits = torch.tensor([3.0, -3.0, 0.0])
+    y = torch.tensor([1.0, 0.0, 1.0])
+    plain = _loss_fn(1.0, 0.0)(logits, y)
+    assert torch.isclose(plain, torch.nn.functional.binary_cross_entropy_with_logits(logits, y))
+    assert _loss_fn(5.0, 0.0)(logits, y) > plain
+    assert _loss_fn(1.0, 2.0)(logits, y) < plain
+
+
+def test_kfp_component_signature():
+    spec = train_model_op.component_spec
+    assert {"training_set", "epochs", "encoder", "max_steps", "finetune_layers", "seed"} <= set(spec.inputs)
+    assert {"model", "metrics"} <= set(spec.outputs)
+
+
+def test_auto_device_is_cpu_without_cuda():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+# --------------------------------------------------------------------------- time split
+def test_time_split_orders_train_val_test():
+    df = make_transactions(1000, seed=2).sample(frac=1.0, random_state=0)  # shuffled on purpose
+    train, val, test = time_split(df, test_fraction=0.2, val_fraction=0.15)
+    assert (len(train), len(val), len(test)) == (650, 150, 200)
+    assert train["event_timestamp"].max() <= val["event_timestamp"].min()
+    assert val["event_timestamp"].max() <= test["event_timestamp"].min()
+    assert sorted(pd.concat([train, val, test]).index) == sorted(df.index)  # every row exactly once
+    again = time_split(df.sample(frac=1.0, random_state=1), 0.2, 0.15)  # deterministic under reordering
+    assert all(a.index.equals(b.index) for a, b in zip((train, val, test), again, strict=True))
+    assert len(time_split(df, 0.2, 0.0)[1]) == 0
+    with pytest.raises(ValueError):
+        time_split(df, 0.6, 0.5)
+    with pytest.raises(KeyError):
+        time_split(df.drop(columns="event_timestamp"))
+
+
+def test_time_split_breaks_timestamp_ties_by_transaction_id():
+    ts = pd.Timestamp("2026-03-01", tz="UTC")
+    df = pd.DataFrame({"event_timestamp": [ts] * 10, "transaction_id": [f"t{i}" for i in range(9, -1, -1)]})
+    train, val, test = time_split(df, 0.2, 0.2)
+    assert list(train["transaction_id"]) == [f"t{i}" for i in range(6)]
+    assert list(test["transaction_id"]) == ["t8", "t9"]
+
+
+# --------------------------------------------------------------------------- real encoder
+@pytest.mark.slow
+def test_minilm_one_training_step(data, tmp_path):
+    from transformers import BertModel
+
+    from riskops.model import minilm_path
+
+    train = data["train"].iloc[:64]
+    val = data["val"].iloc[:64]
+    config = TrainConfig(
+        encoder="minilm", epochs=1, max_steps=1, batch_size=32, progress=False, num_threads=1
+    )
+    result = train_model(
+        build_model_frame(train),
+        build_model_frame(val),
+        train["is_fraud"],
+        val["is_fraud"],
+        config,
+        tmp_path / "m",
+    )
+    assert result.history[-1]["steps"] == 1
+    final = load_file(str(tmp_path / "m" / "model.safetensors"))
+    pretrained = BertModel.from_pretrained(str(minilm_path()), add_pooling_layer=False).state_dict()
+    assert torch.equal(final["encoder.encoder.layer.0.attention.self.query.weight"],
+                       pretrained["encoder.layer.0.attention.self.query.weight"])  # fmt: skip
+    assert not torch.equal(final["encoder.encoder.layer.5.attention.self.query.weight"],
+                           pretrained["encoder.layer.5.attention.self.query.weight"])  # fmt: skip
+    scorer = RiskScorer.load(tmp_path / "m", device="cpu")  # only the model folder is needed
+    assert scorer.config.encoder_config["hidden_size"] == 384
+    p = scorer.predict_proba(build_model_frame(data["test"].iloc[:16]))
+    assert p.shape == (16,) and ((p >= 0) & (p <= 1)).all()
+    assert TEXT_COLUMN in build_model_frame(train).columns

@@ -9,9 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from riskops.config import PROJECT_ROOT, Paths
-
 from pipelines.training_pipeline import PIPELINE_NAME, build_pipeline, compile_pipeline
+from riskops.config import PROJECT_ROOT, Paths
 
 
 class PipelineFailed(RuntimeError):

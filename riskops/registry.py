@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from riskops.config import MODEL_NAME
@@ -80,7 +80,7 @@ class ModelRegistry:
             meta = {
                 "name": self.name,
                 "version": version,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "metrics": metrics or {},
                 "tags": tags or {},
             }

@@ -113,7 +113,7 @@ def _set(col, row, value):
 # name -> (mutation, expected failed (expectation, column), text its summary line must contain)
 COMBINED = {
     "negative amount": (_set("amount", 3, -5.0), ("expect_column_values_to_be_between", "amount"), "-5.0"),
-    "huge amount": (_set("amount", 4, 5e7), ("expect_column_values_to_be_between", "amount"), "50000000.0"),
+    "huge amount": (_set("amount", 4, 5e8), ("expect_column_values_to_be_between", "amount"), "500000000.0"),
     "null user_id": (
         _set("user_id", 4, None),
         ("expect_column_values_to_not_be_null", "user_id"),
@@ -223,7 +223,7 @@ def test_corruption_is_reported(combined, name):
 def test_combined_run_reports_exactly_the_corruptions(combined):
     assert _failed(combined) == {expected for _, expected, _ in COMBINED.values()}, combined.summary()
     amount = next(f for f in combined.failures if f["column"] == "amount")
-    assert amount["unexpected_count"] == 2 and sorted(amount["examples"]) == [-5.0, 5e7]
+    assert amount["unexpected_count"] == 2 and sorted(amount["examples"]) == [-5.0, 5e8]
     assert amount["unexpected_percent"] == pytest.approx(100 * 2 / combined.statistics["rows"])
     html = combined.report_html.read_text()
     assert "FAILED" in html and "XYZ" in html and "expect_column_values_to_be_in_set" in html

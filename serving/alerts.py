@@ -1,6 +1,8 @@
 """Alerts: every `block`, and bursts of high scores for one entity.
 
 * ``block``: one alert per blocked transaction.
+* ``canary``: a canary decision (promote / rollback) or a challenger that failed to load
+  (serving.canary), through `emit`.
 * ``burst``: `burst_count` or more scores >= the review threshold for one user, device or IP
   within `burst_window_s` of event time. One alert per entity per window (the next one can fire
   once the window has moved past the alerted burst).
@@ -112,6 +114,13 @@ class AlertManager:
             metrics.ALERTS.labels(a["kind"]).inc()
             self._queue.put(a)
         return alerts
+
+    def emit(self, alert: dict[str, Any]) -> None:
+        """Queue an alert raised elsewhere (e.g. a canary decision; ``kind`` names it)."""
+        alert = {"kind": "event", **alert}
+        alert.setdefault("raised_at", datetime.now(UTC).isoformat())
+        metrics.ALERTS.labels(str(alert["kind"])).inc()
+        self._queue.put(alert)
 
     # -- background --------------------------------------------------------------------------
     def _run(self) -> None:

@@ -53,7 +53,12 @@ class ServingConfig:
     burst_window_s: float = 600.0  # ... within this many seconds (event time) raise a burst alert
     # request limits
     max_batch: int = 256
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int = 1 << 20  # also POST /v1/feedback bodies
+    # online canary (docs/serving.md "Canary"): route a share of traffic to the registry's
+    # `challenger` and promote / roll back by itself. Only when following the champion alias.
+    canary: bool = False
+    canary_config: Path | None = None  # knobs: `promotion.canary` of this file (default configs/monitor.yaml)
+    canary_outcome_cache: int = 100_000  # recently served transaction ids kept to join feedback to an arm
 
     def __post_init__(self) -> None:
         if self.fail_mode not in FAIL_MODES:
@@ -62,7 +67,7 @@ class ServingConfig:
             raise ValueError(f"reasons_for must be 'flagged' or 'all', got {self.reasons_for!r}")
         if not 0.0 <= self.default_review <= self.default_block <= 1.0:
             raise ValueError("need 0 <= default_review <= default_block <= 1")
-        for name in ("feature_repo", "policy_file"):
+        for name in ("feature_repo", "policy_file", "canary_config"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, Path):
                 object.__setattr__(self, name, Path(v))

@@ -97,3 +97,33 @@ PREDICTION_LOG_FSYNC = _get_or_create(
     "Prediction log group write + fsync",
     buckets=LATENCY_BUCKETS,
 )
+FEEDBACK_RECORDS = _get_or_create(
+    Counter, "riskops_feedback_records_total", "Feedback records stored by POST /v1/feedback", ("is_fraud",)
+)
+FEEDBACK_REJECTED = _get_or_create(
+    Counter, "riskops_feedback_rejected_total", "POST /v1/feedback requests rejected (nothing stored)"
+)
+CANARY_ACTIVE = _get_or_create(
+    Gauge, "riskops_canary_active", "1 while a challenger answers a share of traffic"
+)
+CANARY_SHARE = _get_or_create(Gauge, "riskops_canary_share", "Configured share of traffic for the challenger")
+CANARY_CHALLENGER = _get_or_create(
+    Gauge, "riskops_canary_challenger_info", "1 for the challenger version in the canary", ("version",)
+)
+CANARY_REQUESTS = _get_or_create(
+    Counter,
+    "riskops_canary_requests_total",
+    "Rows routed by the canary, by arm and outcome (error: the champion answered instead)",
+    ("arm", "outcome"),
+)
+CANARY_OUTCOMES = _get_or_create(
+    Counter, "riskops_canary_outcomes_total", "Labelled outcomes joined to a canary arm", ("arm",)
+)
+CANARY_DECISIONS = _get_or_create(
+    Counter, "riskops_canary_decisions_total", "Canary decisions applied (promote / rollback)", ("action",)
+)
+CANARY_LOAD_FAILURES = _get_or_create(
+    Counter,
+    "riskops_canary_load_failures_total",
+    "Challengers that failed to load (champion kept all traffic)",
+)

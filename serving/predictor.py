@@ -92,6 +92,9 @@ class ModelHolder:
 
     def __init__(self, initial: LoadedModel | None = None) -> None:
         self._lock = threading.Lock()
+        # held by whoever decides *which* model to swap in (registry watcher, canary promotion),
+        # so a promotion and a registry poll never race each other into a flap
+        self.update_lock = threading.Lock()
         self._current = initial
         self.swaps = 0
         if initial is not None:
@@ -152,16 +155,17 @@ class RegistryWatcher:
         """Swap if the alias points elsewhere; True when a swap happened."""
         from riskops.registry import ModelRegistry, RegistryError
 
-        try:
-            mv = ModelRegistry(self.registry_root, self.model_name).resolve(self.ref)
-        except RegistryError:
-            return False
-        cur = self.holder._current  # noqa: SLF001 - read-only peek
-        if cur is not None and cur.version == mv.version:
-            return False
-        lm = load_model(mv.path, mv.version, self.loader)
-        self.holder.swap(lm)
-        return True
+        with self.holder.update_lock:
+            try:
+                mv = ModelRegistry(self.registry_root, self.model_name).resolve(self.ref)
+            except RegistryError:
+                return False
+            cur = self.holder._current  # noqa: SLF001 - read-only peek
+            if cur is not None and cur.version == mv.version:
+                return False
+            lm = load_model(mv.path, mv.version, self.loader)
+            self.holder.swap(lm)
+            return True
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):

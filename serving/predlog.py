@@ -13,7 +13,8 @@ each. A crash can leave at most a torn last line; `read_prediction_log` skips it
 any unparsable line) instead of failing.
 
 Record fields (see `record_columns`): request_id, logged_at, event_timestamp, transaction_id,
-model_version, risk_score, decision, degraded, reasons, the hashed transaction (PII only as
+model_version, arm (champion / challenger while a canary runs, else null), risk_score, decision,
+degraded, reasons, the hashed transaction (PII only as
 keyed hashes), ``entity_features`` (the looked-up entity state, names as in the training frame)
 and ``features`` (the numeric model inputs, flattened by the reader as ``model.<name>``).
 """

@@ -12,6 +12,8 @@ Routes (KServe's, plus the guards of serving.http)::
     POST /v1/models/risk-model:explain   {"instances": [transaction, ...]}
     POST /v2/models/risk-model/infer     one input per field, shape [batch]
     GET  /v2/health/ready, /v2/models/risk-model/ready, /v1/models/risk-model, /metrics
+    POST /v1/feedback                    {"feedback": [{"transaction_id": ..., "is_fraud": 0|1}, ...]}
+    GET  /v1/canary                      canary state (serving.canary; setting `canary: true`)
 
 Run: ``python -m serving --port 8080 [--model-version v0003] [--home DIR] [--grpc]``
 (the CLI's ``riskops serve`` calls `serve`).
@@ -31,8 +33,10 @@ from kserve.model import InferenceVerb
 
 from riskops.config import Paths, paths
 from riskops.features import NUMERIC_FEATURES
+from riskops.registry import CHAMPION
 from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
+from serving.canary import CanaryController
 from serving.config import ServingConfig, load_config, setup_logging
 from serving.online import OnlineFeatureStore
 from serving.predictor import LoadedModel, ModelHolder, RegistryWatcher, RiskPredictor, load_model
@@ -61,12 +65,16 @@ class RiskService(Model):
         predictor: RiskPredictor,
         config: ServingConfig,
         watcher: RegistryWatcher | None = None,
+        canary: CanaryController | None = None,
+        home: Paths | None = None,
     ) -> None:
         super().__init__(config.model_name)
         self.transformer = transformer
         self.predictor = predictor
         self.config = config
         self.watcher = watcher
+        self.canary = canary
+        self.home = home
         self.batcher = MicroBatcher(
             self._score_batch, predictor.executor, config.max_batch_rows, config.batch_wait_ms / 1000
         )
@@ -95,11 +103,18 @@ class RiskService(Model):
         return await self.batcher.submit(payload, len(payload))
 
     def _score_batch(self, batch: list[Prepared]) -> list[Scored]:
-        """Model thread: one model frame and one model call for every request of the batch."""
+        """Model thread: one model frame and one model call (per canary arm) for every request of the batch."""
+        # the canary first, then the champion: a promotion swaps the champion before it ends the
+        # canary, so this order never pairs "no canary" with the old champion after a promotion
+        act = self.canary.active if self.canary is not None else None
         lm: LoadedModel = self.predictor.holder.current  # read once: the whole batch uses this model
         frame = model_frame(batch)
         flags = [d for p in batch for d in p.degraded]
-        results = self.predictor.score_frame(frame, flags, lm)
+        if act is None:
+            results = self.predictor.score_frame(frame, flags, lm)
+        else:
+            tids = [r["transaction_id"] for p in batch for r in p.records]
+            results = self.canary.score(self.predictor.score_frame, frame, flags, tids, lm, act)
         numeric = frame[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64)
         out, i = [], 0
         for p in batch:
@@ -135,6 +150,8 @@ class RiskService(Model):
         if getattr(self, "_closed", False):
             return
         self._closed = True
+        if self.canary is not None:
+            self.canary.stop()
         if self.watcher is not None:
             self.watcher.stop()
         t = self.transformer
@@ -185,6 +202,33 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
     holder, watcher = _initial_model(config, home)
     policy = PolicySource(config.policy_file, config.default_review, config.default_block, config.fail_mode)
     predictor = RiskPredictor(config.model_name, holder, policy, config)
+    alerts = AlertManager(
+        home.root / "alerts.jsonl",
+        config.alert_webhook_url,
+        config.alert_webhook_timeout_s,
+        config.burst_count,
+        config.burst_window_s,
+    )
+    canary = None
+    if config.canary:
+        if watcher is None or config.model_version not in (None, CHAMPION):
+            log.warning(
+                "canary: true needs the server to follow the champion alias with registry_poll_s > 0 "
+                "(model_version %r): canary off",
+                config.model_version,
+            )
+        else:
+            canary = CanaryController(
+                holder,
+                home,
+                config.model_name,
+                config.registry_poll_s,
+                config.canary_config,
+                review_threshold=lambda lm: policy.thresholds(lm.policy).review,
+                alert=alerts.emit,
+                outcome_cache=config.canary_outcome_cache,
+            )
+            canary.start()
     online = None
     if config.feature_repo is not None:
         online = OnlineFeatureStore(
@@ -201,15 +245,9 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
         prediction_log=PredictionLog(
             home.prediction_log, config.log_segment_bytes, config.log_segment_seconds, config.log_fsync
         ),
-        alerts=AlertManager(
-            home.root / "alerts.jsonl",
-            config.alert_webhook_url,
-            config.alert_webhook_timeout_s,
-            config.burst_count,
-            config.burst_window_s,
-        ),
+        alerts=alerts,
     )
-    return RiskService(transformer, predictor, config, watcher)
+    return RiskService(transformer, predictor, config, watcher, canary, home)
 
 
 def serve(
@@ -235,6 +273,7 @@ def serve(
     from kserve import ModelServer
 
     from serving.http import bind_host, install_guards
+    from serving.routes import install_routes
 
     setup_logging()
     home = home or paths()
@@ -245,6 +284,7 @@ def serve(
     ).with_home(home)
     service = build_service(config, home)
     install_guards(config.max_body_bytes)
+    install_routes(service)
     server = ModelServer(
         http_port=port,
         grpc_port=grpc_port or port + 1,

@@ -221,6 +221,7 @@ class RiskTransformer(Model):
                     "event_timestamp": rec["event_timestamp"].isoformat(),
                     "transaction_id": rec["transaction_id"],
                     "model_version": res["model_version"],
+                    "arm": res.get("arm"),  # champion / challenger while a canary runs, else null
                     "risk_score": res["risk_score"],
                     "decision": res["decision"],
                     "degraded": res["degraded"],

@@ -1,0 +1,125 @@
+"""riskops' own routes on KServe's FastAPI app: feedback in, canary state out.
+
+``POST /v1/feedback`` — confirmed outcomes (chargebacks, review results) keyed by transaction_id::
+
+    {"feedback": [{"transaction_id": "t-1", "is_fraud": 1, "fraud_type": "card_testing",
+                   "source": "chargeback", "reported_at": "2026-01-09T10:00:00Z"}, ...]}
+
+(a bare list of records or one record object are accepted too). Records are validated by
+`riskops.feedback.validate_records`; one bad record answers **400** naming it and its field
+(``feedback[1]: is_fraud ...``) and stores nothing. Otherwise they are appended to the feedback
+store with ``fsync`` before **200** ``{"accepted": n}``. The body goes through serving.http's guard
+like a scoring request (JSON Content-Type else 415, ``max_body_bytes`` else 413, parseable JSON
+else 400). While a canary runs, outcomes of transactions it recently served feed its per-arm labels.
+
+``GET /v1/canary`` — `serving.canary.CanaryController.to_dict` (``{"enabled": false}`` when off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import Request  # module level: FastAPI resolves the handler's annotation from here
+
+from serving import metrics
+from serving.validation import Problem, RequestError
+
+if TYPE_CHECKING:
+    from serving.server import RiskService
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_PATH = "/v1/feedback"
+CANARY_PATH = "/v1/canary"
+_ROW = re.compile(r"^feedback (\d+): ")
+_installed: set[int] = set()
+
+
+def feedback_records(payload: Any) -> list:
+    """The records of a feedback body: {"feedback": [...]}, a bare list, or one record."""
+    if isinstance(payload, dict) and "feedback" in payload:
+        extra = sorted(set(payload) - {"feedback"})
+        if extra:
+            raise RequestError(Problem(None, f"unknown top-level key(s) {extra}: send {{'feedback': [...]}}"))
+        records = payload["feedback"]
+        if isinstance(records, dict):
+            records = [records]
+        if not isinstance(records, list):
+            raise RequestError(
+                Problem("feedback", f"must be a list of records, got {type(records).__name__}")
+            )
+    elif isinstance(payload, list):
+        records = payload
+    elif isinstance(payload, dict):
+        records = [payload]
+    else:
+        raise RequestError(
+            "expected {'feedback': [{'transaction_id': ..., 'is_fraud': 0|1}, ...]}, "
+            f"got a JSON {type(payload).__name__}"
+        )
+    if not records:
+        raise RequestError(Problem("feedback", "is empty: send at least one record"))
+    return records
+
+
+def validated_feedback(records: list) -> list[dict]:
+    """Normalised records, or RequestError (400) with one problem per bad field, rows 0-based."""
+    from riskops.feedback import FeedbackError, validate_records
+
+    try:
+        return validate_records(records, default_source="api", row_offset=0, row_label="feedback")
+    except FeedbackError as exc:
+        problems = [Problem(None, _ROW.sub(lambda m: f"feedback[{m.group(1)}]: ", e)) for e in exc.errors]
+        raise RequestError(problems or [Problem(None, str(exc))]) from None
+
+
+def install_routes(service: RiskService, app: Any = None) -> Any:
+    """Add the feedback and canary routes (once per app; before the server starts)."""
+    from fastapi.responses import ORJSONResponse
+
+    from riskops.feedback import append_feedback
+
+    if app is None:
+        from kserve.model_server import app as kserve_app
+
+        app = kserve_app
+    if id(app) in _installed:
+        return app
+
+    async def post_feedback(request: Request):
+        try:
+            try:
+                payload = orjson.loads(await request.body())
+            except orjson.JSONDecodeError as exc:  # the guard parsed it already; defensive
+                raise RequestError(f"malformed JSON body: {exc}") from None
+            records = feedback_records(payload)
+            good = validated_feedback(records)
+        except RequestError:
+            metrics.FEEDBACK_REJECTED.inc()
+            raise
+        # all-or-nothing and durable (lock + fsync) before the answer; off the event loop
+        try:
+            n = await asyncio.to_thread(append_feedback, service.home, good, "api")
+        except OSError as exc:
+            log.error("feedback store unavailable: %s", exc)
+            raise RequestError(f"feedback store unavailable, retry later: {exc}", status=503) from None
+        for r in good:
+            metrics.FEEDBACK_RECORDS.labels(str(r["is_fraud"])).inc()
+        joined = service.canary.record_outcomes(good) if service.canary is not None else 0
+        if joined:
+            log.debug("feedback: %d outcome(s) joined to canary arms", joined)
+        return ORJSONResponse({"accepted": n})
+
+    async def get_canary():
+        if service.canary is None:
+            return ORJSONResponse({"enabled": False, "status": "off"})
+        return ORJSONResponse(service.canary.to_dict())
+
+    app.add_api_route(FEEDBACK_PATH, post_feedback, methods=["POST"])
+    app.add_api_route(CANARY_PATH, get_canary, methods=["GET"])
+    _installed.add(id(app))
+    return app

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.training_pipeline import PIPELINE_NAME, build_pipeline, compile_pipeline
+from pipelines.training_pipeline import PIPELINE_NAME, PROFILES, build_pipeline, compile_pipeline
 from riskops.config import PROJECT_ROOT, Paths
 
 
@@ -32,7 +33,11 @@ class LocalRun:
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
@@ -82,21 +87,64 @@ def run_local(paths: Paths, **parameters) -> LocalRun:
     )
 
 
-def submit(host: str, profile: str = "dev", experiment: str = "riskops", **parameters) -> str:
+class SubmitError(RuntimeError):
+    """The run could not be created on the KFP API server: unreachable, refused or rejected."""
+
+
+def submit(
+    host: str,
+    profile: str = "dev",
+    experiment: str = "riskops",
+    namespace: str | None = None,
+    **parameters,
+) -> str:
     """Compile for the cluster profile and create a run on a KFP API server; returns the run id.
 
-    Authentication: $KFP_TOKEN (a bearer token) when set, otherwise kfp.Client's own defaults.
+    kfp.Client's flow (KFP v2 REST API): GET /apis/v2beta1/healthz (skipped when a namespace is
+    given), GET /apis/v2beta1/experiments filtered by name, POST /apis/v2beta1/experiments if the
+    experiment is new, then POST /apis/v2beta1/runs with the compiled pipeline spec (and its
+    Kubernetes platform spec) inline and the parameters in runtime_config.
+    Authentication: $KFP_TOKEN as `Authorization: Bearer ...` when set, otherwise kfp.Client's
+    own defaults. `namespace` (default $KFP_NAMESPACE): the Kubeflow profile namespace of a
+    multi-user install. Raises SubmitError with a one-line reason when the server cannot be
+    reached or rejects the request.
     """
     import kfp
+    import kfp_server_api
+    import urllib3
 
-    package = compile_pipeline(profile)
-    client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN") or None)
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+    namespace = namespace or os.environ.get("KFP_NAMESPACE") or None
     arguments = {k: v for k, v in parameters.items() if v is not None}
     arguments.setdefault("git_commit", git_commit())
-    run = client.create_run_from_pipeline_package(
-        str(package),
-        arguments=arguments,
-        experiment_name=experiment,
-        run_name=f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
-    )
+    with tempfile.TemporaryDirectory(prefix="riskops-submit-") as tmp:
+        # a fresh compile, not the checked-in YAML: what is submitted is what the source says
+        package = compile_pipeline(profile, Path(tmp) / f"training_pipeline.{profile}.yaml")
+        try:
+            client = kfp.Client(
+                host=host,
+                existing_token=os.environ.get("KFP_TOKEN") or None,
+                **({"namespace": namespace} if namespace else {}),
+            )
+            run = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=arguments,
+                experiment_name=experiment,
+                namespace=namespace,
+                run_name=f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise SubmitError(
+                f"cannot reach the Kubeflow Pipelines API at {host}: {reason}. Check --host "
+                "(e.g. `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`, then --host http://localhost:8080)"
+            ) from exc
+        except kfp_server_api.ApiException as exc:
+            hint = "; set KFP_TOKEN to a valid bearer token" if exc.status in (401, 403) else ""
+            raise SubmitError(
+                f"the Kubeflow Pipelines API at {host} rejected the request: HTTP {exc.status} {exc.reason}{hint}"
+            ) from exc
+        except TimeoutError as exc:  # kfp.Client gives up on /healthz after 5 failed attempts
+            raise SubmitError(f"the Kubeflow Pipelines API at {host} is not healthy: {exc}") from exc
     return run.run_id

@@ -10,6 +10,14 @@ from pathlib import Path
 
 from kfp import dsl, kubernetes
 
+from components.dataset_steps import (
+    dataset_features_op,
+    evaluate_dataset_op,
+    ingest_dataset_op,
+    register_dataset_op,
+    train_dataset_op,
+    validate_dataset_op,
+)
 from components.evaluate import evaluate_model_op
 from components.features import build_features_op
 from components.ingest import ingest_transactions_op
@@ -110,9 +118,7 @@ def build_pipeline(profile_name: str = "dev"):
         ).set_display_name("validate (Great Expectations gate)")
 
         features = (
-            build_features_op(
-                transactions=ingest.outputs["transactions"], feature_repo_dir=feature_repo_dir
-            )
+            build_features_op(transactions=ingest.outputs["transactions"], feature_repo_dir=feature_repo_dir)
             .after(validate)  # a failed gate stops the run here
             .set_display_name("build Feast features")
         )
@@ -164,4 +170,113 @@ def compile_pipeline(profile: str = "dev", out: Path | None = None) -> Path:
 
     out = out or compiled_path(profile)
     compiler.Compiler().compile(build_pipeline(profile), package_path=str(out))
+    return out
+
+
+# ----------------------------------------------------------------------------- bring your own data
+DATASET_PIPELINE_NAME = "riskops-training-dataset"
+
+
+def dataset_compiled_path(profile: str) -> Path:
+    return PIPELINES_DIR / f"dataset_pipeline.{profile}.yaml"
+
+
+def build_dataset_pipeline(profile_name: str = "dev"):
+    """The same six steps for a user's own dataset: the config (JSON/YAML text) drives every step.
+
+    The GX suite, the Feast aggregates (mapped entities only) and the model (text mapped: text +
+    tabular transformer; otherwise the FT-Transformer) adapt to the mapping; see riskops/byod.py.
+    """
+    profile = PROFILES[profile_name]
+    state = profile.state_mount
+
+    @dsl.pipeline(
+        name=DATASET_PIPELINE_NAME,
+        description="Fraud/risk model training on a user's own dataset config: mapping check, generated GX "
+        "gate, Feast aggregates of the mapped entities, transformer (text) or FT-Transformer (tabular), "
+        "evaluation against LightGBM/logistic regression on the config's time split, registry.",
+    )
+    def dataset_pipeline(
+        dataset_config: str,
+        max_rows: int = 0,
+        seed: int = 7,
+        fraud_rate_min: float = 0.0001,
+        fraud_rate_max: float = 0.5,
+        feature_repo_dir: str = f"{state}/datasets/feature_repo",
+        registry_root: str = f"{state}/registry",
+        reports_dir: str = f"{state}/reports",
+        encoder: str = "minilm",
+        epochs: int = 2,
+        max_steps: int = 0,
+        finetune_layers: int = 2,
+        max_train_rows: int = 6000,
+        ft_max_epochs: int = 30,
+        max_train_seconds: float = 0.0,
+        promotion: str = "if-none",
+        git_commit: str = "",
+    ):
+        ingest = ingest_dataset_op(dataset_config=dataset_config, max_rows=max_rows).set_display_name(
+            "ingest dataset (mapping check)"
+        )
+        validate = validate_dataset_op(
+            dataset=ingest.outputs["dataset"],
+            dataset_config=dataset_config,
+            fraud_rate_min=fraud_rate_min,
+            fraud_rate_max=fraud_rate_max,
+            reports_dir=reports_dir,
+        ).set_display_name("validate (generated GX suite)")
+        features = (
+            dataset_features_op(
+                dataset=ingest.outputs["dataset"],
+                dataset_config=dataset_config,
+                feature_repo_dir=feature_repo_dir,
+            )
+            .after(validate)
+            .set_display_name("entity aggregates (Feast)")
+        )
+        train = train_dataset_op(
+            training_set=features.outputs["training_set"],
+            dataset_config=dataset_config,
+            encoder=encoder,
+            epochs=epochs,
+            max_steps=max_steps,
+            finetune_layers=finetune_layers,
+            max_train_rows=max_train_rows,
+            ft_max_epochs=ft_max_epochs,
+            max_train_seconds=max_train_seconds,
+            seed=seed,
+        ).set_display_name("train (transformer or FT-Transformer)")
+        train.set_cpu_limit(profile.train_cpu).set_memory_limit(profile.train_memory)
+        if profile.train_gpus:
+            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(profile.train_gpus)
+            for key, value in profile.gpu_node_selector.items():
+                kubernetes.add_node_selector(train, label_key=key, label_value=value)
+            for tol in profile.gpu_tolerations:
+                kubernetes.add_toleration(train, **tol)
+        evaluate = evaluate_dataset_op(
+            training_set=features.outputs["training_set"],
+            model=train.outputs["model"],
+            dataset_config=dataset_config,
+            reports_dir=reports_dir,
+        ).set_display_name("evaluate vs LightGBM / logistic regression")
+        register = register_dataset_op(
+            model=train.outputs["model"],
+            evaluation=evaluate.outputs["evaluation"],
+            dataset_config=dataset_config,
+            registry_root=registry_root,
+            promotion=promotion,
+            git_commit=git_commit,
+            reports_dir=reports_dir,
+        ).set_display_name("register model")
+        for task in (ingest, validate, features, train, evaluate, register):
+            _attach(task, profile)
+
+    return dataset_pipeline
+
+
+def compile_dataset_pipeline(profile: str = "dev", out: Path | None = None) -> Path:
+    from kfp import compiler
+
+    out = out or dataset_compiled_path(profile)
+    compiler.Compiler().compile(build_dataset_pipeline(profile), package_path=str(out))
     return out

@@ -129,16 +129,22 @@ def _pipeline_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_pipeline_compile(args: argparse.Namespace) -> int:
-    from pipelines.training_pipeline import PROFILES, compile_pipeline
+    from pipelines.training_pipeline import PROFILES, compile_dataset_pipeline, compile_pipeline
 
     profiles = list(PROFILES) if args.profile == "all" else [args.profile]
     for profile in profiles:
         out = compile_pipeline(profile)
         _console().print(f"compiled {profile} -> {out}")
+        out = compile_dataset_pipeline(profile)  # bring-your-own-data (`pipeline run --dataset`)
+        _console().print(f"compiled {profile} -> {out}")
     return 0
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    if getattr(args, "dataset", None):  # bring your own data: pipelines/dataset_runner.py
+        from pipelines.dataset_runner import cli_run
+
+        return cli_run(args)
     console = _console()
     params = _pipeline_params(args)
     if args.host:
@@ -382,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run the whole pipeline locally (kfp.local, this venv, no containers) "
                         "or submit it to a Kubeflow Pipelines endpoint with --host.")
     _add_pipeline_args(p)
+    p.add_argument("--dataset", metavar="CONFIG", help="train on your own data: a dataset config YAML (or a "
+                   "built-in name, e.g. ulb-ccfraud) mapping columns to roles; see docs/quality.md")
+    p.add_argument("--max-rows", type=int, default=0, help="--dataset: keep only the newest N rows by event time"
+                   " (0 = all; a quick run)")
+    p.add_argument("--max-train-seconds", type=float, default=0, help="--dataset without text: stop the "
+                   "FT-Transformer after the epoch that crosses this budget (0 = no budget)")
     p.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline (token: $KFP_TOKEN)")
     p.add_argument("--profile", default="dev", help="cluster profile for --host: dev or prod-gpu")
     p.set_defaults(func=cmd_pipeline_run)

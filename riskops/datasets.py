@@ -8,6 +8,8 @@ A dataset config says where the rows come from and what each column *is*:
 * ``entities`` — optional keys (``user``, ``merchant``, ``device``, ``ip``) for entity features;
 * ``numeric``, ``categorical``, ``text`` — the model inputs, by kind;
 * ``pii`` — columns replaced by a keyed hash (riskops.pii) as soon as they are loaded;
+* ``amount`` — optional: the money column the per-entity windowed aggregates sum (sums, means,
+  standard deviations); without it only counts and distinct counts are aggregated;
 * ``source`` — a file (parquet / csv / jsonl), a *registry package* member, or the built-in generator;
 * ``split`` — the time-ordered split: the first ``time_fraction`` of rows (by event time) train,
   the rest test; validation is carved from the END of the training period (``val_fraction``).
@@ -132,6 +134,7 @@ class DatasetConfig:
     pii: tuple[str, ...] = ()
     split: SplitConfig = SplitConfig()
     description: str = ""
+    amount: str | None = None  # the money column entity aggregates sum (optional)
 
     def __post_init__(self):
         bad = sorted(set(self.entities) - set(ENTITY_ROLES))
@@ -152,6 +155,11 @@ class DatasetConfig:
         for c in (self.label, self.event_time.column):
             if c in seen:
                 raise ValueError(f"column {c!r} is the label/event time and also a {seen[c]} feature")
+        not_money = (self.label, self.event_time.column, *self.categorical, *self.text)
+        if self.amount and self.amount in not_money:
+            raise ValueError(
+                f"amount column {self.amount!r} must be a number, not the label, time, a category or text"
+            )
         self.source.kind()
 
     @property
@@ -184,6 +192,7 @@ class DatasetConfig:
             text=tuple(data.get("text") or ()),
             pii=tuple(data.get("pii") or ()),
             split=SplitConfig(**(data.get("split") or {})),
+            amount=str(data["amount"]) if data.get("amount") else None,
         )
 
     @classmethod
@@ -292,6 +301,8 @@ def validate_mapping(df: pd.DataFrame, config: DatasetConfig) -> None:
             problems.append(f"{col!r} (text) must be a string column, got {df[col].dtype}")
     for col in config.pii:
         missing(col, "pii")
+    if config.amount and not missing(config.amount, "amount") and not _is_numeric(df[config.amount]):
+        problems.append(f"{config.amount!r} (amount) must be a number column, got {df[config.amount].dtype}")
     if problems:
         raise MappingError(problems, config.name)
 
@@ -447,7 +458,7 @@ def load_dataset(config: DatasetConfig | str | Path) -> pd.DataFrame:
     df = df.copy()
     df[config.event_time.column] = event_times(df, config)
     df[config.label] = df[config.label].astype("int64")
-    for c in config.numeric:
+    for c in (*config.numeric, *([config.amount] if config.amount else [])):
         df[c] = df[c].astype("float64")
     for c in config.categorical:
         df[c] = df[c].astype("string").fillna("<NA>").astype(str)

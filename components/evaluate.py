@@ -318,6 +318,7 @@ def run_evaluation(
     target_review_rate: float = 0.02,
     target_block_precision: float = 0.9,
     split: Callable | None = None,
+    reference_dir: Path | None = None,
 ) -> EvaluationResult:
     """The whole evaluation step on a labelled training set (transactions + entity features).
 
@@ -326,6 +327,11 @@ def run_evaluation(
     validation and test, fits and scores the baselines, evaluates on test, and sets the decision
     policy on VALIDATION (``policy_thresholds``; ``policy_validation``/``policy_test`` report what
     it does on each). Writes everything to ``out_dir`` and returns the result.
+
+    ``reference_dir``: also write the monitoring reference there (``reference.parquet``, see
+    `riskops.monitoring.drift.save_reference`): the model frame of validation + test, the
+    transformer's scores, the labels and the event times — the period the model did not train on,
+    which production traffic is later compared against. ``result.files["reference"]`` names it.
     """
     from riskops.features import build_model_frame
     from riskops.schema import LABEL_COLUMN, TIMESTAMP_COLUMN
@@ -384,7 +390,26 @@ def run_evaluation(
         }
     )
     result.write_json()
+    if reference_dir is not None:
+        result.files["reference"] = _save_reference(
+            Path(reference_dir), frames, labels, (val, test), (val_scores, test_scores), TIMESTAMP_COLUMN
+        )
     return result
+
+
+def _save_reference(
+    out_dir: Path, frames: dict, labels: dict, parts: tuple, scores: tuple, ts_col: str
+) -> Path:
+    """Validation + test rows (in time order) -> ``<out_dir>/reference.parquet`` for the monitor."""
+    from riskops.monitoring.drift import save_reference
+
+    frame = pd.concat([frames["val"], frames["test"]], ignore_index=True)
+    y = np.concatenate([labels["val"], labels["test"]])
+    s = np.concatenate([np.asarray(x, dtype="float64").ravel() for x in scores])
+    ts = None
+    if all(ts_col in part.columns for part in parts):
+        ts = pd.concat([pd.to_datetime(part[ts_col], utc=True) for part in parts], ignore_index=True)
+    return save_reference(out_dir, frame, s, y, ts)
 
 
 def _img_tag(path: Path, alt: str) -> str:
@@ -479,6 +504,7 @@ def evaluate_model_op(
     roc: Output[ClassificationMetrics],
     report: Output[HTML],
     evaluation: Output[Artifact],
+    reference: Output[Dataset],
     test_fraction: float = 0.2,
     val_fraction: float = 0.15,
     review_budget: float = 0.01,
@@ -489,7 +515,9 @@ def evaluate_model_op(
     """KFP adapter: training set parquet + trained model -> evaluation JSON, HTML report, metrics.
 
     ``evaluation`` is a JSON document (models, policy_thresholds, data, ...) that the register step
-    stores with the model; ``roc`` is the transformer's test ROC curve for the KFP UI.
+    stores with the model; ``reference`` is the monitoring reference (parquet: validation + test
+    model inputs, scores, labels, event times) that the register step stores as
+    ``reference.parquet`` next to the weights; ``roc`` is the transformer's test ROC curve for the KFP UI.
     """
     import math
     import shutil
@@ -497,6 +525,7 @@ def evaluate_model_op(
     from pathlib import Path
 
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from components.evaluate import (
         HTML_NAME,
@@ -510,7 +539,10 @@ def evaluate_model_op(
 
     df = pd.read_parquet(training_set.path)
     scorer = RiskScorer.load(model.path)
-    with tempfile.TemporaryDirectory(prefix="riskops-eval-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="riskops-eval-") as tmp,
+        tempfile.TemporaryDirectory(prefix="riskops-ref-") as ref_tmp,
+    ):
         result = run_evaluation(
             df,
             scorer,
@@ -520,7 +552,10 @@ def evaluate_model_op(
             review_budget=review_budget,
             target_review_rate=target_review_rate,
             target_block_precision=target_block_precision,
+            reference_dir=Path(ref_tmp),
         )
+        shutil.copyfile(result.files["reference"], reference.path)
+        reference.metadata.update({"rows": int(pq.read_metadata(reference.path).num_rows)})
         page = render_html(result)
         (Path(tmp) / HTML_NAME).write_text(page)
         Path(report.path).write_text(page)

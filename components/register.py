@@ -4,12 +4,12 @@ The decision here is deliberately simple (first model, or an explicit `always`);
 champion/challenger gate on a shared labelled window belongs to the retraining loop.
 """
 
-
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.common import step_component
 from riskops.registry import CHALLENGER, CHAMPION, ModelRegistry
@@ -64,11 +64,20 @@ def register_model(
     registry_root: Path,
     promotion: str = "if-none",
     git_commit: str = "",
+    reference_file: Path | None = None,
 ) -> RegistrationResult:
-    """Copy the model into the registry with its metrics, policy and card; set an alias."""
+    """Copy the model into the registry with its metrics, policy and card; set an alias.
+
+    ``reference_file`` (the evaluate step's monitoring reference) is stored in the version folder
+    as ``reference.parquet``, where `riskops monitor` looks for the champion's reference.
+    """
     if promotion not in PROMOTION_POLICIES:
         raise ValueError(f"promotion must be one of {PROMOTION_POLICIES}, got {promotion!r}")
     model_dir = Path(model_dir)
+    if reference_file is not None:
+        from riskops.monitoring.drift import REFERENCE_FILE
+
+        shutil.copyfile(reference_file, model_dir / REFERENCE_FILE)
     thresholds = evaluation.get("policy_thresholds")
     if thresholds:
         # serving reads the policy from the model folder; operators may override it in a config file
@@ -92,10 +101,13 @@ def register_model(
     elif promotion == "always":
         alias, reason = CHAMPION, "promotion policy 'always'"
     else:
-        alias, reason = CHALLENGER, (
-            f"champion {champion.version} kept; the champion/challenger gate decides promotion"
-            if champion
-            else "promotion policy 'never'"
+        alias, reason = (
+            CHALLENGER,
+            (
+                f"champion {champion.version} kept; the champion/challenger gate decides promotion"
+                if champion
+                else "promotion policy 'never'"
+            ),
         )
     registry.set_alias(alias, mv.version)
     return RegistrationResult(
@@ -111,6 +123,7 @@ def register_model(
 def register_model_op(
     model: Input[Model],
     evaluation: Input[Artifact],
+    reference: Input[Dataset],
     registration: Output[Artifact],
     registry_root: str,
     promotion: str = "if-none",
@@ -124,7 +137,14 @@ def register_model_op(
     from components.register import register_model
 
     evaluation_doc = json.loads(Path(evaluation.path).read_text())
-    result = register_model(Path(model.path), evaluation_doc, Path(registry_root), promotion, git_commit)
+    result = register_model(
+        Path(model.path),
+        evaluation_doc,
+        Path(registry_root),
+        promotion,
+        git_commit,
+        reference_file=Path(reference.path),
+    )
     Path(registration.path).write_text(json.dumps(asdict(result), indent=2))
     registration.metadata.update(asdict(result))
     if reports_dir:
@@ -132,4 +152,3 @@ def register_model_op(
         out.mkdir(parents=True, exist_ok=True)
         (out / "registration.json").write_text(json.dumps(asdict(result), indent=2))
     print(f"registered {result.version} as {result.alias}: {result.reason}")
-

@@ -153,6 +153,7 @@ def build_pipeline(profile_name: str = "dev"):
         register = register_model_op(
             model=train.outputs["model"],
             evaluation=evaluate.outputs["evaluation"],
+            reference=evaluate.outputs["reference"],
             registry_root=registry_root,
             promotion=promotion,
             git_commit=git_commit,

@@ -422,7 +422,8 @@ def test_evaluate_op_compiles_with_the_expected_interface(tmp_path):
     assert set(comp["inputDefinitions"]["artifacts"]) == {"training_set", "model"}
     assert {"test_fraction", "val_fraction", "review_budget"} <= set(comp["inputDefinitions"]["parameters"])
     outputs = comp["outputDefinitions"]["artifacts"]
-    assert set(outputs) == {"metrics", "roc", "report", "evaluation"}
+    assert set(outputs) == {"metrics", "roc", "report", "evaluation", "reference"}
+    assert outputs["reference"]["artifactType"]["schemaTitle"] == "system.Dataset"
     assert outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
     assert outputs["evaluation"]["artifactType"]["schemaTitle"] == "system.Artifact"
 
@@ -449,6 +450,7 @@ def test_evaluate_op_body_in_process(tmp_path, monkeypatch):
         "roc": ClassificationMetrics(uri=str(tmp_path / "roc")),
         "report": HTML(uri=str(tmp_path / "report.html")),
         "evaluation": Artifact(uri=str(tmp_path / "evaluation.json")),
+        "reference": Dataset(uri=str(tmp_path / "reference")),
     }
     evaluate_model_op.python_func(**art, reports_dir=str(tmp_path / "reports"))
 
@@ -462,6 +464,11 @@ def test_evaluate_op_body_in_process(tmp_path, monkeypatch):
     assert all(math.isfinite(v) for v in logged.values())
     assert art["evaluation"].metadata["policy_thresholds"] == doc["policy_thresholds"]
     assert len(art["roc"].metadata["confidenceMetrics"]) > 2
+    # the monitoring reference: validation + test rows (3000 * 0.35), loadable by the monitor
+    ref = pd.read_parquet(tmp_path / "reference")
+    assert len(ref) == 1050 and art["reference"].metadata["rows"] == 1050
+    assert {"risk_score", "is_fraud", "event_timestamp"} <= set(ref.columns)
+    assert ref["event_timestamp"].is_monotonic_increasing
     reports = {p.name for p in (tmp_path / "reports").iterdir()}
     assert reports == {
         "evaluation.json",

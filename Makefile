@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: help install demo test test-fast lint compile validate-k8s bench bench-quality bench-serving clean
+.PHONY: help install demo drift-demo test test-fast lint compile validate-k8s bench bench-quality bench-serving clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,8 +35,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## create .venv with the locked dependencies (re-used on later runs)
 
-demo: install ## run the whole loop: data -> GX -> Feast -> fine-tune -> evaluate -> register
+demo: install ## the whole loop: data -> GX -> Feast -> fine-tune -> evaluate -> register -> serve -> drift -> retrain -> promote
 	$(VENV)/bin/riskops demo
+
+drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrain -> promotion gate -> new champion
+	$(VENV)/bin/riskops drift-demo
 
 test: install ## the full test suite (what CI runs)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q

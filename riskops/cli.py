@@ -125,6 +125,8 @@ def _pipeline_params(args: argparse.Namespace) -> dict:
         "max_steps": args.max_steps,
         "max_train_rows": args.max_train_rows,
         "promotion": args.promotion,
+        "test_fraction": args.test_fraction,
+        "val_fraction": args.val_fraction,
     }
 
 
@@ -292,6 +294,227 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- monitoring loop
+def _seconds(text: str) -> float:
+    """'60', '60s', '5m', '1h' -> seconds."""
+    t = str(text).strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    try:
+        value = float(t[:-1] if mult else t) * (mult or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 60s, 5m or 1h, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the interval must be positive, got {text!r}")
+    return value
+
+
+def _fmt_num(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _print_monitor_result(res, rules) -> None:
+    from rich.table import Table
+
+    console = _console()
+    m = res.verdict.metrics
+    window = f"{m.get('window.rows', 0):.0f} rows" if "window.rows" in m else "no rows"
+    if m.get("window.start"):
+        window += f" ({str(m['window.start'])[:19]} .. {str(m['window.end'])[:19]})"
+    verdict = ("[bold red]DRIFT[/bold red] (retrain)" if res.verdict.drift
+               else "[yellow]ALERT[/yellow]" if res.verdict.alert else "[green]OK[/green]")
+    console.print(f"monitor pass {res.at}: {verdict}; status {res.status}; champion {res.champion or 'none'}; "
+                  f"window {window}; {res.seconds:.1f}s", soft_wrap=True)
+    fired = {r["rule"]: r for r in res.verdict.reasons}
+    skipped = {s["rule"]: s for s in res.verdict.skipped}
+    table = Table(min_width=100)
+    for col in ("rule", "result", "action", "detail"):
+        table.add_column(col, overflow="fold")
+    for rule in rules:
+        if rule.name in fired:
+            table.add_row(rule.name, "[bold red]FIRED[/bold red]", rule.action, fired[rule.name]["message"])
+        elif rule.name in skipped:
+            table.add_row(rule.name, "skipped", rule.action, skipped[rule.name]["why"])
+        else:
+            values = ", ".join(f"{c.metric}={_fmt_num(m.get(c.metric))}" for c in rule.when)
+            table.add_row(rule.name, "ok", rule.action, values)
+    console.print(table)
+    if m.get("feature_drift.drifted_columns"):
+        console.print(f"drifted inputs: {m['feature_drift.drifted_columns']}", soft_wrap=True)
+    if res.trigger is not None:
+        t = res.trigger
+        console.print(f"retraining: {t.outcome} - {t.why}" + (f" (run {t.run_id}, log {t.log_file})" if t.log_file else ""), soft_wrap=True)
+    if res.promotion is not None:
+        d = res.promotion
+        console.print(f"promotion gate: {'PROMOTED' if d.promote else 'rejected'} {d.challenger_version} vs champion "
+                      f"{d.champion_version}: " + "; ".join(d.reasons), soft_wrap=True)
+    for name in ("drift.html", "performance.html", "volume.json", "verdict.json"):
+        if name in res.files:
+            console.print(f"report: {res.files[name]}", soft_wrap=True)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from riskops.monitoring.monitor import load_monitor_config, run_monitor_loop, run_monitor_once
+
+    try:
+        cfg = load_monitor_config(args.config)
+    except (OSError, ValueError) as exc:
+        _console().print(f"[red]monitor config:[/red] {exc}")
+        return 2
+    home = paths()
+    drift_seen = False
+    if args.every is None:
+        res = run_monitor_once(home, cfg)
+        _print_monitor_result(res, cfg.rules)
+        drift_seen = res.verdict.drift
+    else:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+
+        def on_result(res) -> None:
+            nonlocal drift_seen
+            drift_seen = drift_seen or res.verdict.drift
+            _print_monitor_result(res, cfg.rules)
+
+        _console().print(f"monitoring {home.prediction_log} every {args.every:g}s (Ctrl-C stops)")
+        run_monitor_loop(home, cfg, every_seconds=args.every, stop_event=stop, max_runs=args.max_runs,
+                         on_result=on_result)
+    return 3 if args.fail_on_drift and drift_seen else 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from riskops.feedback import (
+        COLUMNS,
+        OPTIONAL,
+        REQUIRED,
+        FeedbackError,
+        _is_blank,
+        append_feedback,
+        normalise_record,
+        read_feedback_file,
+    )
+
+    console = _console()
+    console.soft_wrap = True  # one line per row: greppable
+    home = paths()
+    status = 0
+    for file in args.files:
+        f = Path(file)
+        try:
+            df = read_feedback_file(f)
+        except FeedbackError as exc:
+            console.print(f"[red]{exc}[/red]")
+            status = 2
+            continue
+        missing = [c for c in REQUIRED if c not in df.columns]
+        unknown = [c for c in df.columns if c not in COLUMNS]
+        if missing or unknown:
+            what = (f"missing required column(s) {missing}" if missing else "") + (
+                ("; " if missing and unknown else "") + f"unknown column(s) {unknown}" if unknown else "")
+            console.print(f"[red]{f}: {what}[/red]; required: {', '.join(REQUIRED)}; optional: {', '.join(OPTIONAL)}."
+                          " Nothing stored.")
+            status = 2
+            continue
+        good, bad = [], []
+        for i, rec in enumerate(df.to_dict("records"), start=1):
+            rec = {k: v for k, v in rec.items() if not _is_blank(v) or k in REQUIRED}
+            out, errors = normalise_record(rec, f"row {i}", f"file:{f.name}", "")
+            if errors:
+                tid = rec.get("transaction_id")
+                bad.append((i, None if _is_blank(tid) else tid, errors))
+            else:
+                good.append({k: v for k, v in out.items() if k != "received_at" and v is not None})
+        line = " (CSV line = row + 1)" if f.suffix.lower() == ".csv" else ""
+        for i, tid, errors in bad[: args.show]:
+            console.print(f"  [red]rejected[/red] row {i}{line} (transaction_id {tid!r}): "
+                          + "; ".join(e.split(": ", 1)[-1] for e in errors))
+        if len(bad) > args.show:
+            console.print(f"  ... and {len(bad) - args.show} more rejected rows")
+        stored = 0
+        if good and (not bad or args.skip_invalid):
+            stored = append_feedback(home, good, source=f"file:{f.name}")
+        frauds = sum(r["is_fraud"] for r in good)
+        if bad and not args.skip_invalid:
+            console.print(f"{f}: {len(good)} valid, [red]{len(bad)} rejected[/red]: nothing stored (all or nothing;"
+                          " fix the rows or pass --skip-invalid to store the valid ones)")
+        else:
+            console.print(f"{f}: accepted {stored} rows ({frauds} fraud, {stored - frauds} legit)"
+                          + (f", [red]rejected {len(bad)}[/red]" if bad else "")
+                          + f" -> {home.root / 'feedback'}")
+        if bad:
+            status = max(status, 1)
+    return status
+
+
+def cmd_retrain_status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from riskops.retrain import RetrainTrigger
+
+    console = _console()
+    home = paths()
+    trigger = RetrainTrigger(home, {})
+    trigger.refresh()  # records the outcome of a run that has ended since the last look
+    state = trigger.state()
+    records = trigger.records()[-args.limit :] if args.limit else trigger.records()
+    decisions_file = home.root / "promotion" / "decisions.jsonl"
+    decisions = []
+    if decisions_file.exists():
+        for line in decisions_file.read_text().splitlines()[-args.limit :]:
+            try:
+                decisions.append(json.loads(line))
+            except ValueError:
+                continue
+    if args.json:
+        print(json.dumps({"state": state, "triggers": records, "decisions": decisions}, indent=2, default=str))
+        return 0
+    running = state.get("running")
+    if running:
+        console.print(f"running: {running.get('run_id')} since {running.get('started_at')} "
+                      f"(pid {running.get('pid', '-')}, log {Path(running.get('run_dir', '')) / 'pipeline.log'})")
+    else:
+        console.print("running: none")
+    last = state.get("last_run")
+    if last:
+        reg = last.get("registration") or {}
+        console.print(f"last run: {last.get('run_id')} {last.get('outcome')} at {last.get('finished_at')}"
+                      + (f", registered {reg.get('version')} as {reg.get('alias')}" if reg.get("version") else ""))
+    if state.get("last_attempt_at"):
+        console.print(f"last start: {state['last_attempt_at']} (cooldown {trigger.settings.cooldown_seconds:.0f}s"
+                      " with the default settings; see configs/monitor.yaml retrain.cooldown_seconds)")
+    if not records:
+        console.print(f"no retraining triggers recorded in {trigger.records_file}")
+    else:
+        table = Table(title=f"retraining triggers ({trigger.records_file})", min_width=100)
+        for col in ("at", "event", "outcome", "run", "why"):
+            table.add_column(col, overflow="fold")
+        for r in records:
+            table.add_row(r.get("at", ""), r.get("event", ""), r.get("outcome", ""), r.get("run_id") or "",
+                          r.get("why", ""))
+        console.print(table)
+    if decisions:
+        table = Table(title=f"promotion decisions ({decisions_file})", min_width=100)
+        for col in ("at", "kind", "challenger", "decision", "reasons"):
+            table.add_column(col, overflow="fold")
+        for d in decisions:
+            what = d.get("action") or ("promote" if d.get("promote") else "reject")
+            table.add_row(d.get("at", ""), d.get("kind", ""), str(d.get("challenger_version") or ""), what,
+                          "; ".join(d.get("reasons") or []))
+        console.print(table)
+    return 0
+
+
+def cmd_drift_demo(args: argparse.Namespace) -> int:
+    from riskops.drift_demo import run_drift_demo
+
+    return run_drift_demo(args)
+
+
 # --------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from riskops.demo import run_demo
@@ -326,6 +549,11 @@ def _add_pipeline_args(p: argparse.ArgumentParser, rows: int = 20_000, epochs: i
         default="if-none",
         help="make the new model champion: only if there is none (default), always, or never",
     )
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="newest share of the data held out as the test period (default %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.15,
+                   help="share before the test period for early stopping, calibration and the decision policy"
+                   " (default %(default)s; retraining runs use less: see `riskops drift-demo --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,10 +652,116 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a serving setting, e.g. --set fail_mode=block")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser(
+        "monitor", help="drift / volume / performance checks of the prediction log (one pass or a loop)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare the newest scored transactions (prediction log) with the champion's reference "
+        "(captured at train time), check hourly volumes and the labelled performance (feedback), apply the "
+        "rules of the monitor config, then: Evidently reports under $RISKOPS_HOME/reports/monitoring/<time>/, "
+        "an alert in $RISKOPS_HOME/alerts.jsonl (and the webhook), on drift a debounced retraining run "
+        "(retrain.mode), and the promotion gate once that run has registered a challenger.",
+        epilog="Prints a verdict table (one row per rule: FIRED / ok / skipped and why) and the report paths.\n"
+        "Exit code: 0 after a completed pass or loop, drift or not (drift is reported, not an error); 2 for an\n"
+        "invalid config; with --fail-on-drift, 3 when a pass found drift.\n\n"
+        "examples:\n  riskops monitor --once\n  riskops monitor --every 60s --config configs/monitor.yaml",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one pass, then exit (the default)")
+    mode.add_argument("--every", type=_seconds, metavar="INTERVAL",
+                      help="run a pass every INTERVAL (60s, 5m, 1h) until Ctrl-C / SIGTERM")
+    p.add_argument("--config", help="monitor config YAML (default configs/monitor.yaml)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 3 when a pass found drift (for cron/CI)")
+    p.add_argument("--max-runs", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "feedback", help="load confirmed outcomes (chargebacks, review results) from CSV / JSONL / Parquet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Store confirmed outcomes keyed by transaction_id in the feedback store "
+        "($RISKOPS_HOME/feedback/) that the monitor's performance check, retraining and the promotion gate read "
+        "(the same store as POST /v1/feedback). Columns: transaction_id, is_fraud (0/1, true/false, fraud/legit) "
+        "required; fraud_type, source, reported_at optional.",
+        epilog="Every row is checked; rejected rows are listed with their reasons. All or nothing by default\n"
+        "(one bad row stores none); --skip-invalid stores the valid rows.\n"
+        "Exit code: 0 all rows accepted; 1 some rows rejected; 2 a file unreadable or missing columns.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help=".csv, .jsonl or .parquet")
+    p.add_argument("--skip-invalid", action="store_true", help="store the valid rows even when some are rejected")
+    p.add_argument("--show", type=int, default=20, help="rejected rows listed per file (default %(default)s)")
+    p.set_defaults(func=cmd_feedback)
+
+    pr = sub.add_parser("retrain", help="the retraining trigger's runs and the promotion decisions",
+                        description="What the monitor's retraining trigger did (started / skipped / failed runs"
+                        " and their outcomes) and what the promotion gate and canary decided.")
+    rsub = pr.add_subparsers(dest="retrain_command", required=True, metavar="SUBCOMMAND")
+    p = rsub.add_parser("status", help="the run in progress, the trigger records and promotion decisions",
+                        description="Show the retraining run in progress (if any), the last run, the newest trigger "
+                        "records ($RISKOPS_HOME/retrain/triggers.jsonl) and promotion decisions "
+                        "($RISKOPS_HOME/promotion/decisions.jsonl).")
+    p.add_argument("--limit", type=int, default=20, help="newest records shown (default %(default)s; 0 = all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_retrain_status)
+
+    p = sub.add_parser(
+        "drift-demo", help="the closed loop live: serve, drift, detect, retrain, gate, new champion",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a champion with the real pipeline (small, tiny encoder), serve it with KServe, replay "
+        "normal generated traffic over HTTP, switch to a drift scenario with delayed feedback labels, run a "
+        "monitor pass every N transactions; on drift the retraining pipeline starts as a local subprocess, the "
+        "promotion gate compares the new model with the champion on labelled post-drift traffic, and the server "
+        "hot-swaps the new champion (or keeps the old one and says why). Prints a timeline and the figures; "
+        "writes the timeline JSON to $RISKOPS_HOME/reports/drift-demo/.",
+        epilog="scenarios (riskops/generator.py): fraud_ring (a new ring: hosting IPs, shared devices, new\n"
+        "accounts), promotion_season (2.5x volume, many legitimate newcomers), price_shift (prices x1.3-1.5),\n"
+        "new_payment_method (bnpl / crypto, favoured by fraud).\n"
+        "Exit code: 0 when the loop closed (a gate decision was taken and serving reflects it), 1 otherwise.",
+    )
+    p.add_argument("--scenario", default="fraud_ring",
+                   choices=("fraud_ring", "promotion_season", "price_shift", "new_payment_method"),
+                   help="the drift after the onset (default %(default)s)")
+    p.add_argument("--seed", type=int, default=7, help="the simulated world (default %(default)s)")
+    p.add_argument("--train-rows", type=int, default=20_000, help="transactions the first champion trains on")
+    p.add_argument("--normal-rows", type=int, default=1_500, help="normal transactions replayed before the onset")
+    p.add_argument("--drift-rows", type=int, default=6_000, help="drifted transactions generated (replayed as needed)")
+    p.add_argument("--monitor-every", type=int, default=250, help="a monitor pass every N transactions")
+    p.add_argument("--window", type=int, default=1500, help="the monitor's window (transactions)")
+    p.add_argument("--label-delay", type=int, default=300, help="a label arrives N transactions after its transaction")
+    p.add_argument("--batch", type=int, default=1, help="transactions per predict request (default one at a time)")
+    p.add_argument("--retrain-rate", type=float, default=20.0,
+                   help="replay rate (tx/s) while the retraining runs, to leave it the CPU (0 = no limit)")
+    p.add_argument("--encoder", choices=("minilm", "tiny"), default="tiny", help="text encoder (default tiny: fast)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs, first champion and retraining")
+    p.add_argument("--max-train-rows", type=int, default=6000, help="see `riskops pipeline run --help`")
+    p.add_argument("--val-fraction", type=float, default=0.05,
+                   help="retraining: validation share (small: the drifted rows are the newest, and the gate decides)")
+    p.add_argument("--test-fraction", type=float, default=0.05, help="retraining: test share")
+    p.add_argument("--timeout", dest="timeout_s", type=float, default=900.0, help="onset -> loop closed, at most (s)")
+    p.add_argument("--canary", action="store_true",
+                   help="after the gate, let the server's online canary (50%% share) decide the promotion")
+    p.add_argument("--feedback", choices=("auto", "api", "file"), default="auto",
+                   help="label delivery: POST /v1/feedback, dropped files (riskops feedback), or auto")
+    p.add_argument("--config", help="base monitor config (default configs/monitor.yaml)")
+    p.add_argument("--monitor-all-inputs", action="store_true",
+                   help="also compare the windowed counters a freshly started server over-counts (see the module doc"
+                   " of riskops/drift_demo.py); expect a drift verdict ~1,000 transactions after the start")
+    p.add_argument("--reuse-champion", action="store_true",
+                   help="keep the current champion instead of training one (it must come from the same world)")
+    p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    p.add_argument("--quiet", action="store_true", help="do not print monitor passes without news")
+    p.set_defaults(func=cmd_drift_demo)
+
     p = sub.add_parser("demo", help="run the whole loop end to end (what `make demo` runs)",
-                       description="Train through the real pipeline and print metrics, model version and reports.")
+                       description="Train through the real pipeline and print metrics, model version and reports; serve the "
+                       "champion and score new orders; then close the loop (unless --skip-loop): normal traffic, a drift "
+                       "scenario with delayed feedback, monitor -> retraining -> promotion gate -> new champion. Exit 1 when "
+                       "the loop did not close.")
     # one epoch keeps `make demo` within ~10 minutes on 2 CPU cores; `pipeline run` defaults to 2
     _add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)), epochs=1)
+    p.add_argument("--skip-loop", action="store_true",
+                   help="stop after training and serving (no drift / monitor / retraining / promotion loop)")
+    p.add_argument("--scenario", default="fraud_ring",
+                   choices=("fraud_ring", "promotion_season", "price_shift", "new_payment_method"),
+                   help="the drift the closed loop meets (default %(default)s; see `riskops drift-demo --help`)")
     p.set_defaults(func=cmd_demo)
     return parser
 

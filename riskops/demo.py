@@ -50,8 +50,10 @@ def sample_traffic(rows: int, seed: int, n: int) -> list[dict]:
     return [dict(r, _label=y) for r, y in zip(records, labels, strict=True)]
 
 
-def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None) -> dict:
-    """Start the KServe server on the champion, score `n` generated orders one by one, stop it."""
+def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None, traffic: list[dict] | None = None) -> dict:
+    """Start the KServe server on the champion, score `n` generated orders one by one, stop it.
+
+    ``traffic``: the orders to score (request instances plus ``_label``); default: `sample_traffic`."""
     import httpx
 
     port = _free_port()
@@ -66,7 +68,7 @@ def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None) 
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, f"{base}/v2/models/risk-model/ready")
-        traffic = sample_traffic(rows, seed, n)
+        traffic = sample_traffic(rows, seed, n) if traffic is None else [dict(t) for t in traffic]
         decisions: Counter[str] = Counter()
         shown, latencies, by_label = [], [], {0: [], 1: []}
         with httpx.Client(base_url=base, timeout=10.0) as client:
@@ -115,19 +117,32 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from pipelines.runner import PipelineFailed, run_local
     from riskops.cli import _pipeline_params, _print_failure, _print_run_summary
+    from riskops.drift_demo import DEMO_DIR, LoopOptions, Timeline, build_timeline, print_figures, run_loop
+    from riskops.generator import write_transactions
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     started = time.perf_counter()
     home = paths()
+    loop = not args.skip_loop and not args.input
+    n_steps = 3 if loop else 2
     console.print(Rule("riskops demo"))
     console.print(f"state folder: {home.root}  (rm -rf it to start over)")
-    console.print(
-        "[bold]1/2 train[/bold] - the KFP pipeline on kfp.local: synthetic transactions -> Great Expectations"
-        " gate -> Feast features -> fine-tune MiniLM risk model -> evaluate vs baselines -> register"
-    )
     params = _pipeline_params(args)
     if params["promotion"] == "if-none":
         params["promotion"] = "always"  # the demo serves what it just trained
+    sample_n = 200
+    timeline = None
+    if not args.input:
+        # one simulated world for the whole demo: training history, then normal traffic, then the drift
+        opts = LoopOptions(scenario=args.scenario, seed=args.seed, train_rows=args.rows, normal_rows=1500 + sample_n,
+                           encoder=args.encoder, epochs=args.epochs, max_train_rows=args.max_train_rows)
+        timeline = build_timeline(opts)
+        history = write_transactions(timeline.train, home.root / DEMO_DIR / "history.parquet")
+        params.update(source="file", input_path=str(history))
+    console.print(
+        f"[bold]1/{n_steps} train[/bold] - the KFP pipeline on kfp.local: synthetic transactions -> Great Expectations"
+        " gate -> Feast features -> fine-tune MiniLM risk model -> evaluate vs baselines -> register"
+    )
     try:
         run = run_local(home, **params)
     except PipelineFailed as exc:
@@ -136,10 +151,16 @@ def run_demo(args: argparse.Namespace) -> int:
     _print_run_summary(run)
 
     console.print(
-        "\n[bold]2/2 serve[/bold] - KServe ModelServer with the champion: validation, PII hashing, Feast online"
+        f"\n[bold]2/{n_steps} serve[/bold] - KServe ModelServer with the champion: validation, PII hashing, Feast online"
         " lookup, model, decision policy; each scored order updates its entities' online features"
     )
-    summary = score_sample(home, rows=args.rows, seed=args.seed, n=200, console=console)
+    traffic = None
+    if timeline is not None:
+        sample = timeline.normal.head(sample_n)
+        traffic = [dict(r, _label=int(y)) for r, y in zip(
+            json.loads(sample.drop(columns=["is_fraud", "fraud_type"]).to_json(orient="records", date_format="iso")),
+            sample["is_fraud"], strict=True)]
+    summary = score_sample(home, rows=args.rows, seed=args.seed, n=sample_n, console=console, traffic=traffic)
     console.print(
         f"scored {summary['scored']} new orders one at a time over REST v1: decisions {summary['decisions']};"
         f" latency p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms (client-side, incl. HTTP)"
@@ -148,8 +169,25 @@ def run_demo(args: argparse.Namespace) -> int:
         f"mean risk score: fraud {summary['mean_score_fraud']:.3f} vs legit {summary['mean_score_legit']:.3f};"
         f" server log {summary['server_log']}; prediction log {home.prediction_log}"
     )
-    console.print(Rule(f"demo finished in {time.perf_counter() - started:.0f}s"))
-    Path(home.root / "demo-summary.json").write_text(
-        json.dumps({"seconds": time.perf_counter() - started, "serving": summary}, indent=2)
-    )
-    return 0
+    result = None
+    if loop:
+        console.print(
+            f"\n[bold]3/{n_steps} closed loop[/bold] - normal traffic, then '{args.scenario}' with delayed feedback:"
+            " monitor (Evidently) -> drift -> retraining pipeline (subprocess) -> promotion gate -> new champion"
+        )
+        rest = Timeline(train=timeline.train, normal=timeline.normal.iloc[sample_n:].reset_index(drop=True),
+                        drift=timeline.drift, onset=timeline.onset, scenario=timeline.scenario)
+        result = run_loop(home, rest, opts, console)
+        print_figures(console, result)
+        console.print(f"timeline: {result.timeline_file}")
+    elif args.input:
+        console.print("(the closed loop needs the built-in simulated world: skipped with --input)")
+    seconds = time.perf_counter() - started
+    ok = result is None or result.closed
+    console.print(Rule(f"demo finished in {seconds:.0f}s" + ("" if result is None else f"; loop: {result.outcome}")))
+    Path(home.root / "demo-summary.json").write_text(json.dumps(
+        {"seconds": seconds, "serving": summary,
+         "loop": None if result is None else {"closed": result.closed, "outcome": result.outcome,
+                                              "figures": result.figures, "timeline": str(result.timeline_file)}},
+        indent=2, default=str))
+    return 0 if ok else 1

@@ -135,7 +135,10 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.input:
         # one simulated world for the whole demo: training history, then normal traffic, then the drift
         opts = LoopOptions(scenario=args.scenario, seed=args.seed, train_rows=args.rows, normal_rows=1500 + sample_n,
-                           encoder=args.encoder, epochs=args.epochs, max_train_rows=args.max_train_rows)
+                           encoder=args.encoder, epochs=args.epochs, max_train_rows=args.max_train_rows,
+                           # the demo retrains the MiniLM model (minutes on 2 CPUs): enough drifted traffic,
+                           # replayed slowly while it trains, so the loop can close before the traffic ends
+                           drift_rows=12_000, retrain_rate=4.0, timeout_s=1200.0)
         timeline = build_timeline(opts)
         history = write_transactions(timeline.train, home.root / DEMO_DIR / "history.parquet")
         params.update(source="file", input_path=str(history))

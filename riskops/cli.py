@@ -731,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay rate (tx/s) while the retraining runs, to leave it the CPU (0 = no limit)")
     p.add_argument("--encoder", choices=("minilm", "tiny"), default="tiny", help="text encoder (default tiny: fast)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs, first champion and retraining")
-    p.add_argument("--max-train-rows", type=int, default=6000, help="see `riskops pipeline run --help`")
+    p.add_argument("--max-train-rows", type=int, default=12_000,
+                   help="train on every fraud plus legit rows up to N, first champion and retraining (default %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.05,
                    help="retraining: validation share (small: the drifted rows are the newest, and the gate decides)")
     p.add_argument("--test-fraction", type=float, default=0.05, help="retraining: test share")

@@ -52,6 +52,7 @@ from riskops.config import PROJECT_ROOT, Paths
 
 DEMO_DIR = "drift-demo"  # under the home folder: inputs, effective config, server log
 REPORT_DIR = "drift-demo"  # under <home>/reports: timelines
+CANARY_MIN_REQUESTS = 250  # --canary: challenger requests before the server's canary decides (share 0.5)
 LOOP_SCENARIOS = ("fraud_ring", "promotion_season", "price_shift", "new_payment_method")
 # Windowed counters that a freshly started server over-counts for up to one window: serving's entity
 # state adds the online snapshot (the "baseline") of an entity to the events it has seen itself, and the
@@ -94,7 +95,7 @@ class LoopOptions:
     batch: int = 1  # transactions per predict request
     encoder: str = "tiny"  # pipeline flags for the first champion and every retraining
     epochs: int = 10
-    max_train_rows: int = 6000
+    max_train_rows: int = 12_000  # every fraud + legit rows up to N (the tiny encoder trains fast)
     val_fraction: float = 0.05  # retraining split (see the module doc); the first champion uses 0.15 / 0.2
     test_fraction: float = 0.05
     window: int = 1500  # monitor window (transactions)
@@ -314,7 +315,12 @@ def monitor_config(opts: LoopOptions, home: Paths) -> dict:
     promotion.update({"auto": not opts.canary, "min_rows": 500, "min_frauds": 15})
     canary = promotion.setdefault("canary", {})
     canary.update(
-        {"share": 0.5, "min_requests": 250, "min_requests_for_errors": 50, "min_labelled_frauds": 10}
+        {
+            "share": 0.5,
+            "min_requests": CANARY_MIN_REQUESTS,
+            "min_requests_for_errors": 50,
+            "min_labelled_frauds": 10,
+        }
     )
     out = home.root / DEMO_DIR / "monitor.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -515,8 +521,17 @@ def run_loop(
         elif opts.canary and st["retrain"] and st["decision"] is None:
             st["decision"] = _gate_without_applying(home, cfg, trigger)
 
+    def decide() -> None:
+        if st["decision"] is not None and not st["decided"]:
+            st["decided"] = True
+            st["new"], st["outcome"] = _announce(
+                ev, st["decision"], tx, after(), figures, registry, opts.canary
+            )
+
     deadline = math.inf
     next_pass = opts.monitor_every
+    # rows kept for after the gate: to show who answers, and in canary mode for the canary to decide
+    reserve = opts.after_rows + (2 * CANARY_MIN_REQUESTS + 200 if opts.canary else 0)
     after_count = 0
     last_post = time.monotonic()
     try:
@@ -562,11 +577,30 @@ def run_loop(
             if tx >= next_pass and not st["decided"]:
                 next_pass += opts.monitor_every
                 monitor_pass()
-                if st["decision"] is not None:
-                    st["decided"] = True
-                    st["new"], st["outcome"] = _announce(
-                        ev, st["decision"], tx, after(), figures, registry, opts.canary
+                decide()
+            if tx >= onset_tx and not st["decided"] and len(records) - tx <= reserve:
+                # keep the last rows to show who answers after the decision; until then the loop
+                # waits (labels flushed, a monitor pass every few seconds)
+                feedback.deliver(tx, flush=True)
+                ev.add(
+                    "waiting",
+                    f"traffic held back ({len(records) - tx} rows kept for after the decision); "
+                    "waiting for the retraining run and the gate",
+                    tx,
+                    after(),
+                )
+                while not st["decided"] and time.monotonic() < deadline and st["detected"] is not None:
+                    time.sleep(5.0)
+                    monitor_pass()
+                    decide()
+                if not st["decided"]:
+                    ev.add(
+                        "timeout",
+                        f"[red]no decision[/red] within {opts.timeout_s:.0f}s of the onset",
+                        tx,
+                        after(),
                     )
+                    break
             if st["outcome"] == "gate_passed":  # canary mode: the server decides
                 verdict = _canary_state(registry, st["new"])
                 if verdict:

@@ -364,6 +364,7 @@ def batch_stats(before: dict, after: dict) -> dict:
 
     model = '{model_name="' + MODEL + '"}'
     batches = d("riskops_model_batch_rows_count")
+    hits, misses = d('riskops_text_cache_total{result="hit"}'), d('riskops_text_cache_total{result="miss"}')
     stages = {
         "preprocess (validate, hash, features)": mean_ms("request_preprocess_seconds", model),
         "predict (batch wait, model frame, model, policy, reasons)": mean_ms(
@@ -382,6 +383,7 @@ def batch_stats(before: dict, after: dict) -> dict:
         if batches
         else None,
         "degraded": int(d("riskops_degraded_total")),
+        "text_cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
     }
 
 
@@ -659,6 +661,8 @@ def render(r: dict) -> str:
     for stage in o["c1"].get("stage_mean_ms", {}):
         vals = [o[ph].get("stage_mean_ms", {}).get(stage) for ph in ("c1", "c32", "open")]
         lines.append(f"| {stage} | " + " | ".join("-" if v is None else str(v) for v in vals) + " |")
+    hit = [o[ph].get("text_cache_hit_rate") for ph in ("c1", "c32", "open")]
+    lines.append("| text embedding cache hit rate | " + " | ".join("-" if v is None else f"{v:.1%}" for v in hit) + " |")
     if o.get("open_sweep"):
         lines += [
             "",

@@ -785,6 +785,7 @@ def train_model(
 
         if dinfo.is_main:
             scorer = RiskScorer(model, tokenizer, normalizer, calibration, device=device)
+            scorer.remember_frequent_texts(train_frame[TEXT_COLUMN].tolist())
             scorer.save(out_dir)
         train_seconds = time.perf_counter() - t_start
         val_pr_auc = _safe_metric(average_precision_score, y_va, val_logits)

@@ -56,7 +56,10 @@ CONFIG_FILE = "config.json"
 NORMALIZER_FILE = "normalizer.json"
 CALIBRATION_FILE = "calibration.json"
 TOKENIZER_DIR = "tokenizer"
-FORMAT_VERSION = 1
+WARM_TEXTS_FILE = "warm_texts.json"  # optional: the training set's most frequent texts, pre-encoded on load
+# 2: the text is product title + category + merchant category only (riskops.features.transaction_text);
+# a format-1 model read a longer text and would be scored with inputs it never saw.
+FORMAT_VERSION = 2
 
 # The shape of the tiny random encoder used by tests and smoke runs (the MiniLM vocabulary, so the
 # same tokenizer works for both encoders).
@@ -134,6 +137,10 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 # --------------------------------------------------------------------------- config
+class ModelFormatError(ValueError):
+    """A model folder written by an incompatible riskops version."""
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild the architecture; saved as config.json."""
@@ -177,7 +184,14 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: Path | str) -> ModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        d = json.loads(Path(path).read_text())
+        found = d.get("format_version", 1)
+        if found != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{path}: model format {found}, this riskops reads format {FORMAT_VERSION} "
+                "(the model's text inputs changed); retrain it: riskops pipeline run"
+            )
+        return cls.from_dict(d)
 
 
 # --------------------------------------------------------------------------- model
@@ -507,6 +521,8 @@ class RiskScorer:
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
+        # texts worth encoding before the first request (saved with the model, see warm_cache)
+        self.warm_texts: list[str] = []
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -534,6 +550,8 @@ class RiskScorer:
         self.normalizer.save(d / NORMALIZER_FILE)
         self.calibration.save(d / CALIBRATION_FILE)
         self.tokenizer.save_pretrained(str(d / TOKENIZER_DIR))
+        if self.warm_texts:
+            (d / WARM_TEXTS_FILE).write_text(json.dumps(self.warm_texts))
         return d
 
     @classmethod
@@ -547,7 +565,7 @@ class RiskScorer:
         model = RiskModel(config)
         model.load_state_dict(load_file(str(d / WEIGHTS_FILE)), strict=True)
         tokenizer = AutoTokenizer.from_pretrained(str(d / TOKENIZER_DIR))
-        return cls(
+        scorer = cls(
             model,
             tokenizer,
             Normalizer.load(d / NORMALIZER_FILE),
@@ -555,6 +573,9 @@ class RiskScorer:
             device=device,
             **kwargs,
         )
+        if (d / WARM_TEXTS_FILE).exists():
+            scorer.warm_texts = [str(t) for t in json.loads((d / WARM_TEXTS_FILE).read_text())]
+        return scorer
 
     # -- calibration ------------------------------------------------------------------------
     def fit_temperature(self, logits, labels, fit_bias: bool = True) -> Calibration:
@@ -565,6 +586,25 @@ class RiskScorer:
     # -- text embeddings --------------------------------------------------------------------
     def clear_cache(self) -> None:
         self._text_cache.clear()
+
+    def remember_frequent_texts(self, texts: Sequence[str], limit: int = 2_000) -> None:
+        """Keep the `limit` most frequent of `texts` (training data) to pre-encode when served."""
+        counts = pd.Series(list(texts), dtype=object).value_counts(sort=True)
+        self.warm_texts = [str(t) for t in counts.index[: max(0, min(limit, self.cache_size))]]
+
+    def warm_cache(self, texts: Sequence[str] | None = None) -> int:
+        """Encode `texts` (default: the model's warm_texts) into the cache ahead of traffic.
+
+        A served catalogue repeats: with the frequent product texts already encoded, most requests
+        skip the encoder entirely. Returns how many texts were encoded; hit/miss counters are left
+        as they were so they describe traffic only.
+        """
+        todo = [t for t in dict.fromkeys(self.warm_texts if texts is None else texts) if t not in self._text_cache]
+        todo = todo[: max(0, self.cache_size - len(self._text_cache))]
+        if todo:
+            for t, v in zip(todo, self._encode(todo), strict=True):
+                self._text_cache[t] = v
+        return len(todo)
 
     @torch.inference_mode()
     def _encode(self, texts: list[str]) -> list[torch.Tensor]:

@@ -64,6 +64,12 @@ FEAST_ERRORS = _get_or_create(
 ENTITY_CACHE = _get_or_create(
     Counter, "riskops_entity_cache_total", "Entity state lookups served from memory or Feast", ("source",)
 )
+TEXT_CACHE = _get_or_create(
+    Counter,
+    "riskops_text_cache_total",
+    "Text embeddings served from the scorer's cache (hit) or computed by the encoder (miss)",
+    ("result",),
+)
 BATCH_ROWS = _get_or_create(
     Histogram,
     "riskops_model_batch_rows",

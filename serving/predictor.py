@@ -81,6 +81,11 @@ def warm_up(lm: LoadedModel) -> None:
     from riskops.pii import hash_record
     from serving.examples import example_transaction
 
+    warm_cache = getattr(lm.scorer, "warm_cache", None)
+    if warm_cache is not None:  # the catalogue's frequent texts, encoded before the first request
+        started = time.perf_counter()
+        n = warm_cache()
+        log.info("text cache warmed with %d frequent texts in %.2fs", n, time.perf_counter() - started)
     rec = hash_record(example_transaction())
     frame = build_model_frame(pd.DataFrame([rec]))
     lm.scorer.predict_proba(frame)
@@ -223,7 +228,10 @@ class RiskPredictor(Model):
         n = len(frame)
         degraded = list(degraded) if degraded is not None else [False] * n
         started = time.perf_counter()
+        hits0, misses0 = getattr(lm.scorer, "cache_hits", 0), getattr(lm.scorer, "cache_misses", 0)
         scores = np.asarray(lm.scorer.predict_proba(frame), dtype=np.float64)
+        metrics.TEXT_CACHE.labels("hit").inc(getattr(lm.scorer, "cache_hits", 0) - hits0)
+        metrics.TEXT_CACHE.labels("miss").inc(getattr(lm.scorer, "cache_misses", 0) - misses0)
         decisions = [thresholds.decide(float(s), d) for s, d in zip(scores, degraded, strict=True)]
         above = scores >= thresholds.review
         reasons: list[list[str]] = [

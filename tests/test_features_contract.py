@@ -27,7 +27,10 @@ def test_unknown_entities_get_defaults_not_nans():
     assert np.isfinite(numeric).all()
     assert frame.loc[0, "user_is_new"] == 1.0 and frame.loc[0, "user_txn_count_1h"] == 0.0
     assert frame.loc[0, "is_weekend"] == 1.0  # 2026-03-07 is a Saturday
-    assert "iPhone" in frame.loc[0, TEXT_COLUMN] and "billing US shipping US" in frame.loc[0, TEXT_COLUMN]
+    text = frame.loc[0, TEXT_COLUMN]
+    assert "iPhone" in text and "category" in text
+    # structured fields reach the model through the categorical tower, not the text
+    assert "billing" not in text and frame.loc[0, "billing_country"] == "US"
 
 
 def test_request_features_use_entity_history():

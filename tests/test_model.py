@@ -16,6 +16,7 @@ from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN
 from riskops.model import (
     TEXT_ATTRIBUTION,
     ModelConfig,
+    ModelFormatError,
     Normalizer,
     RiskModel,
     RiskScorer,
@@ -196,6 +197,7 @@ def test_save_load_round_trip(scorer, frame, tmp_path):
         assert not list((tmp_path / "m").rglob("*.bin")) and not list((tmp_path / "m").rglob("*.pt"))
         loaded = RiskScorer.load(tmp_path / "m", device="cpu")
         assert loaded.temperature == pytest.approx(1.7) and loaded.calibration.bias == pytest.approx(-0.3)
+        scorer.clear_cache()  # both encode the same texts in the same batches: bit-identical
         assert np.array_equal(loaded.predict_proba(frame), scorer.predict_proba(frame))
         for (n1, t1), (n2, t2) in zip(
             scorer.model.state_dict().items(), loaded.model.state_dict().items(), strict=True
@@ -265,3 +267,28 @@ def test_explain_gives_one_attribution_per_feature_and_completeness(scorer, fram
     for a, zi in zip(attributions, z, strict=True):
         assert sum(a.values()) == pytest.approx(float(zi - base), abs=1e-3)
     assert scorer.explain(rows.iloc[:0]) == []
+
+
+def test_frequent_texts_are_saved_and_pre_encoded(scorer, frame, tmp_path):
+    texts = frame[TEXT_COLUMN].tolist()
+    common = pd.Series(texts).value_counts().index[0]
+    scorer.remember_frequent_texts(texts, limit=3)
+    try:
+        assert len(scorer.warm_texts) == 3 and scorer.warm_texts[0] == common
+        scorer.save(tmp_path / "m")
+        loaded = RiskScorer.load(tmp_path / "m", device="cpu")
+        assert loaded.warm_texts == scorer.warm_texts and len(loaded._text_cache) == 0
+        assert loaded.warm_cache() == 3 and loaded.warm_cache() == 0  # idempotent
+        loaded.predict_proba(frame[frame[TEXT_COLUMN] == common])
+        assert (loaded.cache_hits, loaded.cache_misses) == (1, 0)  # served from the warmed cache
+    finally:
+        scorer.warm_texts = []
+
+
+def test_a_model_of_another_format_is_refused_with_what_to_do(scorer, tmp_path):
+    scorer.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["format_version"] = 1
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="retrain"):
+        RiskScorer.load(tmp_path / "m", device="cpu")

@@ -54,13 +54,17 @@ DEMO_DIR = "drift-demo"  # under the home folder: inputs, effective config, serv
 REPORT_DIR = "drift-demo"  # under <home>/reports: timelines
 CANARY_MIN_REQUESTS = 250  # --canary: challenger requests before the server's canary decides (share 0.5)
 LOOP_SCENARIOS = ("fraud_ring", "promotion_season", "price_shift", "new_payment_method")
-# Windowed counters that a freshly started server over-counts for up to one window: serving's entity
-# state adds the online snapshot (the "baseline") of an entity to the events it has seen itself, and the
-# merchant / device / ip snapshots carry no event time (only the user has `*_last_event_epoch`), so a
-# days-old snapshot counts in full for a window after the first served event (serving/entity_state.py
-# `combine` / `observe`). The monitor rightly calls that drift, ~1,000 transactions after a start. The
-# demo leaves these inputs out of the drift comparison (--monitor-all-inputs keeps them); the model
-# still reads them, and score, decision-rate, new-category and performance checks still run.
+# Windowed counters whose served values differ from the exact point-in-time values after a server
+# start: serving's entity state adds an online snapshot (the "baseline") of each entity to the events
+# it sees itself, and can only estimate how much of the snapshot's windows is still current
+# (serving/entity_state.py: the snapshot's time comes from the online store, its counts and sums age
+# linearly). Measured over the 1,399 normal transactions of the fraud_ring demo (seed 7), served vs
+# exact mean: merchant_txn_count_24h 53.0 vs 56.4, user_amount_sum_24h 7,598 vs 8,884 (before the
+# snapshot time was used, days-old merchant / device / IP snapshots counted in full and the monitor
+# flagged these inputs ~1,000 transactions after a start). A ~6% shift of a heavy-tailed count is
+# still enough for the calibrated drift test on some runs, so the demo leaves these inputs out of the
+# drift comparison (--monitor-all-inputs keeps them); the model still reads them, and score,
+# decision-rate, new-category and performance checks still run.
 SERVING_SKEWED_INPUTS = (
     "user_txn_count_1h",
     "user_txn_count_24h",
@@ -243,7 +247,7 @@ class Server:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(PROJECT_ROOT)
             )  # noqa: S603
-        _wait_ready(self.proc, f"{self.base}/v2/models/risk-model/ready", timeout)
+        _wait_ready(self.proc, f"{self.base}/v2/models/risk-model/ready", timeout, self.log_file)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

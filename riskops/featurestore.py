@@ -42,7 +42,13 @@ import pandas as pd
 
 from riskops.aggregates import ENTITIES, compute_entity_features, feature_dtype
 from riskops.config import PROJECT_ROOT
-from riskops.features import ALL_ENTITY_FEATURES, ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features import (
+    ALL_ENTITY_FEATURES,
+    ENTITY_FEATURE_DEFAULTS,
+    ENTITY_FEATURES,
+    ENTITY_KEYS,
+    snapshot_time_key,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from feast import FeatureStore
@@ -339,7 +345,9 @@ def online_features(
 
     Unknown entities and rows without a key get ENTITY_FEATURE_DEFAULTS. With `now` (the
     request's event time), a state older than the ttl counts as unknown, as it does in training;
-    Feast's online store itself ignores the ttl.
+    Feast's online store itself ignores the ttl. With `now`, each row also carries
+    `snapshot_time_key(entity)`: when the entity's snapshot was taken (its last event; NaN when
+    unknown), which serving needs to age the snapshot's windows.
     """
     if not entity_rows:
         return []
@@ -362,6 +370,8 @@ def online_features(
             for f in names:
                 v = resp[f][i] if known else None
                 out[i][f] = ENTITY_FEATURE_DEFAULTS[f] if v is None else float(v)
+            if ts is not None:
+                out[i][snapshot_time_key(entity)] = float(ts[i]) if known and ts[i] else float("nan")
     return out
 
 

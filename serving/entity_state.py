@@ -13,10 +13,16 @@ The choice made here (docs/serving.md, "Entity state"):
   same code as the offline backfill).
 * The features of an entity are `combine(baseline, live)`: counts and sums add up; distinct
   counts take the larger of the two (the overlap is unknown); means, standard deviations and
-  rates are pooled, weighted by event counts; the last-event time is the latest. A baseline
-  window stops counting once the newest event is a full window past the baseline's time (all
-  its events have left the window by then); before that it counts in full (a slight over-count
-  for events that aged out in between). Exact for entities first seen by this process.
+  rates are pooled, weighted by event counts; the last-event time is the latest. The baseline's
+  time is the snapshot's event time in the online store (the entity's last event). A baseline's
+  counts and sums *age* as the newest event moves past that time: the shorter windows of the same
+  quantity split a window into shells (last hour, rest of the day, rest of the week), each shell's
+  events are taken as evenly spread, and a shell loses its events only once the window's start
+  reaches it (`aged_baseline_sum`); after a full window nothing is left. A distinct count keeps
+  its full value until then: max(baseline, live), the overlap being unknown. (Counting it in full
+  until then over-counted: a restarted server saw every merchant's day-old 1h count for an hour,
+  which the drift monitor rightly reported as a shift.) Exact for entities first seen by this
+  process.
 * After each scored transaction the combined state *after* the event is pushed to the online
   store (coalesced by a background pusher), so other replicas and the next process start see it.
 * Tracks live in a bounded LRU (`capacity`); an evicted entity is re-baselined from the online
@@ -38,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from riskops.aggregates import ENTITIES, WINDOW_SECONDS, EntityWindowState, to_epoch_us
-from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
 
 US = 1_000_000
 
@@ -70,6 +76,19 @@ def _parse(entity: str) -> list[tuple[str, str, str | None]]:
 
 
 _SPECS = {e: _parse(e) for e in ENTITIES}
+# For each count/sum feature, the same quantity over the shorter windows, shortest first, as
+# (feature, seconds): e.g. user_txn_count_7d -> [(user_txn_count_1h, 3600), (user_txn_count_24h, 86400)].
+_NESTED = {
+    name: sorted(
+        ((other, WINDOW_SECONDS[ow]) for other, ok, ow in _SPECS[e]
+         if ok == "add" and other.rpartition("_")[0] == name.rpartition("_")[0]
+         and WINDOW_SECONDS[ow] < WINDOW_SECONDS[w]),
+        key=lambda t: t[1],
+    )
+    for e in ENTITIES
+    for name, kind, w in _SPECS[e]
+    if kind == "add"
+}
 # The count feature used to weigh a baseline's mean/std/rate: the longest txn_count window known.
 _BASE_WEIGHT = {
     e: max(
@@ -82,6 +101,46 @@ _BASE_WEIGHT = {
 
 def _finite(v: Any) -> bool:
     return v is not None and isinstance(v, int | float) and math.isfinite(v)
+
+
+def baseline_share(baseline_t_us: int | None, anchor_us: int, window_s: float) -> float:
+    """Share of a snapshot's window still inside the window at `anchor_us` (linear ageing, see module doc)."""
+    if baseline_t_us is None:
+        return 1.0
+    return min(1.0, max(0.0, 1.0 - (anchor_us - baseline_t_us) / (window_s * US)))
+
+
+def aged_baseline_sum(
+    name: str, baseline: Mapping[str, float], baseline_t_us: int | None, anchor_us: int, window_s: float
+) -> float:
+    """How much of the baseline's count/sum `name` is still inside its window at `anchor_us`.
+
+    The shorter windows of the same quantity split the window into shells: the last hour before
+    the snapshot, the rest of its last day, the rest of its week. Events of a shell are taken as
+    spread evenly across it, so a shell ages linearly, and only once the window's start has
+    reached it: a week's count keeps its last day in full for six days. Bursty entities (a
+    user's events cluster before the snapshot) keep their recent events instead of losing a
+    fixed share per hour. See `test_served_entity_features_stay_close_to_the_exact_offline_ones`.
+    """
+    total = baseline.get(name)
+    if not _finite(total):
+        return 0.0
+    if baseline_t_us is None:
+        return float(total)
+    elapsed = (anchor_us - baseline_t_us) / US
+    if elapsed <= 0:
+        return float(total)
+    kept, inner_value, inner_s = 0.0, 0.0, 0.0
+    for shell_name, shell_s in [*_NESTED.get(name, []), (name, window_s)]:
+        v = baseline.get(shell_name)
+        value = float(v) if _finite(v) else inner_value
+        value = max(value, inner_value)  # nested windows never hold less than the shorter ones
+        # the window's start has moved `elapsed` into the past window; this shell spans
+        # [window_s - shell_s, window_s - inner_s] measured back from that start
+        share = (window_s - inner_s - elapsed) / (shell_s - inner_s)
+        kept += (value - inner_value) * min(1.0, max(0.0, share))
+        inner_value, inner_s = value, shell_s
+    return kept
 
 
 def combine(
@@ -108,14 +167,18 @@ def combine(
         if kind == "last":
             out[name] = lv if _finite(lv) else float(b)
             continue
-        alive = baseline_t_us is None or anchor - baseline_t_us < WINDOW_SECONDS[w] * US
+        keep = baseline_share(baseline_t_us, anchor, WINDOW_SECONDS[w])
         if kind == "add":
-            out[name] = (float(b) if alive and _finite(b) else 0.0) + lv
+            out[name] = aged_baseline_sum(name, baseline, baseline_t_us, anchor, WINDOW_SECONDS[w]) + lv
         elif kind == "max":
+            # distinct counts: the overlap of the two parts is unknown, so the larger one counts, and
+            # the baseline in full while its window lasts (an aged baseline under a small live part
+            # under-counted: measured as drift of merchant_distinct_users_24h after a restart)
+            alive = baseline_t_us is None or anchor - baseline_t_us < WINDOW_SECONDS[w] * US
             out[name] = max(float(b) if alive and _finite(b) else 0.0, lv)
         else:
             n_live = float(state.windows[w].count)
-            n_base = base_n if alive and _finite(b) else 0.0
+            n_base = keep * base_n if _finite(b) else 0.0
             if n_base <= 0 or not _finite(b):
                 out[name] = lv
             elif n_live <= 0 or not _finite(lv):
@@ -133,6 +196,19 @@ def combine(
                 var = (n_base * (b * b + mb * mb) + n_live * (lv * lv + ml * ml)) / n - m * m
                 out[name] = math.sqrt(max(var, 0.0))
     return out
+
+
+def snapshot_time_us(entity: str, baseline: Mapping[str, Any], default_us: int) -> int:
+    """When the online snapshot was taken: its event time in the store, else the user's last event.
+
+    A snapshot with no time at all (a never-seen entity, a reader without timestamps) is taken as
+    current: `default_us`, the first event this process sees for the entity.
+    """
+    for key in (snapshot_time_key(entity), f"{entity}_last_event_epoch"):
+        v = baseline.get(key)
+        if _finite(v) and v > 0:
+            return int(float(v) * US)
+    return default_us
 
 
 @dataclass
@@ -204,8 +280,7 @@ class EntityTracker:
                 base = baselines[ek]
                 base_t = None
                 if base is not None:
-                    last = base.get(f"{entity}_last_event_epoch")
-                    base_t = int(last * US) if _finite(last) else t_us
+                    base_t = snapshot_time_us(entity, base, t_us)
                 track = _Track(base, base_t, EntityWindowState(entity))
                 self._tracks[ek] = track
                 while len(self._tracks) > self.capacity:

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from riskops.features import ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features import ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
 from serving import metrics
 from serving.entity_state import Push
 
@@ -184,7 +184,11 @@ class OnlineFeatureStore:
             else:
                 metrics.FEATURE_LOOKUP.observe(time.perf_counter() - started)
                 result = {
-                    (entity, key): {f: got[slots[(entity, key)]][f] for f in ENTITY_FEATURES[entity]}
+                    (entity, key): {
+                        f: got[slots[(entity, key)]][f]
+                        for f in (*ENTITY_FEATURES[entity], snapshot_time_key(entity))
+                        if f in got[slots[(entity, key)]]
+                    }
                     for entity, key in wanted
                 }
             for pairs, _, fut in batch:

@@ -20,7 +20,13 @@ import pytest
 
 from riskops import featurestore as fs
 from riskops.aggregates import EntityWindowState, compute_entity_features, event_order
-from riskops.features import ALL_ENTITY_FEATURES, ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features import (
+    ALL_ENTITY_FEATURES,
+    ENTITY_FEATURE_DEFAULTS,
+    ENTITY_FEATURES,
+    ENTITY_KEYS,
+    snapshot_time_key,
+)
 
 T0 = pd.Timestamp("2024-03-01T12:00:00Z")
 MIN = pd.Timedelta(minutes=1)
@@ -212,6 +218,13 @@ def test_online_after_materialize_then_push(store, history):
     # the ttl applies online too when the request time is given
     stale = fs.online_features(store, rows[:1], now=end + 31 * D)[0]
     assert stale["user_txn_count_24h"] == 0 and math.isnan(stale["user_last_event_epoch"])
+    assert math.isnan(stale[snapshot_time_key("user")])
+    # with the request time, each entity's snapshot time comes along (serving ages windows with it)
+    timed = fs.online_features(store, rows, now=end)
+    m1_last = pd.to_datetime(history.loc[history["merchant_id"] == "m1", "event_timestamp"], utc=True).max()
+    assert timed[0][snapshot_time_key("merchant")] == int(m1_last.timestamp())  # Feast keeps whole seconds
+    assert math.isnan(timed[users.index("ghost")][snapshot_time_key("user")])
+    assert snapshot_time_key("merchant") not in got[0]  # only asked for with `now`
     # a row without keys gets defaults
     assert fs.online_features(store, [{}])[0]["ip_txn_count_1h"] == 0
 

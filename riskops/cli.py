@@ -35,6 +35,13 @@ def _console():
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
+def escape(text: str) -> str:
+    """Text for rich, printed as itself (data may contain '[...]', which rich reads as markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 # --------------------------------------------------------------------------- data
 def cmd_generate(args: argparse.Namespace) -> int:
     from riskops.generator import GeneratorConfig, generate, generate_with_drift, write_transactions
@@ -150,9 +157,13 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     console = _console()
     params = _pipeline_params(args)
     if args.host:
-        from pipelines.runner import submit
+        from pipelines.runner import SubmitError, submit
 
-        run_id = submit(args.host, profile=args.profile, **params)
+        try:
+            run_id = submit(args.host, profile=args.profile, **params)
+        except SubmitError as exc:
+            console.print(f"[red]could not submit the run:[/red] {escape(str(exc))}", soft_wrap=True)
+            return 1
         console.print(f"submitted to {args.host}: run {run_id}")
         return 0
     from pipelines.runner import PipelineFailed, run_local
@@ -168,7 +179,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
 
 def _print_failure(exc) -> None:
     console = _console()
-    console.print(f"[red]pipeline failed:[/red] {exc}")
+    # reports quote the data: a value like "[red]" must print as itself, not as rich markup
+    console.print(f"[red]pipeline failed:[/red] {escape(str(exc))}")
     validation = exc.reports_dir / "validation_report.html"
     if validation.exists():
         console.print(f"data validation report: {validation}")
@@ -177,7 +189,7 @@ def _print_failure(exc) -> None:
             for f in json.loads(summary.read_text()).get("failures", []):
                 where = f" on column {f['column']!r}" if f.get("column") else ""
                 examples = f", e.g. {f['examples'][:3]}" if f.get("examples") else ""
-                console.print(f"  - {f['expectation']}{where}: {f['details']}{examples}")
+                console.print(escape(f"  - {f['expectation']}{where}: {f['details']}{examples}"))
     console.print("the registry is unchanged: the current champion keeps serving")
 
 
@@ -523,7 +535,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-def _add_pipeline_args(p: argparse.ArgumentParser, rows: int = 20_000, epochs: int = 2) -> None:
+def _add_pipeline_args(
+    p: argparse.ArgumentParser, rows: int = 20_000, epochs: int = 2, max_train_rows: int = 6000
+) -> None:
     p.add_argument("--rows", type=int, default=rows, help="synthetic transactions to generate (default %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="random seed for data and training (default %(default)s)")
     p.add_argument("--fraud-rate", type=float, default=0.015, help="synthetic fraud share (default %(default)s)")
@@ -539,7 +553,7 @@ def _add_pipeline_args(p: argparse.ArgumentParser, rows: int = 20_000, epochs: i
     p.add_argument(
         "--max-train-rows",
         type=int,
-        default=6000,
+        default=max_train_rows,
         help="train on every fraud plus a sample of legit rows up to N rows, for CPU speed; validation"
         " and test are never sampled and scores are re-calibrated (0 = all rows; default %(default)s)",
     )
@@ -756,8 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "champion and score new orders; then close the loop (unless --skip-loop): normal traffic, a drift "
                        "scenario with delayed feedback, monitor -> retraining -> promotion gate -> new champion. Exit 1 when "
                        "the loop did not close.")
-    # one epoch keeps `make demo` within ~10 minutes on 2 CPU cores; `pipeline run` defaults to 2
-    _add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)), epochs=1)
+    # 3 epochs on up to 12,000 rows, for the first champion and the loop's retraining: ~2 minutes of
+    # training each on 2 CPU cores (the encoder reads short texts, most of them cached)
+    _add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)), epochs=3, max_train_rows=12_000)
     p.add_argument("--skip-loop", action="store_true",
                    help="stop after training and serving (no drift / monitor / retraining / promotion loop)")
     p.add_argument("--scenario", default="fraud_ring",

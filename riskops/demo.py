@@ -22,13 +22,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0) -> None:
+def _last_error_line(log_file: Path | None) -> str:
+    """The server log's last line that says what went wrong (the exception), for the error message."""
+    if log_file is None or not log_file.exists():
+        return ""
+    lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln:
+            return ln
+    return lines[-1] if lines else ""
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0, log_file: Path | None = None) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the model server exited with code {proc.returncode}")
+            why = _last_error_line(log_file)
+            raise RuntimeError(
+                f"the model server exited with code {proc.returncode}"
+                + (f": {why}" if why else "")
+                + (f" (log: {log_file})" if log_file else "")
+            )
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
@@ -67,7 +83,7 @@ def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None, 
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, f"{base}/v2/models/risk-model/ready")
+        _wait_ready(proc, f"{base}/v2/models/risk-model/ready", log_file=log_file)
         traffic = sample_traffic(rows, seed, n) if traffic is None else [dict(t) for t in traffic]
         decisions: Counter[str] = Counter()
         shown, latencies, by_label = [], [], {0: [], 1: []}

@@ -44,3 +44,25 @@ def test_generate_writes_parquet_and_jsonl(tmp_path, capsys):
         assert len(df) == 500 and df["transaction_id"].is_unique
         assert isinstance(df["event_timestamp"].dtype, pd.DatetimeTZDtype)
     assert "wrote 500 transactions" in capsys.readouterr().out
+
+
+def test_a_failed_gate_prints_the_data_as_written_not_as_markup(tmp_path, capsys):
+    """Examples quoted from the data ("[red]", "[/]") must print verbatim, never crash rich."""
+    import json
+
+    from riskops.cli import _print_failure
+
+    (tmp_path / "validation_report.html").write_text("<html></html>")
+    failure = {"expectation": "expect_column_values_to_be_in_set", "column": "currency",
+               "details": "2 unexpected values", "examples": ["[red]", "[/]"]}
+    (tmp_path / "validation_report.json").write_text(json.dumps({"failures": [failure]}))
+    _print_failure(_Failure(tmp_path))
+    out = capsys.readouterr().out
+    assert "['[red]', '[/]']" in out and "currency" in out and "[/] gate" in out
+    assert "champion keeps serving" in out
+
+
+class _Failure(Exception):
+    def __init__(self, reports_dir):
+        super().__init__("data validation failed: [/] gate")
+        self.reports_dir = reports_dir

@@ -907,8 +907,12 @@ def train_model_op(
         "temperature": result.calibration.get("temperature", 1.0),
         "calibration_bias": result.calibration.get("bias", 0.0),
     }
+    # KFP stores metrics and metadata as protobuf Values, which cannot hold NaN (e.g. a validation
+    # block with one class has no PR-AUC): such a value is left out of the metrics and null in metadata
+    values = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
     for name, value in values.items():
-        metrics.log_metric(name, float(value))
+        if value is not None:
+            metrics.log_metric(name, value)
     model.metadata.update({**values, "encoder": encoder, "device": result.device, "framework": "pytorch"})
 
 

@@ -443,8 +443,8 @@ def run_loop(
         ev.add(
             "note",
             f"{len(SERVING_SKEWED_INPUTS)} windowed counters left out of the drift comparison: a "
-            "freshly started server over-counts them for one window (see SERVING_SKEWED_INPUTS in "
-            "riskops/drift_demo.py; --monitor-all-inputs keeps them)",
+            "freshly started server can only estimate them from the online snapshots for one window "
+            "(see SERVING_SKEWED_INPUTS in riskops/drift_demo.py; --monitor-all-inputs keeps them)",
             0,
         )
     server.start()
@@ -525,6 +525,22 @@ def run_loop(
         elif opts.canary and st["retrain"] and st["decision"] is None:
             st["decision"] = _gate_without_applying(home, cfg, trigger)
 
+    def retrain_failed() -> bool:
+        """The run this loop started has ended without a challenger: nothing left to wait for."""
+        if not st["retrain"] or st["decided"]:
+            return False
+        last = trigger.state().get("last_run") or {}
+        if last.get("run_id") != st["retrain"] or last.get("outcome") != "failed":
+            return False
+        ev.add(
+            "retrain_failed",
+            f"[red]retraining run failed[/red] (exit {last.get('returncode')}): the champion keeps serving; "
+            f"log {Path(last.get('run_dir') or '.') / 'pipeline.log'}",
+            tx,
+            after(),
+        )
+        return True
+
     def decide() -> None:
         if st["decision"] is not None and not st["decided"]:
             st["decided"] = True
@@ -582,6 +598,8 @@ def run_loop(
                 next_pass += opts.monitor_every
                 monitor_pass()
                 decide()
+                if retrain_failed():
+                    break
             if tx >= onset_tx and not st["decided"] and len(records) - tx <= reserve:
                 # keep the last rows to show who answers after the decision; until then the loop
                 # waits (labels flushed, a monitor pass every few seconds)
@@ -593,10 +611,15 @@ def run_loop(
                     tx,
                     after(),
                 )
+                failed = False
                 while not st["decided"] and time.monotonic() < deadline and st["detected"] is not None:
                     time.sleep(5.0)
                     monitor_pass()
                     decide()
+                    if failed := retrain_failed():
+                        break
+                if failed:
+                    break
                 if not st["decided"]:
                     ev.add(
                         "timeout",

@@ -8,11 +8,17 @@ the same rows (the evaluate step re-splits the training set with this function).
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
-from riskops.schema import TIMESTAMP_COLUMN
+from riskops.schema import LABEL_COLUMN, TIMESTAMP_COLUMN
+
+log = logging.getLogger(__name__)
 
 TIEBREAK_COLUMN = "transaction_id"
+# Validation picks the epoch and fits the calibration: with no fraud in it, it can do neither.
+MIN_VAL_POSITIVES = 10
 
 
 def time_split(
@@ -20,11 +26,17 @@ def time_split(
     test_fraction: float = 0.2,
     val_fraction: float = 0.15,
     timestamp_column: str = TIMESTAMP_COLUMN,
+    min_val_positives: int = MIN_VAL_POSITIVES,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Split `df` by time into (train, val, test); each part keeps its original index.
 
     Sizes: test = round(n * test_fraction) newest rows, val = round(n * val_fraction) rows before
     those, train = the rest (oldest). Every row of `df` lands in exactly one part.
+
+    When `df` has labels and that validation block holds fewer than `min_val_positives` frauds
+    (a quiet stretch, e.g. a retraining window whose newest rows are mostly unlabelled), the block
+    grows back in time until it does, taking at most half of the training rows. The rule depends
+    only on the data, so the train and evaluate steps still cut identically.
     """
     if timestamp_column not in df.columns:
         raise KeyError(f"time_split needs a {timestamp_column!r} column")
@@ -47,6 +59,22 @@ def time_split(
     n_test = int(round(n * test_fraction))
     n_val = int(round(n * val_fraction))
     n_train = n - n_test - n_val
+    if n_val > 0 and min_val_positives > 0 and LABEL_COLUMN in df.columns:
+        labels = pd.to_numeric(ordered[LABEL_COLUMN], errors="coerce").fillna(0).to_numpy()
+        have = int(labels[n_train : n_train + n_val].sum())
+        if have < min_val_positives:
+            # walk back from the block's start until it holds enough frauds (or half the train rows)
+            floor = n_train - n_train // 2
+            cum = labels[floor:n_train][::-1].cumsum()
+            need = min_val_positives - have
+            reached = (cum >= need).nonzero()[0]
+            grow = int(reached[0]) + 1 if len(reached) else n_train - floor
+            log.warning(
+                "validation block of %d rows holds %d fraud(s) (< %d): extended back by %d rows",
+                n_val, have, min_val_positives, grow,
+            )
+            n_train -= grow
+            n_val += grow
     train = ordered.iloc[:n_train].copy()
     val = ordered.iloc[n_train : n_train + n_val].copy()
     test = ordered.iloc[n_train + n_val :].copy()

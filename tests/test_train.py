@@ -276,12 +276,12 @@ def test_auto_device_is_cpu_without_cuda():
 # --------------------------------------------------------------------------- time split
 def test_time_split_orders_train_val_test():
     df = make_transactions(1000, seed=2).sample(frac=1.0, random_state=0)  # shuffled on purpose
-    train, val, test = time_split(df, test_fraction=0.2, val_fraction=0.15)
+    train, val, test = time_split(df, test_fraction=0.2, val_fraction=0.15, min_val_positives=0)
     assert (len(train), len(val), len(test)) == (650, 150, 200)
     assert train["event_timestamp"].max() <= val["event_timestamp"].min()
     assert val["event_timestamp"].max() <= test["event_timestamp"].min()
     assert sorted(pd.concat([train, val, test]).index) == sorted(df.index)  # every row exactly once
-    again = time_split(df.sample(frac=1.0, random_state=1), 0.2, 0.15)  # deterministic under reordering
+    again = time_split(df.sample(frac=1.0, random_state=1), 0.2, 0.15, min_val_positives=0)  # order-free
     assert all(a.index.equals(b.index) for a, b in zip((train, val, test), again, strict=True))
     assert len(time_split(df, 0.2, 0.0)[1]) == 0
     with pytest.raises(ValueError):
@@ -330,3 +330,19 @@ def test_minilm_one_training_step(data, tmp_path):
     p = scorer.predict_proba(build_model_frame(data["test"].iloc[:16]))
     assert p.shape == (16,) and ((p >= 0) & (p <= 1)).all()
     assert TEXT_COLUMN in build_model_frame(train).columns
+
+
+def test_time_split_grows_a_fraudless_validation_block_back_in_time():
+    df = make_transactions(1000, seed=2)
+    order = df.sort_values("event_timestamp").index
+    df["is_fraud"] = 0  # a quiet stretch: the only frauds are rows 500, 520 and 540 in time order
+    df.loc[order[[500, 520, 540]], "is_fraud"] = 1
+    train, val, test = time_split(df, 0.2, 0.1, min_val_positives=3)
+    assert len(test) == 200 and test.index.equals(time_split(df, 0.2, 0.1, min_val_positives=0)[2].index)
+    assert int(val["is_fraud"].sum()) == 3 and len(val) == 800 - 500  # reaches back to row 500
+    assert train["event_timestamp"].max() <= val["event_timestamp"].min()
+    assert len(train) + len(val) + len(test) == 1000
+    # never more than half of the training rows
+    df["is_fraud"] = 0
+    train, val, _ = time_split(df, 0.2, 0.1, min_val_positives=3)
+    assert len(train) == 700 - 350 and len(val) == 100 + 350

@@ -909,6 +909,8 @@ def train_model_op(
     }
     # KFP stores metrics and metadata as protobuf Values, which cannot hold NaN (e.g. a validation
     # block with one class has no PR-AUC): such a value is left out of the metrics and null in metadata
+    import math  # a KFP component runs from its own source: module-level imports are not there
+
     values = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
     for name, value in values.items():
         if value is not None:

@@ -164,6 +164,15 @@ def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed:
     registry = ModelRegistry(home.registry)
     mv = registry.register(src)
     registry.set_alias("champion", mv.version)
+    # A model pre-encodes the frequent texts of its training data when it is loaded. A model brought
+    # from elsewhere was trained on another simulated world, whose product catalogue this replay does
+    # not share; give its registered copy this world's catalogue, as a model trained on it would have.
+    from riskops.features import TEXT_COLUMN, build_model_frame
+    from riskops.model import WARM_TEXTS_FILE
+
+    texts = build_model_frame(history)[TEXT_COLUMN].value_counts().index[:2000].tolist()
+    (mv.path / WARM_TEXTS_FILE).write_text(json.dumps(texts))
+    model_info["warm_texts"] = f"{len(texts)} most frequent texts of the Feast history (of {history.shape[0]} rows)"
     return home, replay, model_info
 
 

@@ -12,9 +12,11 @@
 One simulated world (`build_timeline`): the first ``train_rows`` transactions train the first
 champion, the next ``normal_rows`` are replayed as normal traffic, then ``drift_rows`` of the
 scenario follow in time (same users, devices, merchants). Labels reach the feedback store
-``label_delay`` transactions after the transaction was scored (chargebacks and reviews take time);
-rows still without a label when the retraining data is cut count as legitimate
-(``retrain.unlabelled: legit``).
+``label_delay`` transactions after the transaction was scored (chargebacks and reviews take time).
+Every transaction gets a label in the end (fraud or not), so a row still without one when the
+retraining data is cut is simply not labelled yet and is left out (``retrain.unlabelled: drop``):
+counting it as legitimate put the newest ring frauds into the gate's window as "legitimate" and
+penalised exactly the challenger that had learned the ring.
 
 The retraining data is the champion's training history plus the replayed traffic with its
 feedback labels, minus the newest ``holdout_fraction`` (kept for the gate). Entity features are
@@ -309,7 +311,7 @@ def monitor_config(opts: LoopOptions, home: Paths) -> dict:
                 "--test-fraction",
                 str(opts.test_fraction),
             ],
-            "unlabelled": "legit",
+            "unlabelled": "drop",  # every row is labelled in time: no label yet = not known yet
             "holdout_fraction": 0.2,
             "min_rows": 1000,
             "min_frauds": 20,

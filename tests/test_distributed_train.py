@@ -18,55 +18,28 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from planted import planted_signal_transactions
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
 from components.train import build_parser, main, resolve_uri, set_seed, shard_batch, state_digest
 from riskops.features import build_model_frame
 from riskops.model import ModelConfig, RiskModel, RiskScorer
-from riskops.schema import CHANNELS, PAYMENT_METHODS, PRODUCT_CATEGORIES
 from riskops.splits import time_split
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).parent / "torchrun"
-SIGNAL = "user_txn_count_1h"
 SEED = 5
 FINETUNE_LAYERS = 1
 EPOCHS = 8  # with patience 1 the run stops early (epoch 4 here): the broadcast decision is exercised
 
 
 def make_training_set(n: int, seed: int, fraud_rate: float = 0.12) -> pd.DataFrame:
-    """Transactions (schema columns + one entity feature) with a planted signal: frauds have more
-    transactions in the last hour (Poisson 4 vs 0.5); the rest is noise."""
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < fraud_rate).astype(int)
-    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 60 * 86400, n), unit="s")
-    titles = ["Wireless earbuds", "Running shoes", "Coffee maker", "Gift card 100", "Yoga mat", "Phone case"]
-    return pd.DataFrame(
-        {
-            "transaction_id": [f"t{i:06d}" for i in range(n)],
-            "event_timestamp": ts,
-            "amount": rng.lognormal(3.5, 1.0, n).round(2),
-            "quantity": rng.integers(1, 4, n),
-            "account_age_days": rng.integers(0, 2000, n),
-            "is_refund": rng.random(n) < 0.05,
-            "billing_country": rng.choice(["US", "GB"], n),
-            "shipping_country": "US",
-            "payment_method": rng.choice(PAYMENT_METHODS[:3], n),
-            "channel": rng.choice(CHANNELS, n),
-            "product_category": rng.choice(PRODUCT_CATEGORIES[:4], n),
-            "currency": rng.choice(["USD", "EUR"], n),
-            "product_title": rng.choice(titles, n),
-            "merchant_category": "general store",
-            SIGNAL: np.where(y == 1, rng.poisson(4.0, n), rng.poisson(0.5, n)).astype(float),
-            "is_fraud": y,
-        }
-    )
+    return planted_signal_transactions(n, seed, fraud_rate)
 
 
 def _env() -> dict:

@@ -15,6 +15,8 @@ Two kinds of features:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -130,10 +132,84 @@ def transaction_text(row: dict | pd.Series) -> str:
     return f"{row['product_title']} | category {row['product_category']} | merchant {row['merchant_category']}"
 
 
-def _num(df: pd.DataFrame, name: str) -> np.ndarray:
-    if name in df.columns:
-        return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return np.full(len(df), ENTITY_FEATURE_DEFAULTS.get(name, 0.0), dtype="float64")
+class _FrameColumns:
+    """Column access for `build_model_frame` over a DataFrame (training, batch scoring)."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.df = df
+        self.n = len(df)
+        self.index = df.index
+
+    def num(self, name: str) -> np.ndarray:
+        if name in self.df.columns:
+            return pd.to_numeric(self.df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return np.full(self.n, ENTITY_FEATURE_DEFAULTS.get(name, 0.0), dtype="float64")
+
+    def flag(self, name: str) -> np.ndarray:
+        return self.df[name].astype("float64").to_numpy()
+
+    def ts_ns(self) -> np.ndarray:
+        ts = pd.to_datetime(self.df["event_timestamp"], utc=True)
+        return ts.to_numpy(dtype="datetime64[ns]").astype("int64")
+
+    def strings(self, name: str) -> np.ndarray:
+        return self.df[name].astype(str).to_numpy(dtype=object)
+
+    def text_inputs(self) -> list[dict]:
+        return self.df[list(_TEXT_INPUTS)].to_dict("records")
+
+
+def _to_float(v: object) -> float:
+    """`pd.to_numeric(errors="coerce")` for one value."""
+    if v is None or v is pd.NA:
+        return math.nan
+    try:
+        return float(v)  # bools, ints, floats, numpy scalars, numeric strings
+    except (TypeError, ValueError):
+        return math.nan
+
+
+_EPOCH = pd.Timestamp(0, tz="UTC").to_pydatetime()
+
+
+class _RecordColumns:
+    """The same columns read straight from request dicts (serving): no per-column pandas work.
+
+    A DataFrame built from these records would give the same values (`test_model_frame_from_records_
+    equals_the_frame_path`); building it costs ~4 ms per request, most of a request's feature time.
+    """
+
+    def __init__(self, rows: Sequence[Mapping[str, object]]) -> None:
+        self.rows = rows
+        self.n = len(rows)
+        self.index = pd.RangeIndex(self.n)
+
+    def num(self, name: str) -> np.ndarray:
+        if any(name in r for r in self.rows):
+            return np.array([_to_float(r.get(name)) for r in self.rows], dtype="float64")
+        return np.full(self.n, ENTITY_FEATURE_DEFAULTS.get(name, 0.0), dtype="float64")
+
+    def flag(self, name: str) -> np.ndarray:
+        return np.array([_to_float(r[name]) for r in self.rows], dtype="float64")
+
+    def ts_ns(self) -> np.ndarray:
+        values = [r["event_timestamp"] for r in self.rows]
+        if all(isinstance(v, datetime) and v.tzinfo is not None for v in values):
+            # pd.Timestamp keeps nanoseconds; a datetime has microseconds (exact integer arithmetic)
+            return np.array(
+                [v.value if isinstance(v, pd.Timestamp) else (v - _EPOCH) // _US * 1000 for v in values],
+                dtype="int64",
+            )
+        return pd.to_datetime(pd.Series(values), utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
+
+    def strings(self, name: str) -> np.ndarray:
+        return np.array([str(r[name]) for r in self.rows], dtype=object)
+
+    def text_inputs(self) -> Sequence[Mapping[str, object]]:
+        return self.rows
+
+
+_US = timedelta(microseconds=1)
 
 
 def build_model_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -144,9 +220,18 @@ def build_model_frame(df: pd.DataFrame) -> pd.DataFrame:
     Written in numpy rather than per-column pandas: it runs on every scoring request, and pandas'
     per-column overhead made it ~20 ms for a single transaction.
     """
-    amount = _num(df, "amount")
-    quantity = np.clip(_num(df, "quantity"), 1, None)
-    ts_ns = pd.to_datetime(df["event_timestamp"], utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
+    return _model_frame(_FrameColumns(df))
+
+
+def build_model_frame_records(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
+    """`build_model_frame(pd.DataFrame.from_records(rows))`, without the intermediate frame (serving)."""
+    return _model_frame(_RecordColumns(rows))
+
+
+def _model_frame(src: _FrameColumns | _RecordColumns) -> pd.DataFrame:
+    amount = src.num("amount")
+    quantity = np.clip(src.num("quantity"), 1, None)
+    ts_ns = src.ts_ns()
     seconds_in_day = (ts_ns // 1_000_000_000) % 86_400
     hour = seconds_in_day // 3600 + ((seconds_in_day % 3600) // 60) / 60.0
     day_of_week = (ts_ns // (86_400 * 1_000_000_000) + 3) % 7  # 1970-01-01 was a Thursday (3)
@@ -156,44 +241,44 @@ def build_model_frame(df: pd.DataFrame) -> pd.DataFrame:
         cols["amount_log"] = np.log1p(amount)
         cols["unit_price_log"] = np.log1p(amount / quantity)
         cols["quantity"] = quantity
-        cols["account_age_days_log"] = np.log1p(np.clip(_num(df, "account_age_days"), 0, None))
-        cols["is_refund"] = df["is_refund"].astype("float64").to_numpy()
-        cols["country_mismatch"] = (
-            df["billing_country"].astype(str).to_numpy() != df["shipping_country"].astype(str).to_numpy()
-        ).astype("float64")
+        cols["account_age_days_log"] = np.log1p(np.clip(src.num("account_age_days"), 0, None))
+        cols["is_refund"] = src.flag("is_refund")
+        cols["country_mismatch"] = (src.strings("billing_country") != src.strings("shipping_country")).astype(
+            "float64"
+        )
         cols["hour_sin"] = np.sin(2 * math.pi * hour / 24.0)
         cols["hour_cos"] = np.cos(2 * math.pi * hour / 24.0)
         cols["is_weekend"] = (day_of_week >= 5).astype("float64")
 
         for prefix in ("user", "merchant"):
-            mean = _num(df, f"{prefix}_amount_mean_30d")
-            std = _num(df, f"{prefix}_amount_std_30d")
+            mean = src.num(f"{prefix}_amount_mean_30d")
+            std = src.num(f"{prefix}_amount_std_30d")
             z = (amount - mean) / (np.nan_to_num(std, nan=0.0) + 0.1 * np.abs(mean) + 1.0)
             cols[f"amount_zscore_{prefix}"] = np.clip(np.nan_to_num(z, nan=0.0), -20, 50)
 
-        last = _num(df, "user_last_event_epoch")
+        last = src.num("user_last_event_epoch")
         since = np.clip(ts_ns / 1e9 - last, 0, None)
         cols["user_seconds_since_last_log"] = np.log1p(np.where(np.isnan(since), _NEVER_SEEN_SECONDS, since))
         cols["user_is_new"] = np.isnan(last).astype("float64")
         cols["device_is_new"] = (
-            (np.nan_to_num(_num(df, "device_txn_count_24h")) == 0)
-            & (np.nan_to_num(_num(df, "device_distinct_users_7d")) == 0)
+            (np.nan_to_num(src.num("device_txn_count_24h")) == 0)
+            & (np.nan_to_num(src.num("device_distinct_users_7d")) == 0)
         ).astype("float64")
-        cols["ip_is_new"] = (np.nan_to_num(_num(df, "ip_txn_count_24h")) == 0).astype("float64")
+        cols["ip_is_new"] = (np.nan_to_num(src.num("ip_txn_count_24h")) == 0).astype("float64")
 
         for f in ALL_ENTITY_FEATURES:
             if f == "user_last_event_epoch":
                 continue
-            col = _num(df, f)
+            col = src.num(f)
             if f.endswith(("_mean_30d", "_std_30d")):
                 col = np.log1p(np.clip(col, 0, None))  # heavy-tailed money: compare on a log scale
             cols[f] = np.nan_to_num(col, nan=0.0)
 
     out: dict[str, object] = {k: cols[k] for k in NUMERIC_FEATURES}
     for c in CATEGORICAL_FEATURES:
-        out[c] = df[c].astype(str).to_numpy(dtype=object)
-    out[TEXT_COLUMN] = [transaction_text(r) for r in df[list(_TEXT_INPUTS)].to_dict("records")]
-    return pd.DataFrame(out, index=df.index)
+        out[c] = src.strings(c)
+    out[TEXT_COLUMN] = [transaction_text(r) for r in src.text_inputs()]
+    return pd.DataFrame(out, index=src.index)
 
 
 _TEXT_INPUTS = ("product_title", "product_category", "merchant_category")

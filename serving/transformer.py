@@ -34,7 +34,7 @@ import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
-from riskops.features import ALL_ENTITY_FEATURES, NUMERIC_FEATURES, build_model_frame
+from riskops.features import ALL_ENTITY_FEATURES, NUMERIC_FEATURES, build_model_frame_records
 from riskops.pii import hash_record
 from serving.alerts import AlertManager
 from serving.config import ServingConfig
@@ -91,9 +91,8 @@ class Explained:
 
 
 def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
-    """One model frame for several requests (rows in request order)."""
-    rows = [row for p in prepared for row in p.feature_rows()]
-    return build_model_frame(pd.DataFrame.from_records(rows))
+    """One model frame for several requests (rows in request order), straight from the dicts."""
+    return build_model_frame_records([row for p in prepared for row in p.feature_rows()])
 
 
 def request_id_of(headers: Mapping[str, str] | None) -> str:

@@ -42,3 +42,31 @@ def test_request_features_use_entity_history():
     assert spike.loc[0, "country_mismatch"] == 1.0 and normal.loc[0, "country_mismatch"] == 0.0
     assert normal.loc[0, "user_is_new"] == 0.0
     assert np.isclose(normal.loc[0, "user_seconds_since_last_log"], np.log1p(60.0))
+
+
+def test_model_frame_from_records_equals_the_frame_path():
+    """Serving builds model frames straight from request dicts; it must be the training arithmetic."""
+    import datetime as dt
+
+    from riskops.features import ALL_ENTITY_FEATURES, build_model_frame_records
+    from riskops.generator import GeneratorConfig, generate
+    from riskops.pii import hash_pii
+
+    df = hash_pii(generate(GeneratorConfig(rows=600, seed=3))).reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    rows = df.drop(columns=["is_fraud", "fraud_type"]).to_dict("records")
+    for i, r in enumerate(rows):
+        ts = r["event_timestamp"]
+        # serving hands aware datetimes (microseconds); training frames hold pandas Timestamps
+        r["event_timestamp"] = ts.to_pydatetime() if i % 2 else ts
+        if i % 3:  # entity features: present, NaN (never seen) or absent
+            for f in ALL_ENTITY_FEATURES:
+                r[f] = float(rng.poisson(3)) if rng.random() < 0.8 else float("nan")
+        if i % 7 == 0:
+            r["event_timestamp"] = dt.datetime(2026, 3, 7, 23, 59, 59, 999999, tzinfo=dt.UTC)
+    expected = build_model_frame(pd.DataFrame.from_records(rows))
+    got = build_model_frame_records(rows)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    # one request alone (the common serving case), and no entity features at all
+    one = [{k: v for k, v in rows[3].items() if k not in ALL_ENTITY_FEATURES}]
+    pd.testing.assert_frame_equal(build_model_frame_records(one), build_model_frame(pd.DataFrame.from_records(one)))

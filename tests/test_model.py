@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from planted import planted_signal_transactions
 
 from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, build_model_frame
 from riskops.model import (
@@ -24,39 +25,11 @@ from riskops.model import (
     categorical_indices,
     fit_temperature,
 )
-from riskops.schema import CHANNELS, PAYMENT_METHODS, PRODUCT_CATEGORIES
-
-SIGNAL = "user_txn_count_1h"
+from riskops.schema import CHANNELS, PAYMENT_METHODS
 
 
 def make_transactions(n: int, seed: int, fraud_rate: float = 0.1) -> pd.DataFrame:
-    """Hand-made transactions (schema columns + one entity feature) with a planted fraud signal."""
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < fraud_rate).astype(int)
-    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(
-        np.sort(rng.integers(0, 60 * 86400, n)), unit="s"
-    )
-    titles = ["Wireless earbuds", "Running shoes", "Coffee maker", "Gift card 100", "Yoga mat", "Phone case"]
-    return pd.DataFrame(
-        {
-            "transaction_id": [f"t{i:06d}" for i in range(n)],
-            "event_timestamp": ts,
-            "amount": rng.lognormal(3.5, 1.0, n).round(2),
-            "quantity": rng.integers(1, 4, n),
-            "account_age_days": rng.integers(0, 2000, n),
-            "is_refund": rng.random(n) < 0.05,
-            "billing_country": rng.choice(["US", "GB", "DE"], n),
-            "shipping_country": rng.choice(["US", "GB", "DE"], n),
-            "payment_method": rng.choice(PAYMENT_METHODS[:5], n),
-            "channel": rng.choice(CHANNELS, n),
-            "product_category": rng.choice(PRODUCT_CATEGORIES[:6], n),
-            "currency": rng.choice(["USD", "EUR"], n),
-            "product_title": rng.choice(titles, n),
-            "merchant_category": rng.choice(["electronics", "fashion", "home"], n),
-            SIGNAL: np.where(y == 1, rng.poisson(4.0, n), rng.poisson(0.5, n)).astype(float),
-            "is_fraud": y,
-        }
-    )
+    return planted_signal_transactions(n, seed, fraud_rate, varied=True)
 
 
 @pytest.fixture(scope="module", autouse=True)

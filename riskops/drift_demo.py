@@ -465,6 +465,7 @@ def run_loop(
         "new": None,
         "outcome": "timeout",
         "decided": False,
+        "retrain_failed": False,  # the run this loop started failed (reported once)
         "serving_new": False,
         "closed": False,
         "canary": None,
@@ -529,11 +530,14 @@ def run_loop(
 
     def retrain_failed() -> bool:
         """The run this loop started has ended without a challenger: nothing left to wait for."""
+        if st["retrain_failed"]:
+            return True
         if not st["retrain"] or st["decided"]:
             return False
         last = trigger.state().get("last_run") or {}
         if last.get("run_id") != st["retrain"] or last.get("outcome") != "failed":
             return False
+        st["retrain_failed"] = True
         ev.add(
             "retrain_failed",
             f"[red]retraining run failed[/red] (exit {last.get('returncode')}): the champion keeps serving; "
@@ -613,14 +617,16 @@ def run_loop(
                     tx,
                     after(),
                 )
-                failed = False
-                while not st["decided"] and time.monotonic() < deadline and st["detected"] is not None:
+                while (
+                    not st["decided"]
+                    and not retrain_failed()
+                    and time.monotonic() < deadline
+                    and st["detected"] is not None
+                ):
                     time.sleep(5.0)
                     monitor_pass()
                     decide()
-                    if failed := retrain_failed():
-                        break
-                if failed:
+                if retrain_failed():
                     break
                 if not st["decided"]:
                     ev.add(

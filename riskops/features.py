@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -169,9 +169,6 @@ def _to_float(v: object) -> float:
         return math.nan
 
 
-_EPOCH = pd.Timestamp(0, tz="UTC").to_pydatetime()
-
-
 class _RecordColumns:
     """The same columns read straight from request dicts (serving): no per-column pandas work.
 
@@ -194,12 +191,8 @@ class _RecordColumns:
 
     def ts_ns(self) -> np.ndarray:
         values = [r["event_timestamp"] for r in self.rows]
-        if all(isinstance(v, datetime) and v.tzinfo is not None for v in values):
-            # pd.Timestamp keeps nanoseconds; a datetime has microseconds (exact integer arithmetic)
-            return np.array(
-                [v.value if isinstance(v, pd.Timestamp) else (v - _EPOCH) // _US * 1000 for v in values],
-                dtype="int64",
-            )
+        if all(isinstance(v, datetime) and v.tzinfo is not None for v in values):  # validated requests
+            return np.array([pd.Timestamp(v).value for v in values], dtype="int64")  # exact, UTC ns
         return pd.to_datetime(pd.Series(values), utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
 
     def strings(self, name: str) -> np.ndarray:
@@ -207,9 +200,6 @@ class _RecordColumns:
 
     def text_inputs(self) -> Sequence[Mapping[str, object]]:
         return self.rows
-
-
-_US = timedelta(microseconds=1)
 
 
 def build_model_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -167,15 +167,16 @@ def combine(
         if kind == "last":
             out[name] = lv if _finite(lv) else float(b)
             continue
-        keep = baseline_share(baseline_t_us, anchor, WINDOW_SECONDS[w])
+        window_s = WINDOW_SECONDS[w]
         if kind == "add":
-            out[name] = aged_baseline_sum(name, baseline, baseline_t_us, anchor, WINDOW_SECONDS[w]) + lv
-        elif kind == "max":
+            out[name] = aged_baseline_sum(name, baseline, baseline_t_us, anchor, window_s) + lv
+            continue
+        keep = baseline_share(baseline_t_us, anchor, window_s)
+        if kind == "max":
             # distinct counts: the overlap of the two parts is unknown, so the larger one counts, and
             # the baseline in full while its window lasts (an aged baseline under a small live part
             # under-counted: measured as drift of merchant_distinct_users_24h after a restart)
-            alive = baseline_t_us is None or anchor - baseline_t_us < WINDOW_SECONDS[w] * US
-            out[name] = max(float(b) if alive and _finite(b) else 0.0, lv)
+            out[name] = max(float(b) if keep > 0 and _finite(b) else 0.0, lv)
         else:
             n_live = float(state.windows[w].count)
             n_base = keep * base_n if _finite(b) else 0.0

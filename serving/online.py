@@ -183,14 +183,11 @@ class OnlineFeatureStore:
                 result = None
             else:
                 metrics.FEATURE_LOOKUP.observe(time.perf_counter() - started)
-                result = {
-                    (entity, key): {
-                        f: got[slots[(entity, key)]][f]
-                        for f in (*ENTITY_FEATURES[entity], snapshot_time_key(entity))
-                        if f in got[slots[(entity, key)]]
-                    }
-                    for entity, key in wanted
-                }
+                result = {}
+                for entity, key in wanted:
+                    row = got[slots[(entity, key)]]
+                    fields = (*ENTITY_FEATURES[entity], snapshot_time_key(entity))
+                    result[(entity, key)] = {f: row[f] for f in fields if f in row}
             for pairs, _, fut in batch:
                 if fut.done():
                     continue

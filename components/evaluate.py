@@ -319,6 +319,7 @@ def run_evaluation(
     target_block_precision: float = 0.9,
     split: Callable | None = None,
     reference_dir: Path | None = None,
+    recent_from: str = "",
 ) -> EvaluationResult:
     """The whole evaluation step on a labelled training set (transactions + entity features).
 
@@ -332,6 +333,8 @@ def run_evaluation(
     `riskops.monitoring.drift.save_reference`): the model frame of validation + test, the
     transformer's scores, the labels and the event times — the period the model did not train on,
     which production traffic is later compared against. ``result.files["reference"]`` names it.
+
+    ``recent_from``: as the train step (rows at or after it train; validation and test come before).
     """
     from riskops.features import build_model_frame
     from riskops.schema import LABEL_COLUMN, TIMESTAMP_COLUMN
@@ -340,7 +343,10 @@ def run_evaluation(
         from riskops.splits import time_split as split
     if LABEL_COLUMN not in training_df.columns:
         raise ValueError(f"training set has no label column {LABEL_COLUMN!r}")
-    train, val, test = split(training_df, test_fraction, val_fraction)
+    if recent_from:
+        train, val, test = split(training_df, test_fraction, val_fraction, recent_from=recent_from)
+    else:
+        train, val, test = split(training_df, test_fraction, val_fraction)
     frames = {
         name: build_model_frame(part) for name, part in (("train", train), ("val", val), ("test", test))
     }
@@ -511,6 +517,7 @@ def evaluate_model_op(
     target_review_rate: float = 0.02,
     target_block_precision: float = 0.9,
     reports_dir: str = "",
+    recent_from: str = "",
 ) -> None:
     """KFP adapter: training set parquet + trained model -> evaluation JSON, HTML report, metrics.
 
@@ -553,6 +560,7 @@ def evaluate_model_op(
             target_review_rate=target_review_rate,
             target_block_precision=target_block_precision,
             reference_dir=Path(ref_tmp),
+            recent_from=recent_from,
         )
         shutil.copyfile(result.files["reference"], reference.path)
         reference.metadata.update({"rows": int(pq.read_metadata(reference.path).num_rows)})

@@ -838,12 +838,14 @@ def train_from_training_set(
     config: TrainConfig,
     test_fraction: float = 0.2,
     val_fraction: float = 0.15,
+    recent_from: str = "",
 ) -> TrainResult:
     """The step as the pipeline runs it: time split, model frames, train on train, stop on val.
 
     `df` = transactions (schema columns incl. is_fraud, event_timestamp) + entity feature columns.
     The newest `test_fraction` is left untouched for the evaluate step (which re-splits with
-    riskops.splits.time_split).
+    riskops.splits.time_split). `recent_from`: rows at or after this time all train (retraining's
+    recent window; see riskops.splits).
     """
     from riskops.features import build_model_frame
     from riskops.schema import LABEL_COLUMN
@@ -851,7 +853,7 @@ def train_from_training_set(
 
     if LABEL_COLUMN not in df.columns:
         raise KeyError(f"training set lacks the label column {LABEL_COLUMN!r}")
-    train, val, _test = time_split(df, test_fraction, val_fraction)
+    train, val, _test = time_split(df, test_fraction, val_fraction, recent_from=recent_from or None)
     return train_model(
         build_model_frame(train),
         build_model_frame(val),
@@ -876,6 +878,7 @@ def train_model_op(
     test_fraction: float = 0.2,
     val_fraction: float = 0.15,
     max_train_rows: int = 0,
+    recent_from: str = "",
 ) -> None:
     """Fine-tune the risk model on the training set's oldest part; the model folder -> `model`."""
     import logging
@@ -896,7 +899,7 @@ def train_model_op(
         progress=False,
     )
     result = train_from_training_set(
-        pd.read_parquet(training_set.path), Path(model.path), config, test_fraction, val_fraction
+        pd.read_parquet(training_set.path), Path(model.path), config, test_fraction, val_fraction, recent_from
     )
     values = {
         "val_pr_auc": result.val_pr_auc,
@@ -998,6 +1001,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--test_fraction", type=float, default=0.2, help="newest share left for evaluation")
     p.add_argument("--val_fraction", type=float, default=0.15, help="share before it for early stopping")
+    p.add_argument("--recent_from", default="", help="rows at or after this time all train (retraining window)")
     p.add_argument("--device", default=d.device, help="auto (CUDA if available), cpu or cuda")
     p.add_argument(
         "--num_threads", type=int, default=0, help="CPU threads per process (0 = cores / local ranks)"
@@ -1035,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         frame = read_training_set(args.training_set)
         result = train_from_training_set(
-            frame, Path(args.model_dir), config, args.test_fraction, args.val_fraction
+            frame, Path(args.model_dir), config, args.test_fraction, args.val_fraction, args.recent_from
         )
         if dinfo.is_main:
             uploaded = upload_model_dir(result.model_dir, args.output_uri) if args.output_uri else ""

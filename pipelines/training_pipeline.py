@@ -103,6 +103,7 @@ def build_pipeline(profile_name: str = "dev"):
         max_train_rows: int = 6000,
         test_fraction: float = 0.2,
         val_fraction: float = 0.15,
+        recent_from: str = "",
         promotion: str = "if-none",
         git_commit: str = "",
     ):
@@ -133,6 +134,7 @@ def build_pipeline(profile_name: str = "dev"):
             seed=seed,
             test_fraction=test_fraction,
             val_fraction=val_fraction,
+            recent_from=recent_from,
         ).set_display_name("fine-tune transformer")
         train.set_cpu_limit(profile.train_cpu).set_memory_limit(profile.train_memory)
         if profile.train_gpus:
@@ -147,6 +149,7 @@ def build_pipeline(profile_name: str = "dev"):
             model=train.outputs["model"],
             test_fraction=test_fraction,
             val_fraction=val_fraction,
+            recent_from=recent_from,
             reports_dir=reports_dir,
         ).set_display_name("evaluate vs baselines")
 

@@ -134,6 +134,7 @@ def _pipeline_params(args: argparse.Namespace) -> dict:
         "promotion": args.promotion,
         "test_fraction": args.test_fraction,
         "val_fraction": args.val_fraction,
+        "recent_from": args.recent_from,
     }
 
 
@@ -568,6 +569,11 @@ def _add_pipeline_args(
     p.add_argument("--val-fraction", type=float, default=0.15,
                    help="share before the test period for early stopping, calibration and the decision policy"
                    " (default %(default)s; retraining runs use less: see `riskops drift-demo --help`)")
+    p.add_argument("--recent-from", default="", metavar="TIME",
+                   help="retraining: rows at or after this UTC time (ISO 8601) all go to training, and"
+                   " validation and test are cut from the rows before it, so that the few labelled rows of"
+                   " a shift are learned from rather than validated on (set by `riskops monitor` when it"
+                   " retrains on history + a recent window; default: off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -683,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--once", action="store_true", help="one pass, then exit (the default)")
     mode.add_argument("--every", type=_seconds, metavar="INTERVAL",
                       help="run a pass every INTERVAL (60s, 5m, 1h) until Ctrl-C / SIGTERM")
-    p.add_argument("--config", help="monitor config YAML (default configs/monitor.yaml)")
+    p.add_argument("--config", default=os.environ.get("RISKOPS_MONITOR_CONFIG") or None,
+                   help="monitor config YAML (default: $RISKOPS_MONITOR_CONFIG, else configs/monitor.yaml)")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 3 when a pass found drift (for cron/CI)")
     p.add_argument("--max-runs", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_monitor)

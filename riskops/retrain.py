@@ -10,7 +10,10 @@ run and appends a `TriggerRecord` to ``<home>/retrain/triggers.jsonl`` whatever 
 * **data** — a recent window of raw, labelled transactions: `build_retraining_data` joins the
   feedback labels (riskops.feedback) onto them by transaction_id, optionally prepends older
   training history, holds out the newest ``holdout_fraction`` for the promotion gate (neither model
-  trains on it) and writes ``train.parquet`` for the pipeline. Where the raw transactions come
+  trains on it) and writes ``train.parquet`` for the pipeline. With history, the run gets
+  ``--recent-from`` (``train_on_recent``): the recent window's rows all train and the pipeline's
+  validation/test come from history, because the window's few labelled rows of the shift are the
+  one thing the challenger must learn (the gate's holdout judges it). Where the raw transactions come
   from is the caller's choice: pass a DataFrame, or configure ``transactions_file`` (a parquet the
   ingestion side appends to);
 * **submission** — ``mode: local`` starts ``python -m riskops.cli pipeline run --input train.parquet
@@ -74,6 +77,9 @@ class RetrainSettings:
     unlabelled: str = "keep"  # keep: the file's own is_fraud (else 0); legit: 0; drop: only feedback rows
     min_rows: int = 2000
     min_frauds: int = 20
+    # with history: the recent window's rows all train and the pipeline validates/tests on history
+    # (`pipeline run --recent-from`); otherwise its newest rows would be validated on, not learned from
+    train_on_recent: bool = True
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RetrainSettings:
@@ -148,6 +154,7 @@ class RetrainingData:
     feedback_labels: int
     holdout_rows: int
     cutoff: str | None  # rows at/after this event time are held out
+    recent_from: str | None = None  # rows at/after this event time are the recent window (all train)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -218,12 +225,17 @@ def build_retraining_data(
     else:
         holdout, train_recent = recent.iloc[:0], recent
     parts = [train_recent]
+    recent_from = None
     if history is not None and not history.empty:
         hist = history.copy()
         hist["transaction_id"] = hist["transaction_id"].astype(str)
         hist = hist[~hist["transaction_id"].isin(recent["transaction_id"])]
         hist["event_timestamp"] = pd.to_datetime(hist["event_timestamp"], utc=True)
         parts.insert(0, hist[hist.columns.intersection(train_recent.columns)])
+        if settings.train_on_recent and len(train_recent):
+            start = train_recent["event_timestamp"].min()
+            if (hist["event_timestamp"] < start).any():
+                recent_from = start.isoformat()
     train = pd.concat(parts, ignore_index=True).sort_values("event_timestamp", kind="stable")
     n_fraud = int(pd.to_numeric(train["is_fraud"], errors="coerce").fillna(0).sum())
     if len(train) < settings.min_rows or n_fraud < settings.min_frauds:
@@ -245,6 +257,7 @@ def build_retraining_data(
         feedback_labels=n_fb,
         holdout_rows=len(holdout),
         cutoff=cutoff,
+        recent_from=recent_from,
     )
 
 
@@ -440,8 +453,9 @@ class RetrainTrigger:
         if self.settings.command:
             subs = {"python": sys.executable, "input": str(data.train_file), "run_dir": str(run_dir)}
             return [str(a).format(**subs) for a in self.settings.command]
+        recent = ["--recent-from", data.recent_from] if data.recent_from else []
         return [sys.executable, "-m", "riskops.cli", "pipeline", "run", "--input", str(data.train_file),
-                "--promotion", "never", *map(str, self.settings.pipeline_args)]
+                "--promotion", "never", *recent, *map(str, self.settings.pipeline_args)]
 
     def _start(self, run_id: str, run_dir: Path, data: RetrainingData) -> dict:
         mode = self.settings.mode
@@ -453,6 +467,7 @@ class RetrainTrigger:
 
             input_path = (self.settings.cluster_input_path or str(data.train_file)).format(run_id=run_id)
             params = {"source": "file", "input_path": input_path, "promotion": "never",
+                      **({"recent_from": data.recent_from} if data.recent_from else {}),
                       **self.settings.cluster_parameters}
             kfp_run_id = submit(self.settings.host, profile=self.settings.profile, **params)
             return {"kfp_run_id": kfp_run_id, "why": f"submitted to {self.settings.host}: KFP run {kfp_run_id}"}

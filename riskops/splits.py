@@ -4,6 +4,12 @@ Fraud models are used on the future, so they are validated on the future: rows a
 event time and cut into three consecutive blocks (train = oldest, val = next, test = newest).
 Ties in time are broken by transaction_id so that two steps splitting the same frame get exactly
 the same rows (the evaluate step re-splits the training set with this function).
+
+Retraining (riskops.retrain) trains on history + a recent window whose labelled rows are the only
+evidence of a shift, and the promotion gate judges on a separate, newer holdout. There the
+newest-rows-validate rule would hand the whole recent window to validation and test, and the
+challenger would learn nothing new; ``recent_from`` keeps rows at or after that time in training
+and cuts validation and test from the rows before it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ def time_split(
     val_fraction: float = 0.15,
     timestamp_column: str = TIMESTAMP_COLUMN,
     min_val_positives: int = MIN_VAL_POSITIVES,
+    recent_from: str | pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Split `df` by time into (train, val, test); each part keeps its original index.
 
@@ -37,6 +44,9 @@ def time_split(
     (a quiet stretch, e.g. a retraining window whose newest rows are mostly unlabelled), the block
     grows back in time until it does, taking at most half of the training rows. The rule depends
     only on the data, so the train and evaluate steps still cut identically.
+
+    `recent_from` (a time; None or "" = off): rows at or after it all go to train, and the sizes
+    above apply to the rows before it (see the module doc).
     """
     if timestamp_column not in df.columns:
         raise KeyError(f"time_split needs a {timestamp_column!r} column")
@@ -54,8 +64,16 @@ def time_split(
         keys.append("tb")
     positions = order.sort_values(keys, kind="mergesort").index.to_numpy()
     ordered = df.iloc[positions]
+    recent = ordered.iloc[:0]
+    if recent_from is not None and str(recent_from) != "":
+        since = pd.Timestamp(recent_from)
+        since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
+        n_old = int((pd.to_datetime(ordered[timestamp_column], utc=True) < since).sum())
+        if n_old == 0:
+            raise ValueError(f"recent_from {since.isoformat()} leaves no older rows to validate and test on")
+        ordered, recent = ordered.iloc[:n_old], ordered.iloc[n_old:]
 
-    n = len(df)
+    n = len(ordered)
     n_test = int(round(n * test_fraction))
     n_val = int(round(n * val_fraction))
     n_train = n - n_test - n_val
@@ -75,7 +93,7 @@ def time_split(
             )
             n_train -= grow
             n_val += grow
-    train = ordered.iloc[:n_train].copy()
+    train = pd.concat([ordered.iloc[:n_train], recent]) if len(recent) else ordered.iloc[:n_train].copy()
     val = ordered.iloc[n_train : n_train + n_val].copy()
     test = ordered.iloc[n_train + n_val :].copy()
     return train, val, test

@@ -161,6 +161,15 @@ def test_policy_file_has_only_known_keys():
     assert policy["fail_mode"] == "review"
 
 
+def test_monitor_config_loads_with_the_monitor_code():
+    from riskops.monitoring.monitor import load_monitor_config
+    from riskops.retrain import RetrainSettings
+
+    cfg = load_monitor_config(REPO / "k8s/base/config/monitor.yaml")  # unknown keys would raise
+    retrain = RetrainSettings.from_dict(cfg.retrain)
+    assert retrain.mode == "cluster" and retrain.host.startswith("http://ml-pipeline.kubeflow")
+
+
 def test_cli_exit_code_and_output():
     proc = subprocess.run(
         [sys.executable, str(TOOL), "--overlay", "dev"], capture_output=True, text=True, timeout=120

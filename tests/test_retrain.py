@@ -76,6 +76,28 @@ def test_build_retraining_data_labels_and_holdout(tmp_path, transactions):
         build_retraining_data(tx.head(100), None, tmp_path / "c", RetrainSettings())
 
 
+def test_retraining_with_history_trains_on_the_whole_recent_window(tmp_path, transactions):
+    from riskops.splits import time_split
+
+    ts = pd.to_datetime(transactions["event_timestamp"], utc=True)
+    split_at = ts.sort_values().iloc[2000]
+    history, recent = transactions[ts < split_at], transactions[ts >= split_at]
+    settings = RetrainSettings(min_rows=500, min_frauds=5, holdout_fraction=0.2)
+    data = build_retraining_data(recent, None, tmp_path / "a", settings, history=history)
+    train = pd.read_parquet(data.train_file)
+    recent_train = train[pd.to_datetime(train["event_timestamp"], utc=True) >= pd.Timestamp(data.recent_from)]
+    assert len(recent_train) == len(recent) - data.holdout_rows == 800
+    # what the pipeline's train step does with it: every recent row trains, validation/test are history
+    tr, va, te = time_split(train, 0.05, 0.05, recent_from=data.recent_from)
+    assert set(recent_train["transaction_id"]) <= set(tr["transaction_id"])
+    assert pd.to_datetime(te["event_timestamp"], utc=True).max() < pd.Timestamp(data.recent_from)
+    off = build_retraining_data(recent, None, tmp_path / "b", RetrainSettings(
+        min_rows=500, min_frauds=5, train_on_recent=False), history=history)
+    assert off.recent_from is None
+    no_history = build_retraining_data(recent, None, tmp_path / "c", settings)
+    assert no_history.recent_from is None  # nothing older to validate on: the usual split
+
+
 def test_local_command_uses_real_cli_flags(paths, tmp_path):
     from riskops.cli import build_parser
 
@@ -87,7 +109,10 @@ def test_local_command_uses_real_cli_flags(paths, tmp_path):
     assert cmd[:3] == [sys.executable, "-m", "riskops.cli"]
     args = build_parser().parse_args(cmd[3:])  # every flag exists in the CLI
     assert args.input == str(tmp_path / "train.parquet") and args.promotion == "never"
-    assert args.encoder == "tiny" and args.epochs == 1
+    assert args.encoder == "tiny" and args.epochs == 1 and args.recent_from == ""
+    data.recent_from = "2026-03-01T12:00:00+00:00"
+    args = build_parser().parse_args(trig.local_command(data, tmp_path)[3:])
+    assert args.recent_from == "2026-03-01T12:00:00+00:00"
 
 
 def test_debounce_in_progress_then_cooldown(paths, transactions):

@@ -264,6 +264,23 @@ def test_time_split_orders_train_val_test():
         time_split(df.drop(columns="event_timestamp"))
 
 
+def test_time_split_recent_from_keeps_the_recent_window_in_training():
+    df = make_transactions(1000, seed=2).sample(frac=1.0, random_state=0)
+    ts = pd.to_datetime(df["event_timestamp"], utc=True)
+    since = ts.sort_values().iloc[800]  # the newest 200 rows are "the recent window"
+    train, val, test = time_split(df, 0.2, 0.15, min_val_positives=0, recent_from=since.isoformat())
+    recent = df.index[ts >= since]
+    assert len(recent) == 200 and set(recent) <= set(train.index)  # every recent row trains
+    assert (len(val), len(test)) == (120, 160)  # the fractions apply to the 800 older rows
+    assert test["event_timestamp"].max() < since and val["event_timestamp"].max() <= test["event_timestamp"].min()
+    assert sorted(pd.concat([train, val, test]).index) == sorted(df.index)
+    same = time_split(df, 0.2, 0.15, min_val_positives=0, recent_from="")  # "" = off, as the pipeline default
+    plain = time_split(df, 0.2, 0.15, min_val_positives=0)
+    assert all(a.index.equals(b.index) for a, b in zip(same, plain, strict=True))
+    with pytest.raises(ValueError, match="no older rows"):
+        time_split(df, 0.2, 0.15, recent_from=ts.min().isoformat())
+
+
 def test_time_split_breaks_timestamp_ties_by_transaction_id():
     ts = pd.Timestamp("2026-03-01", tz="UTC")
     df = pd.DataFrame({"event_timestamp": [ts] * 10, "transaction_id": [f"t{i}" for i in range(9, -1, -1)]})

@@ -95,6 +95,7 @@ class PromotionSettings:
     require_significance: bool = False
     seed: int = 0
     canary: CanarySettings = field(default_factory=CanarySettings)
+    rollout: dict = field(default_factory=dict)  # riskops.rollout.RolloutSettings (cluster: patch the InferenceService)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PromotionSettings:
@@ -105,6 +106,9 @@ class PromotionSettings:
         if unknown:
             raise ValueError(f"promotion: unknown keys {unknown} (known: {', '.join(cls.__dataclass_fields__)})")
         d["canary"] = CanarySettings.from_dict(d.get("canary"))
+        from riskops.rollout import RolloutSettings
+
+        d["rollout"] = RolloutSettings.from_dict(d.get("rollout")).to_dict()  # validate early
         return cls(**d)
 
     def tolerance(self, metric: str) -> float:
@@ -137,6 +141,7 @@ class PromotionDecision:
     challenger_version: str | None = None
     alert: dict | None = None
     applied: bool = False  # the registry alias was moved
+    rollout: dict | None = None  # the InferenceService patch (promotion.rollout.mode: kserve), or its error
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=float))
@@ -280,6 +285,7 @@ def run_promotion_gate(
     loader: Any = None,
     apply: bool = True,
     frame_fn: Any = None,
+    rollout_api: Any = None,
 ) -> PromotionDecision:
     """Gate the challenger (default: the ``challenger`` alias) against the champion.
 
@@ -290,6 +296,13 @@ def run_promotion_gate(
     scored on the logged model inputs (or ``frame_fn(window)``). On promotion (and ``apply``) the
     aliases move. The decision
     is appended to ``<home>/promotion/decisions.jsonl``; a rejection also raises an alert event.
+
+    On a cluster (``rollout.mode: kserve``, riskops.rollout) a passed gate also patches the
+    InferenceService: with ``rollout.canary_percent`` > 0 the new version gets that share of the
+    traffic and the aliases stay (champion + challenger: a canary in progress, decided later through
+    `apply_canary_decision`); with 0 it takes all traffic and the champion alias moves. A failed
+    patch leaves the registry as it was and raises an alert. ``rollout_api``: the Kubernetes
+    CustomObjectsApi (default: created from the in-cluster config).
     """
     import pandas as pd
 
@@ -324,9 +337,20 @@ def run_promotion_gate(
         decision = PromotionDecision(False, ["no labelled rows that neither model trained on"], {}, {}, {}, 0, 0)
         decision.alert = {"type": "promotion_rejected", "reasons": decision.reasons}
     decision.champion_version, decision.challenger_version = champion.version, challenger.version
+    rollout = None
     if decision.promote and apply:
-        promote(registry, challenger.version)
-        decision.applied = True
+        from riskops.rollout import RolloutError, rollout_from_config
+
+        rollout = rollout_from_config(asdict(s), api=rollout_api)
+        try:
+            if rollout is not None:
+                decision.rollout = rollout.start(challenger.version)
+            if rollout is None or not rollout.settings.canary_percent:
+                promote(registry, challenger.version)
+                decision.applied = True
+        except RolloutError as exc:
+            decision.rollout = {"error": str(exc)}
+            decision.alert = {"type": "rollout_failed", "reasons": [str(exc)]}
     record_decision(paths, decision)
     if decision.alert is not None:
         from riskops.monitoring.monitor import emit_alert
@@ -507,10 +531,16 @@ class CanaryState:
 
 
 def apply_canary_decision(registry: ModelRegistry, state: CanaryState, decision: CanaryDecision,
-                          paths: Paths | None = None) -> bool:
+                          paths: Paths | None = None, rollout: Any = None) -> bool:
     """Promote (challenger -> champion) or roll back (drop the challenger alias); True if the
-    registry changed. ``continue`` does nothing. Records the outcome under ``paths`` when given."""
+    registry changed. ``continue`` does nothing. Records the outcome under ``paths`` when given.
+
+    ``rollout`` (a `riskops.rollout.KServeRollout`, on a cluster): the InferenceService's canary
+    goes to 100% (promote) or 0% (rollback) first; if that patch fails, the registry is left as it
+    was and `riskops.rollout.RolloutError` propagates (the cluster and the registry never disagree)."""
     version = state.challenger_version or registry.aliases().get(CHALLENGER)
+    if rollout is not None and version and decision.action in ("promote", "rollback"):
+        (rollout.promote if decision.action == "promote" else rollout.rollback)()
     changed = False
     if decision.action == "promote" and version:
         promote(registry, version)

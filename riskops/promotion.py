@@ -21,9 +21,14 @@ Online canary (plain functions for the server)
   (a keyed BLAKE2 hash), so a retried request lands on the same arm;
 * `CanaryState` — thread-safe counters per arm (requests, errors, score samples, flag rate,
   labelled outcomes) and `decide()`: ``rollback`` as soon as the challenger's error rate is out of
-  bounds, after ``min_requests`` challenger requests ``rollback`` on insane scores (flag-rate ratio
-  or KS distance to the champion's scores out of bounds; PR-AUC clearly worse when labels exist)
-  or ``promote``; ``continue`` before that. `apply_canary_decision` moves the registry aliases.
+  bounds, after ``min_requests`` challenger requests ``rollback`` on insane scores (flag-rate ratio,
+  or the mean absolute score shift against the champion's scores, out of bounds; PR-AUC clearly
+  worse when labels exist) or ``promote``; ``continue`` before that. The score shift is the
+  1-Wasserstein distance on the probability scale, not the KS distance: a model retrained on a
+  shift legitimately moves the bulk of its near-zero legit scores (drift-demo --canary, fraud ring:
+  challenger median 0.0003 vs 0.002, same flag rate, KS 0.41, gate +0.07 PR-AUC), which KS counts
+  as a large difference and a probability-scale distance as the ~0.002 it is; a broken model (scores
+  spread over [0, 1], or stuck) moves it by tenths. KS is still reported, and ``max_ks`` can veto. `apply_canary_decision` moves the registry aliases.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ class CanarySettings:
     max_error_rate: float = 0.01
     max_error_rate_increase: float = 0.005  # over the champion's error rate
     flag_rate_ratio_bounds: tuple[float, float] = (1 / 3, 3.0)  # challenger / champion review+block rate
-    max_ks: float = 0.3  # KS distance between the arms' score distributions
+    max_score_shift: float = 0.05  # 1-Wasserstein distance of the arms' scores (probability scale)
+    max_ks: float | None = None  # optional veto on the KS distance (reported either way; see module doc)
     review_threshold: float = 0.5  # what counts as flagged (set from the model's policy by the server)
     min_labelled_frauds: int = 20  # per arm, before labels are compared
     pr_auc_tolerance: float = 0.05
@@ -478,8 +484,11 @@ class CanaryState:
         if s_ch.size and s_cp.size:
             from scipy.stats import ks_2samp
 
+            from scipy.stats import wasserstein_distance
+
             ks = float(ks_2samp(s_ch, s_cp).statistic)
-            metrics["ks"] = ks
+            shift = float(wasserstein_distance(s_ch, s_cp))
+            metrics.update(ks=ks, score_shift=shift)
             from scipy.stats import binomtest
 
             lo, hi = st.flag_rate_ratio_bounds
@@ -489,7 +498,9 @@ class CanaryState:
             ratio = ((f_ch_n + 1) / (n_ch + 2)) / p_cp  # pseudo-counts: empty bands do not divide by 0
             p_value = float(binomtest(f_ch_n, n_ch, p_cp).pvalue)
             metrics.update(flag_rate_ratio=ratio, flag_rate_p_value=p_value)
-            if ks > st.max_ks:
+            if shift > st.max_score_shift:
+                reasons.append(f"score distributions differ: mean score shift {shift:.3f} > {st.max_score_shift}")
+            if st.max_ks is not None and ks > st.max_ks:
                 reasons.append(f"score distributions differ: KS {ks:.3f} > {st.max_ks}")
             if not lo <= ratio <= hi and p_value < 0.001:
                 reasons.append(f"flag rate {ch['flag_rate']:.2%} vs champion {cp['flag_rate']:.2%} "

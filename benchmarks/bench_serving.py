@@ -116,7 +116,7 @@ def registry_minilm() -> tuple[Path, str] | None:
     return (mv.path, mv.version) if cfg.get("encoder") == "minilm" else None
 
 
-def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed: int):
+def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed: int, warm_texts: int):
     """Feast repo from the older half of the data, a model in a fresh registry; returns (home, replay, model)."""
     from components.features import build_features
     from riskops.config import paths
@@ -170,7 +170,7 @@ def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed:
     from riskops.features import TEXT_COLUMN, build_model_frame
     from riskops.model import WARM_TEXTS_FILE
 
-    texts = build_model_frame(history)[TEXT_COLUMN].value_counts().index[:2000].tolist()
+    texts = build_model_frame(history)[TEXT_COLUMN].value_counts().index[:warm_texts].tolist()
     (mv.path / WARM_TEXTS_FILE).write_text(json.dumps(texts))
     model_info["warm_texts"] = f"{len(texts)} most frequent texts of the Feast history (of {history.shape[0]} rows)"
     return home, replay, model_info
@@ -490,6 +490,8 @@ def measure_interleaved(urls: dict[str, str], bodies: dict[str, Bodies], args) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    from riskops.model import WARM_TEXTS_LIMIT
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--rows", type=int, default=14_000, help="generated transactions (half history, half replay)"
@@ -497,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--encoder", choices=("auto", "tiny", "minilm"), default="auto")
     p.add_argument("--model-dir", default=None, help="benchmark this model folder instead")
+    p.add_argument("--warm-texts", type=int, default=WARM_TEXTS_LIMIT,
+                   help="most frequent history texts the served model pre-encodes (default: all, up to"
+                   " %(default)s, as a model trained on this world saves them)")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--c1-requests", type=int, default=600)
     p.add_argument("--rounds", type=int, default=3, help="c1/c32 rounds, alternating floor and ours")
@@ -531,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="riskops-bench-serving-"))
     log(f"work dir {work}")
     started = time.perf_counter()
-    home, replay, model_info = setup_home(work, args.rows, args.encoder, args.model_dir, args.seed)
+    home, replay, model_info = setup_home(work, args.rows, args.encoder, args.model_dir, args.seed, args.warm_texts)
     log(f"model: {model_info}")
     n_bodies = (
         args.warmup * 2 + args.c1_requests + int(args.rps * args.open_seconds) + int(3000 * args.c32_seconds)

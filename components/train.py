@@ -574,6 +574,8 @@ def train_model(
         torch.set_num_threads(config.num_threads or max(1, cores // max(dinfo.local_world_size, 1)))
     try:
         set_seed(config.seed)  # the same on every rank: same data sample, batch order, initial weights
+        # the served catalogue: every text of the data, before legit rows are sampled away
+        catalogue_texts = [*train_frame[TEXT_COLUMN].tolist(), *val_frame[TEXT_COLUMN].tolist()]
         train_frame, y_tr = downsample_legit(train_frame, y_tr, config.max_train_rows, config.seed)
         n_pos = float(y_tr.sum())
         n_neg = float(len(y_tr) - n_pos)
@@ -785,7 +787,7 @@ def train_model(
 
         if dinfo.is_main:
             scorer = RiskScorer(model, tokenizer, normalizer, calibration, device=device)
-            scorer.remember_frequent_texts(train_frame[TEXT_COLUMN].tolist())
+            scorer.remember_frequent_texts(catalogue_texts)
             scorer.save(out_dir)
         train_seconds = time.perf_counter() - t_start
         val_pr_auc = _safe_metric(average_precision_score, y_va, val_logits)

@@ -57,6 +57,10 @@ NORMALIZER_FILE = "normalizer.json"
 CALIBRATION_FILE = "calibration.json"
 TOKENIZER_DIR = "tokenizer"
 WARM_TEXTS_FILE = "warm_texts.json"  # optional: the training set's most frequent texts, pre-encoded on load
+# Texts a model pre-encodes when served: every distinct text of its training + validation data up to
+# this many (the default LRU cache size). With the top 2,000 only, 7.5% of the next 6,000 generated
+# orders (seed 7, 20,000 rows of history, 2,608 distinct texts) missed the cache; with all, 2.0%.
+WARM_TEXTS_LIMIT = 20_000
 # 2: the text is product title + category + merchant category only (riskops.features.transaction_text);
 # a format-1 model read a longer text and would be scored with inputs it never saw.
 FORMAT_VERSION = 2
@@ -508,7 +512,7 @@ class RiskScorer:
         normalizer: Normalizer,
         calibration: Calibration | None = None,
         device: str | torch.device = "cpu",
-        cache_size: int = 20_000,
+        cache_size: int = WARM_TEXTS_LIMIT,
         encode_batch_size: int = 128,
     ) -> None:
         self.device = resolve_device(device)
@@ -587,7 +591,7 @@ class RiskScorer:
     def clear_cache(self) -> None:
         self._text_cache.clear()
 
-    def remember_frequent_texts(self, texts: Sequence[str], limit: int = 2_000) -> None:
+    def remember_frequent_texts(self, texts: Sequence[str], limit: int = WARM_TEXTS_LIMIT) -> None:
         """Keep the `limit` most frequent of `texts` (training data) to pre-encode when served."""
         counts = pd.Series(list(texts), dtype=object).value_counts(sort=True)
         self.warm_texts = [str(t) for t in counts.index[: max(0, min(limit, self.cache_size))]]

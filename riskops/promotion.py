@@ -482,15 +482,11 @@ class CanaryState:
         if ch["requests"] < st.min_requests:
             return CanaryDecision("continue", [f"{ch['requests']}/{st.min_requests} challenger requests"], metrics)
         if s_ch.size and s_cp.size:
-            from scipy.stats import ks_2samp
-
-            from scipy.stats import wasserstein_distance
+            from scipy.stats import binomtest, ks_2samp, wasserstein_distance
 
             ks = float(ks_2samp(s_ch, s_cp).statistic)
             shift = float(wasserstein_distance(s_ch, s_cp))
             metrics.update(ks=ks, score_shift=shift)
-            from scipy.stats import binomtest
-
             lo, hi = st.flag_rate_ratio_bounds
             n_ch, n_cp = s_ch.size, s_cp.size
             f_ch_n = int((s_ch >= st.review_threshold).sum())

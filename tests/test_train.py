@@ -172,6 +172,21 @@ def test_max_steps_limits_training(data, tmp_path):
     )
 
 
+def test_saved_model_pre_encodes_every_text_of_its_data(data, tmp_path):
+    train, val = data["train"].iloc[:300].copy(), data["val"].iloc[:100].copy()
+    legit = np.flatnonzero(train["is_fraud"].to_numpy() == 0)
+    train.iloc[legit[0], train.columns.get_loc("product_title")] = "only in a legit row"
+    val.iloc[0, val.columns.get_loc("product_title")] = "only in validation"
+    config = TrainConfig(encoder="tiny", epochs=1, max_steps=1, progress=False, num_threads=1,
+                         max_train_rows=int(train["is_fraud"].sum()) + 5)  # nearly every legit row sampled away
+    train_model(build_model_frame(train), build_model_frame(val), train["is_fraud"], val["is_fraud"], config,
+                tmp_path / "m")
+    warm = RiskScorer.load(tmp_path / "m").warm_texts
+    texts = set(build_model_frame(pd.concat([train, val]))["text"])
+    assert set(warm) == texts and any("only in a legit row" in t for t in warm)
+    assert any("only in validation" in t for t in warm)
+
+
 def test_train_from_training_set_splits_by_time(data, tmp_path):
     config = TrainConfig(
         encoder="tiny", epochs=1, max_steps=2, progress=False, num_threads=1, focal_gamma=2.0

@@ -522,9 +522,21 @@ def cmd_retrain_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM -> SystemExit(143) in the main thread, so that `finally` blocks run (the demos stop
+    the model server they started; without this a `kill` left it running, orphaned)."""
+    import signal
+
+    def _exit(_signum, _frame) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def cmd_drift_demo(args: argparse.Namespace) -> int:
     from riskops.drift_demo import run_drift_demo
 
+    exit_on_sigterm()
     return run_drift_demo(args)
 
 
@@ -532,6 +544,7 @@ def cmd_drift_demo(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from riskops.demo import run_demo
 
+    exit_on_sigterm()
     return run_demo(args)
 
 

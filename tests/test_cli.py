@@ -66,3 +66,23 @@ class _Failure(Exception):
     def __init__(self, reports_dir):
         super().__init__("data validation failed: [/] gate")
         self.reports_dir = reports_dir
+
+
+def test_demos_clean_up_on_sigterm(tmp_path):
+    # the demos stop their model server in `finally`; SIGTERM must reach it (not kill Python outright)
+    marker = tmp_path / "cleaned"
+    code = (
+        "import time\n"
+        "from riskops.cli import exit_on_sigterm\n"
+        "exit_on_sigterm()\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "finally:\n"
+        f"    open({str(marker)!r}, 'w').write('server stopped')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.terminate()
+    assert proc.wait(timeout=30) == 143
+    assert marker.read_text() == "server stopped"

@@ -646,7 +646,7 @@ def run_loop(
                     st["outcome"] = "promoted" if verdict == "promote" else "canary_rollback"
                     ev.add(
                         "canary",
-                        f"the server's canary decided: {verdict} ({_last_canary(client)})",
+                        f"the server's canary decided: {verdict} ({_last_canary(client, home)})",
                         tx,
                         after(),
                     )
@@ -767,12 +767,21 @@ def _gate_without_applying(home: Paths, cfg: Any, trigger: Any) -> Any:
     )
 
 
-def _last_canary(client: Any) -> str:
+def _last_canary(client: Any, home: Paths) -> str:
+    """The canary's reasons and guard figures: the server's, else its record in decisions.jsonl
+    (a promoted canary has already ended on the server when the registry shows the new champion)."""
+    d: dict = {}
     try:
         d = client.get("/v1/canary").json().get("last_decision") or {}
-        return "; ".join(d.get("reasons") or []) or str(d)[:200]
-    except Exception as exc:  # the registry already says what happened; this is colour
-        return f"GET /v1/canary failed: {exc}"
+    except Exception:  # noqa: BLE001 - the registry already says what happened; this is colour
+        pass
+    if not d:
+        f = home.root / "promotion" / "decisions.jsonl"
+        records = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+        d = next((r for r in reversed(records) if r.get("kind") == "canary"), {})
+    m = d.get("metrics") or {}
+    figures = ", ".join(f"{k} {m[k]:.3f}" for k in ("score_shift", "ks", "flag_rate_ratio") if k in m)
+    return "; ".join(d.get("reasons") or []) + (f"; {figures}" if figures else "") or "no reasons recorded"
 
 
 def _run_seconds(run: dict | None) -> float | None:

@@ -15,6 +15,7 @@ from planted import planted_signal_transactions
 
 from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, build_model_frame
 from riskops.model import (
+    SMALL_FRAME_ROWS,
     TEXT_ATTRIBUTION,
     ModelConfig,
     ModelFormatError,
@@ -108,6 +109,14 @@ def test_unknown_categories_map_to_index_zero():
     idx = categorical_indices(df, {"payment_method": PAYMENT_METHODS, "channel": CHANNELS})
     assert idx[:, 0].tolist() == [PAYMENT_METHODS.index("paypal") + 1, 0, 0]
     assert idx[:, 1].tolist() == [1, 1, 2]
+    # serving's small frames take a dictionary path, larger ones pandas' indexer: the same indices
+    rng = np.random.default_rng(0)
+    values = np.array([*PAYMENT_METHODS, "martian_money", None, float("nan"), 3, "PAYPAL"], dtype=object)
+    big = pd.DataFrame({"payment_method": rng.choice(values, 500), "channel": rng.choice([*CHANNELS, None], 500)})
+    vocabs = {"payment_method": PAYMENT_METHODS, "channel": CHANNELS}
+    whole = categorical_indices(big, vocabs)
+    rows = np.vstack([categorical_indices(big.iloc[[i]], vocabs) for i in range(len(big))])
+    assert len(big) > SMALL_FRAME_ROWS and np.array_equal(whole, rows) and (whole == 0).any() and (whole > 0).any()
 
 
 # --------------------------------------------------------------------------- normaliser

@@ -335,9 +335,6 @@ def run_evaluation(
     which production traffic is later compared against. ``result.files["reference"]`` names it.
 
     ``recent_from``: as the train step (rows at or after it train; validation and test come before).
-    The monitoring reference is then that recent window instead (scores in-sample): it is the
-    traffic a retrained model was made for, and a reference from the history before the shift
-    made the monitor flag the very shift the new champion had learned, again and again.
     """
     from riskops.features import build_model_frame
     from riskops.schema import LABEL_COLUMN, TIMESTAMP_COLUMN
@@ -400,29 +397,24 @@ def run_evaluation(
     )
     result.write_json()
     if reference_dir is not None:
-        ref = [(frames["val"], labels["val"], val_scores, val), (frames["test"], labels["test"], test_scores, test)]
-        if recent_from and TIMESTAMP_COLUMN in train.columns:
-            recent = train[pd.to_datetime(train[TIMESTAMP_COLUMN], utc=True) >= pd.Timestamp(recent_from)]
-            if len(recent):
-                recent_frame = build_model_frame(recent)
-                recent_scores = _positive_scores(scorer.predict_proba(recent_frame))
-                ref = [(recent_frame, recent[LABEL_COLUMN].astype("int64").to_numpy(), recent_scores, recent)]
-                result.document["reference"] = {"rows": len(recent), "period": "recent window (in-sample)"}
-                result.write_json()
-        result.files["reference"] = _save_reference(Path(reference_dir), ref, TIMESTAMP_COLUMN)
+        result.files["reference"] = _save_reference(
+            Path(reference_dir), frames, labels, (val, test), (val_scores, test_scores), TIMESTAMP_COLUMN
+        )
     return result
 
 
-def _save_reference(out_dir: Path, parts: list[tuple], ts_col: str) -> Path:
-    """(model frame, labels, scores, source rows) parts, in time order -> ``<out_dir>/reference.parquet``."""
+def _save_reference(
+    out_dir: Path, frames: dict, labels: dict, parts: tuple, scores: tuple, ts_col: str
+) -> Path:
+    """Validation + test rows (in time order) -> ``<out_dir>/reference.parquet`` for the monitor."""
     from riskops.monitoring.drift import save_reference
 
-    frame = pd.concat([p[0] for p in parts], ignore_index=True)
-    y = np.concatenate([p[1] for p in parts])
-    s = np.concatenate([np.asarray(p[2], dtype="float64").ravel() for p in parts])
+    frame = pd.concat([frames["val"], frames["test"]], ignore_index=True)
+    y = np.concatenate([labels["val"], labels["test"]])
+    s = np.concatenate([np.asarray(x, dtype="float64").ravel() for x in scores])
     ts = None
-    if all(ts_col in p[3].columns for p in parts):
-        ts = pd.concat([pd.to_datetime(p[3][ts_col], utc=True) for p in parts], ignore_index=True)
+    if all(ts_col in part.columns for part in parts):
+        ts = pd.concat([pd.to_datetime(part[ts_col], utc=True) for part in parts], ignore_index=True)
     return save_reference(out_dir, frame, s, y, ts)
 
 

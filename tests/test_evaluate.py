@@ -411,25 +411,6 @@ def test_run_evaluation_end_to_end_with_a_fake_scorer(tmp_path):
     assert "| transformer |" in card and f"{th['review']}" in card
 
 
-def test_retraining_evaluation_takes_its_monitoring_reference_from_the_recent_window(tmp_path):
-    df = synthetic_transactions(4000, seed=5)
-    ts = pd.to_datetime(df["event_timestamp"], utc=True)
-    since = ts.sort_values().iloc[3200]  # the newest 800 rows are the recent window (they all train)
-    result = run_evaluation(df, _FakeScorer(), tmp_path / "e", test_fraction=0.1, val_fraction=0.1,
-                            reference_dir=tmp_path / "ref", recent_from=since.isoformat())
-    doc = json.loads(result.files["json"].read_text())
-    assert doc["data"]["test_rows"] == 320 and doc["reference"]["rows"] == 800  # test from the older 3,200
-    ref = pd.read_parquet(result.files["reference"])
-    # the monitor compares traffic with what the retrained model was made for, not pre-shift history
-    assert len(ref) == 800 and pd.to_datetime(ref["event_timestamp"], utc=True).min() == since
-    plain = run_evaluation(df, _FakeScorer(), tmp_path / "p", test_fraction=0.1, val_fraction=0.1,
-                           reference_dir=tmp_path / "ref2")
-    ref2 = pd.read_parquet(plain.files["reference"])  # validation + test: the newest 400 + 400 rows
-    assert len(ref2) == 800 and pd.to_datetime(ref2["event_timestamp"], utc=True).min() == ts.sort_values().iloc[3200]
-    # ... while with recent_from, validation and test come from before the window
-    assert pd.Timestamp(doc["data"]["test_start"]) < since
-
-
 def test_evaluate_op_compiles_with_the_expected_interface(tmp_path):
     import yaml
     from kfp import compiler

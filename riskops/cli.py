@@ -475,7 +475,9 @@ def cmd_retrain_status(args: argparse.Namespace) -> int:
     trigger.refresh()  # records the outcome of a run that has ended since the last look
     state = trigger.state()
     records = trigger.records()[-args.limit :] if args.limit else trigger.records()
-    decisions_file = home.root / "promotion" / "decisions.jsonl"
+    from riskops.promotion import decisions_file as promotion_decisions
+
+    decisions_file = promotion_decisions(home)
     decisions = []
     if decisions_file.exists():
         for line in decisions_file.read_text().splitlines()[-args.limit :]:

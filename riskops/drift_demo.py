@@ -776,7 +776,9 @@ def _last_canary(client: Any, home: Paths) -> str:
     except Exception:  # noqa: BLE001 - the registry already says what happened; this is colour
         pass
     if not d:
-        f = home.root / "promotion" / "decisions.jsonl"
+        from riskops.promotion import decisions_file
+
+        f = decisions_file(home)
         records = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
         d = next((r for r in reversed(records) if r.get("kind") == "canary"), {})
     m = d.get("metrics") or {}

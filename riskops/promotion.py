@@ -28,7 +28,8 @@ Online canary (plain functions for the server)
   shift legitimately moves the bulk of its near-zero legit scores (drift-demo --canary, fraud ring:
   challenger median 0.0003 vs 0.002, same flag rate, KS 0.41, gate +0.07 PR-AUC), which KS counts
   as a large difference and a probability-scale distance as the ~0.002 it is; a broken model (scores
-  spread over [0, 1], or stuck) moves it by tenths. KS is still reported, and ``max_ks`` can veto. `apply_canary_decision` moves the registry aliases.
+  spread over [0, 1], or stuck) moves it by tenths. KS is still reported, and ``max_ks`` can veto.
+  `apply_canary_decision` moves the registry aliases.
 """
 
 from __future__ import annotations
@@ -268,12 +269,12 @@ def promote(registry: ModelRegistry, version: str) -> str | None:
     return previous.version if previous else None
 
 
-def _decisions_file(paths: Paths) -> Path:
+def decisions_file(paths: Paths) -> Path:
     return paths.root / "promotion" / "decisions.jsonl"
 
 
 def record_decision(paths: Paths, decision: PromotionDecision, kind: str = "gate") -> None:
-    f = _decisions_file(paths)
+    f = decisions_file(paths)
     f.parent.mkdir(parents=True, exist_ok=True)
     rec = {"kind": kind, "at": datetime.now(UTC).isoformat(timespec="seconds"), **decision.to_dict()}
     with open(f, "a") as fh:
@@ -347,7 +348,7 @@ def run_promotion_gate(
     if decision.promote and apply:
         from riskops.rollout import RolloutError, rollout_from_config
 
-        rollout = rollout_from_config(asdict(s), api=rollout_api)
+        rollout = rollout_from_config(s.rollout, api=rollout_api)
         try:
             if rollout is not None:
                 decision.rollout = rollout.start(challenger.version)
@@ -556,7 +557,7 @@ def apply_canary_decision(registry: ModelRegistry, state: CanaryState, decision:
         registry.delete_alias(CHALLENGER)
         changed = True
     if paths is not None and decision.action != "continue":
-        f = _decisions_file(paths)
+        f = decisions_file(paths)
         f.parent.mkdir(parents=True, exist_ok=True)
         with open(f, "a") as fh:
             fh.write(json.dumps({"kind": "canary", "at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -89,23 +89,16 @@ def storage_uri_location(isvc: dict, component: str = "predictor") -> tuple[str,
     raise RolloutError(f"spec.{component} has neither model.storageUri nor a container env {STORAGE_ENV}")
 
 
-def canary_patch(isvc: dict, component: str, storage_uri: str, percent: int) -> list[dict]:
-    """JSON Patch: serve ``storage_uri`` with ``percent`` % of the traffic (100 = full rollout)."""
+def canary_patch(isvc: dict, component: str, storage_uri: str | None, percent: int) -> list[dict]:
+    """JSON Patch: the newest revision gets ``percent`` % of the traffic (100 promote / full rollout,
+    0 roll back); with ``storage_uri``, that revision first becomes the model at that URI. The
+    leading ``test`` guards the model location read from ``isvc``."""
     pointer, current = storage_uri_location(isvc, component)
     ops: list[dict] = [{"op": "test", "path": pointer, "value": current}]
-    if current != storage_uri:
+    if storage_uri is not None and current != storage_uri:
         ops.append({"op": "replace", "path": pointer, "value": storage_uri})
     ops.append({"op": "add", "path": f"/spec/{_escape(component)}/canaryTrafficPercent", "value": int(percent)})
     return ops
-
-
-def traffic_patch(isvc: dict, component: str, percent: int) -> list[dict]:
-    """JSON Patch: move the newest revision's share to ``percent`` (100 promote, 0 roll back)."""
-    pointer, current = storage_uri_location(isvc, component)  # guard: the model the canary started with
-    return [
-        {"op": "test", "path": pointer, "value": current},
-        {"op": "add", "path": f"/spec/{_escape(component)}/canaryTrafficPercent", "value": int(percent)},
-    ]
 
 
 def kubernetes_api() -> Any:  # pragma: no cover - needs a cluster
@@ -158,16 +151,16 @@ class KServeRollout:
         return self._patch(ops, f"serve {version} to {percent}% of traffic")
 
     def promote(self) -> dict:
-        return self._patch(traffic_patch(self.get(), self.settings.component, 100), "promote the canary (100%)")
+        return self._patch(canary_patch(self.get(), self.settings.component, None, 100), "promote the canary (100%)")
 
     def rollback(self) -> dict:
-        return self._patch(traffic_patch(self.get(), self.settings.component, 0),
+        return self._patch(canary_patch(self.get(), self.settings.component, None, 0),
                            "roll back (0%: pinned to the last rolled-out revision)")
 
 
-def rollout_from_config(promotion: dict | None, api: Any = None) -> KServeRollout | None:
-    """The rollout of a ``promotion:`` config section, or None when ``rollout.mode`` is none."""
-    settings = RolloutSettings.from_dict((promotion or {}).get("rollout"))
+def rollout_from_config(rollout: dict | None, api: Any = None) -> KServeRollout | None:
+    """The rollout of a ``promotion.rollout`` config section, or None when its mode is none."""
+    settings = RolloutSettings.from_dict(rollout)
     return KServeRollout(settings, api=api) if settings.mode == "kserve" else None
 
 
@@ -178,5 +171,4 @@ __all__ = [
     "canary_patch",
     "rollout_from_config",
     "storage_uri_location",
-    "traffic_patch",
 ]

@@ -42,6 +42,7 @@ class ServingConfig:
     batch_wait_ms: float = 0.0  # extra wait for more requests before a batch (0 = opportunistic)
     torch_threads: int = 1  # intra-op threads for the model (0 = torch's default); see docs/serving.md
     switch_interval_ms: float = 0.0  # Python GIL switch interval (0 = Python's default, 5 ms)
+    gc_freeze: bool = True  # freeze long-lived objects out of the collector's walks (serving/gc_control.py)
     # prediction log
     log_segment_bytes: int = 64 << 20
     log_segment_seconds: float = 3600.0

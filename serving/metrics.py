@@ -133,3 +133,13 @@ CANARY_LOAD_FAILURES = _get_or_create(
     "riskops_canary_load_failures_total",
     "Challengers that failed to load (champion kept all traffic)",
 )
+GC_PAUSE = _get_or_create(
+    Histogram,
+    "riskops_gc_pause_seconds",
+    "Duration of each cyclic garbage collection (the GIL is held: requests wait), by generation",
+    ("generation",),
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+GC_FROZEN = _get_or_create(
+    Gauge, "riskops_gc_frozen_objects", "Objects in the permanent generation (never walked by the collector)"
+)

@@ -272,6 +272,7 @@ def serve(
     """
     from kserve import ModelServer
 
+    from serving.gc_control import GcController
     from serving.http import bind_host, install_guards
     from serving.routes import install_routes
 
@@ -299,10 +300,13 @@ def serve(
         port,
         home.root,
     )
+    # last, once the model is loaded and warmed: what exists now lives as long as the process
+    gc_control = GcController(freeze=config.gc_freeze).start()
     try:
         with bind_host(host):
             server.start([service])
     finally:
+        gc_control.close()
         service.close()
 
 

@@ -248,6 +248,10 @@ def test_metrics_endpoint(served):
     ):
         assert name in text
     assert 'riskops_http_requests_total{code="200",route="v1_predict"}' in text
+    # serve() froze the start-up heap out of the collector's walks (serving/gc_control.py)
+    frozen = [line for line in text.splitlines() if line.startswith("riskops_gc_frozen_objects ")]
+    assert frozen and float(frozen[0].split()[1]) > 100_000, frozen
+    assert "riskops_gc_pause_seconds_bucket" in text
 
 
 # --------------------------------------------------------------------------- bad input -> 4xx

@@ -403,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     install_guards(config.max_body_bytes)
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc)
+    from serving.gc_control import GcController
+
+    GcController(freeze=config.gc_freeze).start()  # after loading: see serving/gc_control.py
     with bind_host(args.bind_host):
         server.start([model])
 

@@ -14,6 +14,9 @@ with gRPC off and the same KServe logging. Phases:
 
 Data: the synthetic generator; the older part builds the Feast repo (offline + online store), the
 newer part is replayed in time order as requests (known users and merchants, new ones too).
+Before measuring, the replayed world's product catalogue (`riskops.generator.product_catalogue`) is
+sent to our server's `POST /v1/catalogue`, as a shop's product feed would, so its texts are encoded
+before their first order (`--no-catalogue` to measure without).
 Model: a trained MiniLM champion from the riskops registry ($RISKOPS_HOME or ./.riskops) when one
 exists, else a small model with the tiny encoder trained here (`--encoder` forces a choice); the
 result says which. Results: benchmarks/results/serving.json and a table on stdout.
@@ -164,16 +167,41 @@ def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed:
     registry = ModelRegistry(home.registry)
     mv = registry.register(src)
     registry.set_alias("champion", mv.version)
-    # A model pre-encodes the frequent texts of its training data when it is loaded. A model brought
-    # from elsewhere was trained on another simulated world, whose product catalogue this replay does
-    # not share; give its registered copy this world's catalogue, as a model trained on it would have.
-    from riskops.features import TEXT_COLUMN, build_model_frame
-    from riskops.model import WARM_TEXTS_FILE
+    if warm_texts > 0:
+        # Optional (the product catalogue feed is the default way, see main): replace the copy's
+        # warm texts (its training world's) with this world's most frequent history texts.
+        from riskops.features import TEXT_COLUMN, build_model_frame
+        from riskops.model import WARM_TEXTS_FILE
 
-    texts = build_model_frame(history)[TEXT_COLUMN].value_counts().index[:warm_texts].tolist()
-    (mv.path / WARM_TEXTS_FILE).write_text(json.dumps(texts))
-    model_info["warm_texts"] = f"{len(texts)} most frequent texts of the Feast history (of {history.shape[0]} rows)"
+        texts = build_model_frame(history)[TEXT_COLUMN].value_counts().index[:warm_texts].tolist()
+        (mv.path / WARM_TEXTS_FILE).write_text(json.dumps(texts))
+        model_info["warm_texts"] = f"{len(texts)} most frequent texts of the Feast history (of {history.shape[0]} rows)"
     return home, replay, model_info
+
+
+def feed_catalogue(url: str, rows: int, seed: int, chunk: int = 2000) -> dict:
+    """POST the replayed world's product catalogue to /v1/catalogue, as a shop's product feed would."""
+    import httpx
+
+    from riskops.generator import GeneratorConfig, product_catalogue
+
+    products = product_catalogue(GeneratorConfig(rows=rows, seed=seed))
+    cols = ["product_title", "product_category", "merchant_category"]
+    records = products[cols].to_dict("records")
+    started = time.perf_counter()
+    new = 0
+    with httpx.Client(timeout=600) as client:
+        for i in range(0, len(records), chunk):
+            r = client.post(f"{url}/v1/catalogue", json={"products": records[i : i + chunk]})
+            r.raise_for_status()
+            new += r.json()["new"]
+        state = client.get(f"{url}/v1/catalogue").json()
+    return {
+        "products": len(records),
+        "new_texts": new,
+        "cached_in_model": state["cached_in_model"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def request_bodies(replay, n: int) -> list[bytes]:
@@ -499,9 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--encoder", choices=("auto", "tiny", "minilm"), default="auto")
     p.add_argument("--model-dir", default=None, help="benchmark this model folder instead")
-    p.add_argument("--warm-texts", type=int, default=WARM_TEXTS_LIMIT,
-                   help="most frequent history texts the served model pre-encodes (default: all, up to"
-                   " %(default)s, as a model trained on this world saves them)")
+    p.add_argument("--no-catalogue", action="store_true",
+                   help="do not send the world's product catalogue to POST /v1/catalogue before measuring")
+    p.add_argument("--warm-texts", type=int, default=0,
+                   help="replace the model copy's warm texts with this world's N most frequent history"
+                   f" texts (at most {WARM_TEXTS_LIMIT}; default 0: keep them)")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--c1-requests", type=int, default=600)
     p.add_argument("--rounds", type=int, default=3, help="c1/c32 rounds, alternating floor and ours")
@@ -577,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         procs.append(start_server(cmd, port, work / "ours.log"))
         url = f"http://127.0.0.1:{port}"
+        if not args.no_catalogue:
+            results["catalogue"] = feed_catalogue(url, args.rows, args.seed)
+            log(f"product catalogue sent to POST /v1/catalogue: {results['catalogue']}")
         urls = {"floor": f"http://127.0.0.1:{floor_port}", "ours": url}
         log(
             "floor: a bare KServe ModelServer returning a constant; ours: risk-model (validation, PII hashing,"
@@ -654,6 +687,7 @@ def render(r: dict) -> str:
         "",
         f"model: {r['model'].get('encoder')} encoder - {r['model']['source']}",
         f"machine: {r['machine']['cpus']} CPUs, load avg at start {r['machine']['load_avg_at_start'][0]:.2f}",
+        f"product catalogue: {r.get('catalogue') or 'not sent (--no-catalogue)'}",
         "",
         "| phase | server | p50 ms | p95 ms | p99 ms | throughput req/s | errors | mean batch |",
         "|---|---|---|---|---|---|---|---|",

@@ -551,6 +551,26 @@ def generate(config: GeneratorConfig) -> pd.DataFrame:
     return df
 
 
+def product_catalogue(config: GeneratorConfig) -> pd.DataFrame:
+    """Every merchant's products in the world of `config` (what a shop's product feed would list).
+
+    Columns: merchant_id, merchant_category, product_title, product_category. A product that
+    appears only with a drift scenario (the fraud ring's new merchant) is not in it: that world
+    is built when the drift starts.
+    """
+    config.validate()
+    w = _World(config)
+    m = w.p_merchant
+    return pd.DataFrame(
+        {
+            "merchant_id": w.m_id[m],
+            "merchant_category": w.m_label[m],
+            "product_title": w.p_title,
+            "product_category": np.array(PRODUCT_CATEGORIES, dtype=object)[w.p_cat],
+        }
+    )
+
+
 def generate_with_drift(base: GeneratorConfig, scenario: str, drift_rows: int) -> pd.DataFrame:
     """`base` traffic followed in time by `drift_rows` rows of `scenario` traffic in the same world.
 

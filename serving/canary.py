@@ -177,7 +177,7 @@ class CanaryController:
         self.status = "loading"
         try:
             mv = self._registry().get(version)
-            lm = load_model(mv.path, mv.version, self.loader)
+            lm = load_model(mv.path, mv.version, self.loader, self.holder.catalogue_texts())
         except Exception as exc:  # noqa: BLE001 - a broken challenger must not disturb the champion
             self.status, self.failed_version, self.load_error = (
                 "failed",

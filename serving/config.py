@@ -43,6 +43,9 @@ class ServingConfig:
     torch_threads: int = 1  # intra-op threads for the model (0 = torch's default); see docs/serving.md
     switch_interval_ms: float = 0.0  # Python GIL switch interval (0 = Python's default, 5 ms)
     gc_freeze: bool = True  # freeze long-lived objects out of the collector's walks (serving/gc_control.py)
+    # product catalogue texts pre-encoded by every model (serving/catalogue.py); default <home>/catalogue.jsonl
+    catalogue_file: Path | None = None
+    catalogue_chunk: int = 16  # texts encoded per model-thread job when the catalogue grows
     # prediction log
     log_segment_bytes: int = 64 << 20
     log_segment_seconds: float = 3600.0
@@ -68,7 +71,7 @@ class ServingConfig:
             raise ValueError(f"reasons_for must be 'flagged' or 'all', got {self.reasons_for!r}")
         if not 0.0 <= self.default_review <= self.default_block <= 1.0:
             raise ValueError("need 0 <= default_review <= default_block <= 1")
-        for name in ("feature_repo", "policy_file", "canary_config"):
+        for name in ("feature_repo", "policy_file", "canary_config", "catalogue_file"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, Path):
                 object.__setattr__(self, name, Path(v))
@@ -79,6 +82,7 @@ class ServingConfig:
             self,
             feature_repo=self.feature_repo or home.feature_repo,
             policy_file=self.policy_file or home.root / "policy.yaml",
+            catalogue_file=self.catalogue_file or home.root / "catalogue.jsonl",
         )
 
 

@@ -4,7 +4,7 @@ KServe 0.21 answers some client mistakes obscurely or with a 500: a body sent as
 ``text/plain`` (or ``application/json; charset=utf-8``) reaches the model as raw bytes, a v2 body
 without JSON content type gets "'inference-header-content-length' header is missing", and no
 limit protects the server from a huge body. `RequestGuard` runs before KServe's routes for the
-scoring routes (v1 predict/explain, v2 infer) and ``POST /v1/feedback``:
+scoring routes (v1 predict/explain, v2 infer), ``POST /v1/feedback`` and ``POST /v1/catalogue``:
 
 * Content-Type must be JSON (``application/json``, parameters allowed; v2 may also use the binary
   extension ``application/octet-stream`` + ``Inference-Header-Content-Length``), else **415**;
@@ -46,9 +46,10 @@ _ROUTES: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"^/metrics$"), "metrics"),
     (re.compile(r"^/v1/feedback$"), "feedback"),
     (re.compile(r"^/v1/canary$"), "canary"),
+    (re.compile(r"^/v1/catalogue$"), "catalogue"),
 )
 SCORING_ROUTES = frozenset({"v1_predict", "v1_explain", "v2_infer"})
-GUARDED_ROUTES = SCORING_ROUTES | {"feedback"}  # JSON bodies: content type, size and syntax checked
+GUARDED_ROUTES = SCORING_ROUTES | {"feedback", "catalogue"}  # JSON bodies: content type, size and syntax checked
 
 
 def route_of(path: str) -> str:

@@ -143,3 +143,6 @@ GC_PAUSE = _get_or_create(
 GC_FROZEN = _get_or_create(
     Gauge, "riskops_gc_frozen_objects", "Objects in the permanent generation (never walked by the collector)"
 )
+CATALOGUE_TEXTS = _get_or_create(
+    Gauge, "riskops_catalogue_texts", "Distinct product texts in the catalogue (pre-encoded by every model)"
+)

@@ -60,9 +60,15 @@ class LoadedModel:
 
 
 def load_model(
-    path: Path | str, version: str | None = None, loader: Callable[..., Any] | None = None
+    path: Path | str,
+    version: str | None = None,
+    loader: Callable[..., Any] | None = None,
+    extra_texts: Sequence[str] = (),
 ) -> LoadedModel:
-    """Load a model folder, read its policy.json and warm it up (first request not slower)."""
+    """Load a model folder, read its policy.json and warm it up (first request not slower).
+
+    extra_texts: texts to pre-encode besides the model's own warm texts (the product catalogue).
+    """
     if loader is None:
         from riskops.model import RiskScorer
 
@@ -71,21 +77,26 @@ def load_model(
     started = time.perf_counter()
     scorer = loader(path)
     lm = LoadedModel(scorer, version or path.name, path, read_model_policy(path))
-    warm_up(lm)
+    warm_up(lm, extra_texts)
     log.info("loaded model %s from %s in %.2fs", lm.version, path, time.perf_counter() - started)
     return lm
 
 
-def warm_up(lm: LoadedModel) -> None:
+def warm_up(lm: LoadedModel, extra_texts: Sequence[str] = ()) -> None:
     from riskops.features import build_model_frame
     from riskops.pii import hash_record
     from serving.examples import example_transaction
 
     warm_cache = getattr(lm.scorer, "warm_cache", None)
-    if warm_cache is not None:  # the catalogue's frequent texts, encoded before the first request
+    if warm_cache is not None:  # catalogue + frequent training texts, encoded before the first request
         started = time.perf_counter()
-        n = warm_cache()
-        log.info("text cache warmed with %d frequent texts in %.2fs", n, time.perf_counter() - started)
+        n = warm_cache([*extra_texts, *getattr(lm.scorer, "warm_texts", [])])
+        log.info(
+            "text cache warmed with %d texts (%d from the catalogue) in %.2fs",
+            n,
+            len(extra_texts),
+            time.perf_counter() - started,
+        )
     rec = hash_record(example_transaction())
     frame = build_model_frame(pd.DataFrame([rec]))
     lm.scorer.predict_proba(frame)
@@ -102,6 +113,8 @@ class ModelHolder:
         self.update_lock = threading.Lock()
         self._current = initial
         self.swaps = 0
+        # the product catalogue (serving.catalogue.Catalogue): every model loaded later encodes it
+        self.catalogue: Any = None
         if initial is not None:
             metrics.MODEL_INFO.labels(initial.version).set(1)
 
@@ -115,6 +128,9 @@ class ModelHolder:
     @property
     def loaded(self) -> bool:
         return self._current is not None
+
+    def catalogue_texts(self) -> list[str]:
+        return self.catalogue.texts() if self.catalogue is not None else []
 
     def swap(self, new: LoadedModel) -> LoadedModel | None:
         with self._lock:
@@ -168,7 +184,7 @@ class RegistryWatcher:
             cur = self.holder._current  # noqa: SLF001 - read-only peek
             if cur is not None and cur.version == mv.version:
                 return False
-            lm = load_model(mv.path, mv.version, self.loader)
+            lm = load_model(mv.path, mv.version, self.loader, self.holder.catalogue_texts())
             self.holder.swap(lm)
             return True
 

@@ -13,6 +13,12 @@ like a scoring request (JSON Content-Type else 415, ``max_body_bytes`` else 413,
 else 400). While a canary runs, outcomes of transactions it recently served feed its per-arm labels.
 
 ``GET /v1/canary`` — `serving.canary.CanaryController.to_dict` (``{"enabled": false}`` when off).
+
+``POST /v1/catalogue`` — product texts to pre-encode (`serving.catalogue`): ``{"products": [{"product_title",
+"product_category", "merchant_category"}, ...]}``; **200** ``{"received", "new", "encoded",
+"catalogue_texts"}`` once the new texts are encoded into the served model(s); a bad product answers
+**400** naming ``products[i].field`` and stores nothing. ``GET /v1/catalogue`` — how many catalogue
+texts there are and how many the served model has cached.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_PATH = "/v1/feedback"
 CANARY_PATH = "/v1/canary"
+CATALOGUE_PATH = "/v1/catalogue"
 _ROW = re.compile(r"^feedback (\d+): ")
 _installed: set[int] = set()
 
@@ -119,7 +126,27 @@ def install_routes(service: RiskService, app: Any = None) -> Any:
             return ORJSONResponse({"enabled": False, "status": "off"})
         return ORJSONResponse(service.canary.to_dict())
 
+    async def post_catalogue(request: Request):
+        from serving.catalogue import catalogue_products, product_texts
+
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:  # the guard parsed it already; defensive
+            raise RequestError(f"malformed JSON body: {exc}") from None
+        texts = product_texts(catalogue_products(payload))
+        try:
+            result = await service.add_catalogue_texts(texts)
+        except OSError as exc:
+            log.error("catalogue file unavailable: %s", exc)
+            raise RequestError(f"catalogue store unavailable, retry later: {exc}", status=503) from None
+        return ORJSONResponse(result)
+
+    async def get_catalogue():
+        return ORJSONResponse(service.catalogue_state())
+
     app.add_api_route(FEEDBACK_PATH, post_feedback, methods=["POST"])
+    app.add_api_route(CATALOGUE_PATH, post_catalogue, methods=["POST"])
+    app.add_api_route(CATALOGUE_PATH, get_catalogue, methods=["GET"])
     app.add_api_route(CANARY_PATH, get_canary, methods=["GET"])
     _installed.add(id(app))
     return app

@@ -34,9 +34,11 @@ from kserve.model import InferenceVerb
 from riskops.config import Paths, paths
 from riskops.features import NUMERIC_FEATURES
 from riskops.registry import CHAMPION
+from serving import metrics
 from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
 from serving.canary import CanaryController
+from serving.catalogue import Catalogue
 from serving.config import ServingConfig, load_config, setup_logging
 from serving.online import OnlineFeatureStore
 from serving.predictor import LoadedModel, ModelHolder, RegistryWatcher, RiskPredictor, load_model
@@ -141,6 +143,48 @@ class RiskService(Model):
             return explanation_response(result)
         return result
 
+    # -- the product catalogue -----------------------------------------------------------------
+    @property
+    def catalogue(self) -> Catalogue | None:
+        return self.predictor.holder.catalogue
+
+    def _models_to_warm(self) -> list[LoadedModel]:
+        act = self.canary.active if self.canary is not None else None
+        models = [self.predictor.holder.current]
+        return models + [act.model] if act is not None else models
+
+    async def add_catalogue_texts(self, texts: list[str]) -> dict[str, int]:
+        """Remember `texts` and encode the new ones into the served model(s) before answering.
+
+        Encoding runs on the model thread in chunks of `catalogue_chunk` texts, so scoring batches
+        queue behind one chunk at most (tens of ms), never behind the whole catalogue.
+        """
+        catalogue = self.catalogue
+        if catalogue is None:  # built without one (tests): keep the texts for this process only
+            catalogue = self.predictor.holder.catalogue = Catalogue(None)
+        new = await asyncio.to_thread(catalogue.add, texts)
+        loop = asyncio.get_running_loop()
+        encoded = 0
+        step = max(1, self.config.catalogue_chunk)
+        for start in range(0, len(new), step):
+            chunk = new[start : start + step]
+
+            def encode(chunk: list[str] = chunk) -> int:
+                return sum(lm.scorer.warm_cache(chunk) for lm in self._models_to_warm())
+
+            encoded += await loop.run_in_executor(self.predictor.executor, encode)
+        metrics.CATALOGUE_TEXTS.set(len(catalogue))
+        return {"received": len(texts), "new": len(new), "encoded": encoded, "catalogue_texts": len(catalogue)}
+
+    def catalogue_state(self) -> dict[str, Any]:
+        texts = self.catalogue.texts() if self.catalogue is not None else []
+        cache = getattr(self.predictor.holder.current.scorer, "_text_cache", {})
+        return {
+            "catalogue_texts": len(texts),
+            "cached_in_model": sum(1 for t in texts if t in cache),
+            "model_version": self.predictor.holder.current.version,
+        }
+
     # -- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
         self.close()
@@ -164,18 +208,21 @@ class RiskService(Model):
             t.alerts.close()
 
 
-def _initial_model(config: ServingConfig, home: Paths) -> tuple[ModelHolder, RegistryWatcher | None]:
+def _initial_model(
+    config: ServingConfig, home: Paths, catalogue: Catalogue | None = None
+) -> tuple[ModelHolder, RegistryWatcher | None]:
     """Load the model named by config.model_version: a version (pinned), an alias (followed) or a folder."""
     from riskops.registry import ModelRegistry
 
     ref = config.model_version
     holder = ModelHolder()
+    holder.catalogue = catalogue
     if ref and Path(ref).is_dir():
-        holder.swap(load_model(Path(ref), Path(ref).name))
+        holder.swap(load_model(Path(ref), Path(ref).name, extra_texts=holder.catalogue_texts()))
         return holder, None
     registry = ModelRegistry(home.registry, config.model_name)
     mv = registry.resolve(ref)  # RegistryError names what is missing
-    holder.swap(load_model(mv.path, mv.version))
+    holder.swap(load_model(mv.path, mv.version, extra_texts=holder.catalogue_texts()))
     pinned = bool(ref) and ref.startswith("v") and ref[1:].isdigit()
     if pinned or config.registry_poll_s <= 0:
         return holder, None
@@ -199,7 +246,8 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
         import sys
 
         sys.setswitchinterval(config.switch_interval_ms / 1000)
-    holder, watcher = _initial_model(config, home)
+    catalogue = Catalogue(config.catalogue_file)
+    holder, watcher = _initial_model(config, home, catalogue)
     policy = PolicySource(config.policy_file, config.default_review, config.default_block, config.fail_mode)
     predictor = RiskPredictor(config.model_name, holder, policy, config)
     alerts = AlertManager(

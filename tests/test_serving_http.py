@@ -578,3 +578,60 @@ def test_split_transformer_and_predictor_over_rest(served, tmp_path):
     finally:
         stop(trans)
         stop(pred)
+
+
+# --------------------------------------------------------------------------- product catalogue
+def _cache_counts(served: Served) -> dict[str, float]:
+    out = {}
+    for line in httpx.get(served.url + "/metrics").text.splitlines():
+        if line.startswith("riskops_text_cache_total{"):
+            out[line.split('result="')[1].split('"')[0]] = float(line.split()[-1])
+    return out
+
+
+def test_catalogue_texts_are_encoded_before_their_first_order(served):
+    from riskops.features import transaction_text
+
+    product = {
+        "product_title": f"Catalogue lamp {uuid.uuid4().hex[:8]}",
+        "product_category": "home",
+        "merchant_category": "home furnishings",
+    }
+    before = httpx.get(served.url + "/v1/catalogue").json()
+    r = httpx.post(served.url + "/v1/catalogue", json={"products": [product, product]}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["received"] == 2 and r.json()["new"] == 1 and r.json()["encoded"] == 1
+    state = httpx.get(served.url + "/v1/catalogue").json()
+    assert state["catalogue_texts"] == before["catalogue_texts"] + 1
+    assert state["cached_in_model"] == state["catalogue_texts"]
+    # kept for the next process and every model loaded later
+    kept = [json.loads(x) for x in (served.home.root / "catalogue.jsonl").read_text().splitlines()]
+    assert transaction_text(product) in kept
+    # its first order is scored from the cache: no encoder pass on the request path
+    counts = _cache_counts(served)
+    r = predict(served, [tx(**product)])
+    assert r.status_code == 200
+    after = _cache_counts(served)
+    assert after.get("miss", 0) == counts.get("miss", 0) and after["hit"] == counts.get("hit", 0) + 1
+    # the same again: nothing new to encode
+    r = httpx.post(served.url + "/v1/catalogue", json={"products": [product]}, timeout=60)
+    assert r.json()["new"] == 0 and r.json()["encoded"] == 0
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"products": [{"product_title": "x", "product_category": "home"}]}, 400, "products[0].merchant_category"),
+        ({"products": [{"product_title": "ok", "product_category": "home", "merchant_category": "m"},
+                       {"product_title": 7, "product_category": "home", "merchant_category": "m"}]},
+         400, "products[1].product_title"),
+        ({"products": []}, 400, "products"),
+        ({"items": []}, 400, "products"),
+        ({"products": ["lamp"]}, 400, "products[0]: must be an object"),
+    ],
+)  # fmt: skip
+def test_bad_catalogue_bodies_are_400_naming_the_product_and_field(served, body, status, words):
+    before = httpx.get(served.url + "/v1/catalogue").json()["catalogue_texts"]
+    r = httpx.post(served.url + "/v1/catalogue", json=body, timeout=30)
+    assert r.status_code == status and words in r.json()["error"], r.text
+    assert httpx.get(served.url + "/v1/catalogue").json()["catalogue_texts"] == before  # nothing stored

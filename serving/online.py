@@ -85,12 +85,18 @@ class OnlineFeatureStore:
         opener: Callable[[Path], Any] = _default_opener,
         reader: Callable[[Any, list[dict], datetime | None], list[dict]] = _default_reader,
         pusher: Callable[[Any, str, list[dict]], None] = _default_pusher,
+        push_process: bool = False,
     ) -> None:
         self.repo = Path(repo)
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self.push_interval_s = push_interval_s
         self._opener, self._reader, self._pusher = opener, reader, pusher
+        self._push_opener = opener
+        if push_process:  # the push's Feast work in a child process (serving/push_process.py)
+            from serving.push_process import PushProcess, push_with
+
+            self._push_opener, self._pusher = PushProcess, push_with
         self._read_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="riskops-feast-read")
         self._read_store: Any = None
         self._down_until = 0.0
@@ -245,7 +251,7 @@ class OnlineFeatureStore:
             by_entity.setdefault(p.entity, []).append((pair, p, t))
         try:
             if self._push_store is None:
-                self._push_store = self._opener(self.repo)
+                self._push_store = self._push_opener(self.repo)
         except Exception as exc:  # noqa: BLE001
             metrics.FEAST_ERRORS.labels("push").inc()
             log.warning("Feast push skipped, store cannot be opened: %s", exc)
@@ -264,7 +270,7 @@ class OnlineFeatureStore:
                 log.warning(
                     "Feast push of %d %s states failed (retried next flush): %s", len(rows), entity, exc
                 )
-                self._push_store = None  # reopen next time
+                self._drop_push_store()  # reopen next time
                 self._push_down_until = time.monotonic() + self.retry_after_s
                 for rest in entities[n:]:
                     self._requeue({pair: (p, t) for pair, p, t in by_entity[rest]})
@@ -273,6 +279,13 @@ class OnlineFeatureStore:
             metrics.PUSHES.labels(entity).inc(len(rows))
             for _, _, t in items:
                 metrics.PUSH_LAG.observe(done - t)
+
+    def _drop_push_store(self) -> None:
+        from serving.push_process import PushProcess
+
+        store, self._push_store = self._push_store, None
+        if isinstance(store, PushProcess):  # end the child; an in-process FeatureStore needs nothing
+            store.close()
 
     def _requeue(self, batch: dict[Pair, tuple[Push, float]]) -> None:
         with self._push_lock:
@@ -285,4 +298,5 @@ class OnlineFeatureStore:
         self._closed = True
         self._push_wakeup.set()
         self._push_thread.join(10)
+        self._drop_push_store()
         self._read_pool.shutdown(wait=False, cancel_futures=True)

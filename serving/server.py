@@ -280,7 +280,11 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
     online = None
     if config.feature_repo is not None:
         online = OnlineFeatureStore(
-            config.feature_repo, config.feast_timeout_s, config.feast_retry_after_s, config.push_interval_s
+            config.feature_repo,
+            config.feast_timeout_s,
+            config.feast_retry_after_s,
+            config.push_interval_s,
+            push_process=config.push_process,
         )
         if not (Path(config.feature_repo) / "feature_store.yaml").exists():
             log.warning("no Feast repo at %s: every answer will be degraded", config.feature_repo)

@@ -383,7 +383,11 @@ def main(argv: list[str] | None = None) -> None:
         args.serving_config, model_name=args.model_name, feature_repo=args.feature_repo
     ).with_home(home)
     online = OnlineFeatureStore(
-        config.feature_repo, config.feast_timeout_s, config.feast_retry_after_s, config.push_interval_s
+        config.feature_repo,
+        config.feast_timeout_s,
+        config.feast_retry_after_s,
+        config.push_interval_s,
+        push_process=config.push_process,
     )
     online.open()
     model = RiskTransformer(

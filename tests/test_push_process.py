@@ -1,0 +1,75 @@
+"""serving/push_process.py: Feast pushes written by a child process, and what happens when it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from riskops import featurestore as fs
+from riskops.features import ENTITY_FEATURES
+from riskops.generator import GeneratorConfig, generate
+from riskops.pii import hash_pii
+from serving.entity_state import Push
+from serving.online import OnlineFeatureStore
+from serving.push_process import PushProcess, PushProcessError
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = fs.prepare_repo(tmp_path_factory.mktemp("feast") / "repo")
+    fs.write_feature_sources(repo, hash_pii(generate(GeneratorConfig(rows=300, seed=2, days=2))))
+    fs.apply(repo)
+    return repo
+
+
+def _state(user: str, count: int) -> dict:
+    row = {f: 0.0 for f in ENTITY_FEATURES["user"]}
+    row.update(user_txn_count_1h=count, user_txn_count_24h=count, user_txn_count_7d=count)
+    return {"user_id": user, "event_timestamp": datetime(2026, 1, 5, tzinfo=UTC), **row}
+
+
+def _online_count(repo, user: str) -> float:
+    return fs.online_features(fs.open_store(repo), [{"user_id": user}])[0]["user_txn_count_1h"]
+
+
+def test_a_push_through_the_child_is_visible_to_any_reader(repo):
+    proc = PushProcess(repo)
+    try:
+        assert proc.alive() and proc.pid != os.getpid()
+        proc.push("user", [_state("pp-1", 3)])
+        assert _online_count(repo, "pp-1") == 3
+        with pytest.raises(PushProcessError, match="missing columns"):  # the child's error, reported
+            proc.push("user", [{"user_id": "pp-1"}])
+        proc.push("user", [_state("pp-1", 4)])  # and it keeps going
+        assert _online_count(repo, "pp-1") == 4
+    finally:
+        proc.close()
+    assert not proc.alive()
+
+
+def test_a_repo_that_cannot_open_fails_at_start_with_the_reason(tmp_path):
+    with pytest.raises(PushProcessError, match="cannot open the Feast repo"):
+        PushProcess(tmp_path / "no-such-repo")
+
+
+def test_the_online_store_replaces_a_dead_child_and_loses_no_state(repo):
+    online = OnlineFeatureStore(repo, retry_after_s=0.2, push_interval_s=0.05, push_process=True)
+    try:
+        online.enqueue([Push("user", "pp-2", datetime(2026, 1, 5, tzinfo=UTC), _state("pp-2", 1))])
+        assert online.flush(60) and _online_count(repo, "pp-2") == 1
+        first = online._push_store
+        os.kill(first.pid, signal.SIGKILL)
+        first._proc.wait(10)
+        state = _state("pp-2", 7)
+        online.enqueue([Push("user", "pp-2", state["event_timestamp"], state)])
+        deadline = time.monotonic() + 60
+        while _online_count(repo, "pp-2") != 7 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _online_count(repo, "pp-2") == 7  # requeued after the failure, pushed by a new child
+        assert online._push_store is not first and online._push_store.alive()
+    finally:
+        online.close()

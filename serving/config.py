@@ -42,7 +42,9 @@ class ServingConfig:
     max_batch_rows: int = 256  # rows scored together (requests are merged up to this)
     batch_wait_ms: float = 0.0  # extra wait for more requests before a batch (0 = opportunistic)
     torch_threads: int = 1  # intra-op threads for the model (0 = torch's default); see docs/serving.md
-    switch_interval_ms: float = 0.0  # Python GIL switch interval (0 = Python's default, 5 ms)
+    # Python's GIL switch interval (0 = Python's 5 ms). 1 ms: the model thread's torch ops each give
+    # the GIL up and waited up to the interval to get it back from the event loop (docs/serving.md)
+    switch_interval_ms: float = 1.0
     gc_freeze: bool = True  # freeze long-lived objects out of the collector's walks (serving/gc_control.py)
     # product catalogue texts pre-encoded by every model (serving/catalogue.py); default <home>/catalogue.jsonl
     catalogue_file: Path | None = None
@@ -102,6 +104,18 @@ def setup_logging(level: int | str = "INFO") -> None:
         )
         logger.addHandler(handler)
         logger.propagate = False
+
+
+def apply_runtime_settings(config: ServingConfig, model: bool = True) -> None:
+    """Process-wide knobs: torch intra-op threads (when this process runs the model), GIL switch interval."""
+    import sys
+
+    if model and config.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+    if config.switch_interval_ms > 0:
+        sys.setswitchinterval(config.switch_interval_ms / 1000)
 
 
 def load_config(path: Path | str | None = None, **overrides: Any) -> ServingConfig:

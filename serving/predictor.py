@@ -371,16 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from kserve import ModelServer
 
-    from serving.config import load_config, setup_logging
+    from serving.config import apply_runtime_settings, load_config, setup_logging
     from serving.http import bind_host, install_guards
 
     args, _ = build_parser().parse_known_args(argv)
     setup_logging()
     config = load_config(args.serving_config, model_name=args.model_name)
-    if config.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(config.torch_threads)
+    apply_runtime_settings(config)
     holder = ModelHolder()
     if args.registry:
         watcher = RegistryWatcher(

@@ -39,7 +39,7 @@ from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
 from serving.canary import CanaryController
 from serving.catalogue import Catalogue
-from serving.config import ServingConfig, load_config, setup_logging
+from serving.config import ServingConfig, apply_runtime_settings, load_config, setup_logging
 from serving.online import OnlineFeatureStore
 from serving.predictor import LoadedModel, ModelHolder, RegistryWatcher, RiskPredictor, load_model
 from serving.predlog import PredictionLog, read_prediction_log
@@ -238,14 +238,7 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
     from serving.policy import PolicySource
 
     config = config.with_home(home)
-    if config.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(config.torch_threads)
-    if config.switch_interval_ms > 0:
-        import sys
-
-        sys.setswitchinterval(config.switch_interval_ms / 1000)
+    apply_runtime_settings(config)
     catalogue = Catalogue(config.catalogue_file)
     holder, watcher = _initial_model(config, home, catalogue)
     policy = PolicySource(config.policy_file, config.default_review, config.default_block, config.fail_mode)

@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     from kserve import ModelServer
 
     from riskops.config import paths
-    from serving.config import load_config, setup_logging
+    from serving.config import apply_runtime_settings, load_config, setup_logging
     from serving.http import bind_host, install_guards
 
     args, _ = build_parser().parse_known_args(argv)
@@ -390,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(
         args.serving_config, model_name=args.model_name, feature_repo=args.feature_repo
     ).with_home(home)
+    apply_runtime_settings(config, model=False)
     online = OnlineFeatureStore(
         config.feature_repo,
         config.feast_timeout_s,

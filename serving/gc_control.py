@@ -12,9 +12,9 @@ What (the approach of Instagram's `gc.freeze()` and of other Python servers):
 * at start, once the model is loaded and warmed: one full collection, then `gc.freeze()` moves
   every surviving object to the permanent generation, which collections never walk;
 * afterwards, each time a full collection has run, its survivors (long-lived by definition:
-  entity tracks, cached text embeddings, a hot-swapped model) are frozen as well, from a small
-  thread (the collector's callback only signals it), so the next full collection walks only what
-  was promoted since the last one.
+  entity tracks, cached text embeddings, a hot-swapped model) are frozen as well, by a small
+  thread within `interval_s` (the collector's callback only sets a flag), so the next full
+  collection walks only what was promoted since the last one.
 
 Frozen objects are still freed by reference counting when they are dropped (an evicted entity
 track, a replaced model: both acyclic; `tests/test_gc_control.py` checks that a dropped model
@@ -31,6 +31,7 @@ import gc
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from serving import metrics
@@ -39,13 +40,22 @@ log = logging.getLogger(__name__)
 
 
 class GcController:
-    """Measures every collection and freezes the survivors of full ones (`freeze=False`: measure only)."""
+    """Measures every collection and freezes the survivors of full ones (`freeze=False`: measure only).
 
-    def __init__(self, freeze: bool = True) -> None:
+    The collector's callback runs inside whatever allocation triggered the collection, possibly
+    while that thread holds a lock (prometheus_client's multiprocess values have one, and the
+    pusher thread was inside it when a collection started: a deadlock, found by the benchmark).
+    So the callback takes no lock and calls nothing: it appends the pause to a deque and sets a
+    flag; a small thread publishes the pauses and does the freezing every `interval_s`.
+    """
+
+    def __init__(self, freeze: bool = True, interval_s: float = 0.25) -> None:
         self.freeze_enabled = freeze
+        self.interval_s = interval_s
         self._started: float | None = None
-        self._full_done = threading.Event()
-        self._closed = False
+        self._pauses: deque[tuple[int, float]] = deque(maxlen=10_000)
+        self._full_pending = False
+        self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self.freezes = 0
 
@@ -61,40 +71,45 @@ class GcController:
                 gc.get_freeze_count(),
                 (time.perf_counter() - started) * 1e3,
             )
-            self._thread = threading.Thread(target=self._freeze_loop, name="riskops-gc-freeze", daemon=True)
-            self._thread.start()
         # counted when /metrics is read: get_freeze_count() walks the whole permanent generation
         metrics.GC_FROZEN.set_function(gc.get_freeze_count)
         gc.callbacks.append(self._on_gc)
+        self._thread = threading.Thread(target=self._loop, name="riskops-gc", daemon=True)
+        self._thread.start()
         return self
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        # runs inside the collector: record and signal only, no allocation-heavy work
+        # inside the collector: no locks, no calls (see the class docstring)
         if phase == "start":
             self._started = time.perf_counter()
             return
-        if self._started is None:
+        started, self._started = self._started, None
+        if started is None:
             return
         generation = info.get("generation", 0)
-        metrics.GC_PAUSE.labels(str(generation)).observe(time.perf_counter() - self._started)
-        self._started = None
-        if generation == 2 and self.freeze_enabled:
-            self._full_done.set()
+        self._pauses.append((generation, time.perf_counter() - started))
+        if generation == 2:
+            self._full_pending = True
 
-    def _freeze_loop(self) -> None:
-        while True:
-            self._full_done.wait()
-            if self._closed:
-                return
-            self._full_done.clear()
+    def _loop(self) -> None:
+        while not self._closed.wait(self.interval_s):
+            self.publish()
+
+    def publish(self) -> None:
+        """Record the pauses seen so far; freeze the survivors if a full collection ran."""
+        while self._pauses:
+            generation, seconds = self._pauses.popleft()
+            metrics.GC_PAUSE.labels(str(generation)).observe(seconds)
+        if self._full_pending and self.freeze_enabled:
+            self._full_pending = False
             gc.freeze()
             self.freezes += 1
 
     def close(self) -> None:
         """Stop following (the frozen objects stay frozen: unfreezing would cost one long pause)."""
-        self._closed = True
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
-        self._full_done.set()
+        self._closed.set()
         if self._thread is not None:
             self._thread.join(5)
+        self.publish()

@@ -10,6 +10,7 @@ import importlib
 import json
 import math
 import os
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -460,3 +461,16 @@ def test_served_entity_features_stay_close_to_the_exact_offline_ones_after_a_res
     assert error("user_txn_count_7d")[0] < 0.15  # measured: 9% under (a user's week is bursty)
     # a snapshot counted in full until its window had passed: mean abs error 10.5 here
     assert error("merchant_txn_count_24h")[1] < 2.0
+
+
+@pytest.mark.parametrize("inherited, in_memory", [("feast_metrics_abc123", True), ("operator-set", False)])
+def test_server_metrics_stay_in_memory_unless_multiprocess_was_asked_for(tmp_path, inherited, in_memory):
+    """A server started by a process that imported Feast inherits Feast's temp PROMETHEUS_MULTIPROC_DIR."""
+    import subprocess
+
+    mp_dir = tmp_path / inherited
+    mp_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir)}
+    code = "import serving, feast, prometheus_client.values as v; print(v.ValueClass.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert (out.stdout.strip() == "MutexValue") is in_memory, out.stdout

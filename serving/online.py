@@ -93,6 +93,7 @@ class OnlineFeatureStore:
         self.push_interval_s = push_interval_s
         self._opener, self._reader, self._pusher = opener, reader, pusher
         self._push_opener = opener
+        self._open_push_early = push_process
         if push_process:  # the push's Feast work in a child process (serving/push_process.py)
             from serving.push_process import PushProcess, push_with
 
@@ -230,6 +231,13 @@ class OnlineFeatureStore:
             return self._push_done.wait_for(lambda: self._push_generation >= target, timeout)
 
     def _push_loop(self) -> None:
+        if self._open_push_early:
+            # the child takes seconds to start (it imports Feast): start it before traffic, not on
+            # the first flush, so the first pushes are not late (or cut off by a quick shutdown)
+            try:
+                self._push_store = self._push_opener(self.repo)
+            except Exception as exc:  # noqa: BLE001 - retried by the first flush
+                log.warning("Feast push process could not start yet (retried on the first push): %s", exc)
         while True:
             self._push_wakeup.wait(self.push_interval_s if self.push_interval_s > 0 else None)
             self._push_wakeup.clear()

@@ -229,7 +229,9 @@ def start_server(cmd: list[str], port: int, logfile: Path, timeout: float = 300)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # this process imported Feast, which set PROMETHEUS_MULTIPROC_DIR to a temp dir of its own:
     # neither server should inherit it (it would keep every metric in mmap files; see serving/__init__)
-    for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir"):
+    from serving import PROMETHEUS_DIR_VARIABLES
+
+    for name in PROMETHEUS_DIR_VARIABLES:
         env.pop(name, None)
     with open(logfile, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -3,6 +3,9 @@
 import os as _os
 import sys as _sys
 
+# the environment variables that switch prometheus_client to mmap-file values
+PROMETHEUS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir")
+
 # Importing Feast (feast.metrics) sets PROMETHEUS_MULTIPROC_DIR to a temp dir of its own, and a
 # server started by a process that had imported Feast (the demo, the benchmark, the tests)
 # inherits it: prometheus_client then keeps every metric in mmap files, one file write under one
@@ -13,7 +16,7 @@ import sys as _sys
 if "prometheus_client.values" not in _sys.modules and _os.path.basename(
     _os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 ).startswith("feast_metrics_"):
-    for _name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir"):
+    for _name in PROMETHEUS_DIR_VARIABLES:
         _os.environ.pop(_name, None)
 
 # prometheus_client picks its value storage once, at import: pick it now, before Feast sets the

@@ -40,6 +40,7 @@ from riskops.config import MODEL_NAME
 from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN
 from serving import metrics
 from serving.batching import MicroBatcher
+from serving.catalogue import Catalogue
 from serving.config import ServingConfig
 from serving.policy import PolicySource, read_model_policy, top_reasons
 from serving.validation import RequestError
@@ -113,8 +114,8 @@ class ModelHolder:
         self.update_lock = threading.Lock()
         self._current = initial
         self.swaps = 0
-        # the product catalogue (serving.catalogue.Catalogue): every model loaded later encodes it
-        self.catalogue: Any = None
+        # the product catalogue: every model loaded later encodes it (build_service gives it a file)
+        self.catalogue = Catalogue(None)
         if initial is not None:
             metrics.MODEL_INFO.labels(initial.version).set(1)
 
@@ -130,7 +131,7 @@ class ModelHolder:
         return self._current is not None
 
     def catalogue_texts(self) -> list[str]:
-        return self.catalogue.texts() if self.catalogue is not None else []
+        return self.catalogue.texts()
 
     def swap(self, new: LoadedModel) -> LoadedModel | None:
         with self._lock:

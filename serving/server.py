@@ -145,7 +145,7 @@ class RiskService(Model):
 
     # -- the product catalogue -----------------------------------------------------------------
     @property
-    def catalogue(self) -> Catalogue | None:
+    def catalogue(self) -> Catalogue:
         return self.predictor.holder.catalogue
 
     def _models_to_warm(self) -> list[LoadedModel]:
@@ -160,8 +160,6 @@ class RiskService(Model):
         queue behind one chunk at most (tens of ms), never behind the whole catalogue.
         """
         catalogue = self.catalogue
-        if catalogue is None:  # built without one (tests): keep the texts for this process only
-            catalogue = self.predictor.holder.catalogue = Catalogue(None)
         new = await asyncio.to_thread(catalogue.add, texts)
         loop = asyncio.get_running_loop()
         encoded = 0
@@ -177,7 +175,7 @@ class RiskService(Model):
         return {"received": len(texts), "new": len(new), "encoded": encoded, "catalogue_texts": len(catalogue)}
 
     def catalogue_state(self) -> dict[str, Any]:
-        texts = self.catalogue.texts() if self.catalogue is not None else []
+        texts = self.catalogue.texts()
         cache = getattr(self.predictor.holder.current.scorer, "_text_cache", {})
         return {
             "catalogue_texts": len(texts),
@@ -209,7 +207,7 @@ class RiskService(Model):
 
 
 def _initial_model(
-    config: ServingConfig, home: Paths, catalogue: Catalogue | None = None
+    config: ServingConfig, home: Paths, catalogue: Catalogue
 ) -> tuple[ModelHolder, RegistryWatcher | None]:
     """Load the model named by config.model_version: a version (pinned), an alias (followed) or a folder."""
     from riskops.registry import ModelRegistry

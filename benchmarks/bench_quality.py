@@ -57,6 +57,7 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISAB
 from riskops import datasets as D  # noqa: E402
 from riskops.anomaly import AutoencoderConfig, blend, choose_blend_weight, fit_autoencoder  # noqa: E402
 from riskops.calibration import choose_calibrator, expected_calibration_error, reliability_plot  # noqa: E402
+from riskops.ensemble import choose_ensemble_weights, fit_rank_ensemble  # noqa: E402
 from riskops.metrics import score_metrics  # noqa: E402
 from riskops.tabular import FTTransformerConfig, fit_ft_transformer  # noqa: E402
 
@@ -355,20 +356,25 @@ def run_tabular(cfg: D.DatasetConfig, args, out_dir: Path) -> dict:
 
     runs += blends(runs, yv)
     table = evaluate_runs(runs, yv, yt, out_dir, cfg.name)
-    goal = table["ft_transformer"]
     return {
         "data": {"fit": D.summary(fit, cfg), "val": D.summary(val, cfg), "test": D.summary(test, cfg)},
         "models": table,
-        "goal": {
-            **GOAL,
-            "not_below_lightgbm": True,
-            "met": bool(
-                goal["roc_auc"] >= GOAL["roc_auc"]
-                and goal["pr_auc"] >= GOAL["pr_auc"]
-                and goal["pr_auc"] >= table["lightgbm"]["pr_auc"]
-            ),
-        },  # fmt: skip
+        "goal": goal_check(table, "ft_transformer"),
     }
+
+
+def goal_check(table: dict[str, dict], transformer: str) -> dict:
+    """The issue's ULB goal, checked for the transformer alone and for each ensemble containing it."""
+    ref = table["lightgbm"]["pr_auc"]
+
+    def met(m: dict) -> bool:
+        return bool(m["roc_auc"] >= GOAL["roc_auc"] and m["pr_auc"] >= GOAL["pr_auc"] and m["pr_auc"] >= ref)
+
+    candidates = [transformer] + [
+        n for n in table if n.startswith(("stack", "ensemble")) and transformer in n
+    ]
+    return {**GOAL, "not_below_lightgbm": True, "met": met(table[transformer]),
+            "met_by": {n: met(table[n]) for n in candidates}}  # fmt: skip
 
 
 def blends(runs: list[ModelRun], y_val: np.ndarray, transformer: str | None = None) -> list[ModelRun]:
@@ -389,6 +395,25 @@ def blends(runs: list[ModelRun], y_val: np.ndarray, transformer: str | None = No
                             a.seconds + b.seconds, a.cpu + b.cpu, False,
                             notes=f"rank blend, weight {chosen.weight:.2f} on {other} (chosen on validation PR-AUC)",
                             extra={"blend_weight": chosen.weight}))  # fmt: skip
+    out += stacks(by, y_val, tname)
+    return out
+
+
+def stacks(by: dict[str, ModelRun], y_val: np.ndarray, tname: str) -> list[ModelRun]:
+    """Rank ensembles of the transformer with LightGBM and logistic regression (riskops.ensemble):
+    equal weights (nothing tuned) and simplex-grid weights chosen on validation PR-AUC."""
+    members = [n for n in (tname, "lightgbm", "logistic_regression") if n in by]
+    if len(members) < 3:
+        return []
+    val = {n: by[n].val for n in members}
+    out = []
+    for label, ens in (
+        ("stack (equal ranks)", fit_rank_ensemble(val)),
+        ("stack (weights on validation)", choose_ensemble_weights(val, y_val)),
+    ):
+        out.append(ModelRun(f"{label}: {' + '.join(members)}", ens(val), ens({n: by[n].test for n in members}),
+                            sum(by[n].seconds for n in members), sum(by[n].cpu for n in members), False,
+                            notes=f"rank ensemble {ens.describe()}", extra={"ensemble_weights": ens.weights}))  # fmt: skip
     return out
 
 
@@ -610,7 +635,9 @@ def markdown(doc: dict) -> str:
             lines += ["", f"Published figures: {FDB_SOURCE}.", ""]
             g = res["goal"]
             lines.append(f"Goal (AUC-ROC ≥ {g['roc_auc']}, AUPRC ≥ {g['pr_auc']}, not below tuned LightGBM): "
-                         f"**{'met' if g['met'] else 'not met'}**.")  # fmt: skip
+                         f"**{'met' if g['met'] else 'not met'}** by the transformer alone; "
+                         + "; ".join(f"{n}: {'met' if v else 'not met'}" for n, v in g.get("met_by", {}).items()
+                                     if n != "ft_transformer") + ".")  # fmt: skip
         if res.get("todo"):
             lines += ["", f"**{res['todo']}**"]
         notes = [f"- {m}: {r['notes']}" for m, r in res["models"].items() if r.get("notes")]

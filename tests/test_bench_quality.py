@@ -1,0 +1,57 @@
+"""The quality benchmark's small version: every model, blend and stack on a tiny tabular dataset."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_byod_pipeline import shop_config, shop_orders
+
+from riskops.datasets import DatasetConfig
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_quality():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("bench_quality")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_quick_tabular_run_scores_every_model_and_checks_the_goal(bench_quality, tmp_path):
+    csv = tmp_path / "orders.csv"
+    shop_orders(n=4000, seed=3).to_csv(csv, index=False)
+    config = DatasetConfig.from_dict(shop_config(csv, entities={}, text=[], pii=[]))
+    args = argparse.Namespace(quick=True, no_progress=True, save_models=False)
+    result = bench_quality.run_tabular(config, args, tmp_path / "out")
+
+    models = result["models"]
+    stacks = [n for n in models if n.startswith("stack")]
+    assert stacks == [
+        "stack (equal ranks): ft_transformer + lightgbm + logistic_regression",
+        "stack (weights on validation): ft_transformer + lightgbm + logistic_regression",
+    ]
+    assert models[stacks[0]]["ensemble_weights"] == pytest.approx(
+        {"ft_transformer": 1 / 3, "lightgbm": 1 / 3, "logistic_regression": 1 / 3}
+    )
+    assert sum(models[stacks[1]]["ensemble_weights"].values()) == pytest.approx(1.0)
+    for name, m in models.items():
+        assert 0.0 <= m["roc_auc"] <= 1.0 and 0.0 <= m["pr_auc"] <= 1.0, name
+        assert np.isfinite(m["ece"]), name
+    # the planted signal (amount, crypto payments) is learnable: the supervised models find it
+    assert models["lightgbm"]["roc_auc"] > 0.75
+    assert models[stacks[0]]["roc_auc"] > 0.75
+    goal = result["goal"]
+    assert set(goal["met_by"]) == {"ft_transformer", *stacks, "ensemble: ft_transformer + lightgbm"}
+    assert goal["met"] == goal["met_by"]["ft_transformer"]
+    assert (tmp_path / "out" / "pr_curves_my-shop.png").stat().st_size > 0
+    assert (tmp_path / "out" / "reliability_my-shop.png").stat().st_size > 0
+    json.dumps(bench_quality._jsonable(result))  # the report is serialisable

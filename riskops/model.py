@@ -607,6 +607,14 @@ class RiskScorer:
     def clear_cache(self) -> None:
         self._text_cache.clear()
 
+    def is_cached(self, text: str) -> bool:
+        """Whether `text`'s embedding is in the cache (a request with it skips the encoder)."""
+        return text in self._text_cache
+
+    @property
+    def cached_texts(self) -> int:
+        return len(self._text_cache)
+
     def remember_frequent_texts(self, texts: Sequence[str], limit: int = WARM_TEXTS_LIMIT) -> None:
         """Keep the `limit` most frequent of `texts` (training data) to pre-encode when served."""
         counts = pd.Series(list(texts), dtype=object).value_counts(sort=True)

@@ -176,10 +176,10 @@ class RiskService(Model):
 
     def catalogue_state(self) -> dict[str, Any]:
         texts = self.catalogue.texts()
-        cache = getattr(self.predictor.holder.current.scorer, "_text_cache", {})
+        scorer = self.predictor.holder.current.scorer
         return {
             "catalogue_texts": len(texts),
-            "cached_in_model": sum(1 for t in texts if t in cache),
+            "cached_in_model": sum(1 for t in texts if scorer.is_cached(t)),
             "model_version": self.predictor.holder.current.version,
         }
 

@@ -51,9 +51,9 @@ def test_a_model_loaded_later_encodes_the_catalogue_before_it_serves(tmp_path):
     texts = product_texts(product_catalogue(config).head(40).to_dict("records"))
     fresh = [f"{t} (new)" for t in texts[:5]]
     lm = load_model(trained.model_dir, extra_texts=fresh)
-    assert all(t in lm.scorer._text_cache for t in fresh)
+    assert all(lm.scorer.is_cached(t) for t in fresh)
     control = load_model(trained.model_dir)
-    assert not any(t in control.scorer._text_cache for t in fresh)
+    assert not any(control.scorer.is_cached(t) for t in fresh)
 
 
 def test_the_generator_catalogue_covers_its_traffic():

@@ -159,7 +159,7 @@ def test_text_embeddings_are_cached_lru(tokenizer, frame):
     s.predict_proba(pd.concat([frame.iloc[:1]] * 10))  # the same text 10 times: one lookup, a hit
     assert (s.cache_hits, s.cache_misses) == (1, 1)
     s.text_embeddings(texts[:20])
-    assert len(s._text_cache) == 5  # bounded
+    assert s.cached_texts == 5  # bounded
     cached = s.text_embeddings(texts[15:20])
     assert torch.allclose(cached, torch.stack(s._encode(texts[15:20])), atol=1e-6)
 
@@ -259,7 +259,7 @@ def test_frequent_texts_are_saved_and_pre_encoded(scorer, frame, tmp_path):
         assert len(scorer.warm_texts) == 3 and scorer.warm_texts[0] == common
         scorer.save(tmp_path / "m")
         loaded = RiskScorer.load(tmp_path / "m", device="cpu")
-        assert loaded.warm_texts == scorer.warm_texts and len(loaded._text_cache) == 0
+        assert loaded.warm_texts == scorer.warm_texts and loaded.cached_texts == 0
         assert loaded.warm_cache() == 3 and loaded.warm_cache() == 0  # idempotent
         loaded.predict_proba(frame[frame[TEXT_COLUMN] == common])
         assert (loaded.cache_hits, loaded.cache_misses) == (1, 0)  # served from the warmed cache

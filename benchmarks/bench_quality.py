@@ -59,7 +59,7 @@ from riskops.anomaly import AutoencoderConfig, blend, choose_blend_weight, fit_a
 from riskops.calibration import choose_calibrator, expected_calibration_error, reliability_plot  # noqa: E402
 from riskops.ensemble import choose_ensemble_weights, fit_rank_ensemble  # noqa: E402
 from riskops.metrics import score_metrics  # noqa: E402
-from riskops.tabular import FTTransformerConfig, fit_ft_transformer  # noqa: E402
+from riskops.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -294,7 +294,7 @@ def ft_config(quick: bool, args) -> FTTransformerConfig:
     return FTTransformerConfig(
         d_token=32, n_layers=2, n_heads=4, lr=args.ft_lr, legit_per_epoch=args.ft_legit_per_epoch,
         max_epochs=args.ft_max_epochs, patience=args.ft_patience, max_train_seconds=args.ft_max_seconds,
-        progress=not args.no_progress,
+        numeric_transform=args.ft_numeric, progress=not args.no_progress,
     )  # fmt: skip
 
 
@@ -705,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-patience", type=int, default=6)
     ap.add_argument("--ft-lr", type=float, default=3e-4)
     ap.add_argument("--ft-max-seconds", type=float, default=900.0)
+    ap.add_argument("--ft-numeric", default="quantile", choices=NUMERIC_TRANSFORMS,
+                    help="the FT-Transformer's numeric preprocessing (riskops.tabular.FTTransformerConfig)")  # fmt: skip
     ap.add_argument("--synthetic-rows", type=int, default=None)
     ap.add_argument("--synthetic-encoder", default="minilm", choices=("minilm", "tiny"))
     ap.add_argument("--synthetic-epochs", type=int, default=2)

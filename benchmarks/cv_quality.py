@@ -38,7 +38,7 @@ from bench_quality import LGB_BASE, RESULTS, _lgb_frame  # noqa: E402
 
 from riskops import datasets as D  # noqa: E402
 from riskops.ensemble import fit_rank_ensemble  # noqa: E402
-from riskops.tabular import FTTransformerConfig, fit_ft_transformer  # noqa: E402
+from riskops.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
 
 log = logging.getLogger("cv_quality")
 
@@ -124,17 +124,20 @@ def fold_metrics(y_parts: list[np.ndarray], s_parts: list[np.ndarray]) -> dict:
     }
 
 
-def fit_predict_ft(X, y, Xw, numeric, categorical, val_fraction: float = 0.15) -> np.ndarray:
+def fit_predict_ft(
+    X, y, Xw, numeric, categorical, numeric_transform: str = "quantile", val_fraction: float = 0.15
+) -> np.ndarray:
     """FT-Transformer as in bench_quality (full settings), early-stopped on the newest rows of X."""
     cut = int(len(X) * (1 - val_fraction))
     cfg = FTTransformerConfig(d_token=32, n_layers=2, n_heads=4, lr=3e-4, legit_per_epoch=60_000, max_epochs=20,
-                              patience=6, max_train_seconds=900.0, progress=False)  # fmt: skip
+                              patience=6, max_train_seconds=900.0, progress=False,
+                              numeric_transform=numeric_transform)  # fmt: skip
     model = fit_ft_transformer(X.iloc[:cut], y[:cut], X.iloc[cut:], y[cut:], cfg, numeric=numeric,
                                categorical=categorical)  # fmt: skip
     return model.predict_proba(Xw)
 
 
-def run(dataset: str, starts: list[float], with_ft: bool = False) -> dict:
+def run(dataset: str, starts: list[float], with_ft: bool = False, ft_numeric: str = "quantile") -> dict:
     cfg = D.builtin_config(dataset)
     train, test = D.fdb_split(D.load_dataset(cfg), cfg)
     del test  # never scored here: this script only informs choices
@@ -167,7 +170,7 @@ def run(dataset: str, starts: list[float], with_ft: bool = False) -> dict:
         for a, b in windows:
             t = time.perf_counter()
             scores.setdefault("ft_transformer", []).append(
-                fit_predict_ft(train.iloc[:a], y[:a], train.iloc[a:b], numeric, categorical)
+                fit_predict_ft(train.iloc[:a], y[:a], train.iloc[a:b], numeric, categorical, ft_numeric)
             )
             log.info("ft_transformer window %d-%d: %.0fs", a, b, time.perf_counter() - t)
     table = {name: fold_metrics(y_parts, parts) for name, parts in scores.items()}
@@ -225,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ft", action="store_true", help="also the FT-Transformer (~6 min per window on 2 cores)"
     )
+    ap.add_argument("--ft-numeric", default="quantile", choices=NUMERIC_TRANSFORMS,
+                    help="the FT-Transformer's numeric preprocessing (riskops.tabular)")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     starts = [float(v) for v in args.folds.split(",")]
     if starts != sorted(starts) or not 0 < starts[0] or starts[-1] >= 1:
         ap.error("--folds must be increasing fractions in (0, 1)")
     t0 = time.perf_counter()
-    doc = run(args.dataset, starts, with_ft=args.ft)
+    doc = run(args.dataset, starts, with_ft=args.ft, ft_numeric=args.ft_numeric)
     doc["command"] = " ".join(
         ["python", "benchmarks/cv_quality.py", *(argv if argv is not None else sys.argv[1:])]
     )

@@ -72,3 +72,34 @@ def test_missing_column_and_bad_config():
     pre = TabularPreprocessor.fit(pd.DataFrame({"x": [1.0, 2.0]}), ["x"], [])
     with pytest.raises(ValueError, match="missing column"):
         pre.transform(pd.DataFrame({"y": [1.0]}))
+
+
+def test_robust_log_keeps_the_tails_a_quantile_map_squeezes():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=20_000)})
+    tail = pd.DataFrame({"x": [5.0, 10.0, 50.0, -8.0, 0.0, np.nan]})  # far beyond the training rows
+    quantile = TabularPreprocessor.fit(X, ["x"], [], n_quantiles=1000).transform_numeric(tail)[:, 0]
+    robust = TabularPreprocessor.fit(X, ["x"], [], numeric_transform="robust_log").transform_numeric(tail)[
+        :, 0
+    ]
+    # quantile: everything past the training extremes lands on the same clipped value
+    assert quantile[0] == quantile[1] == quantile[2]
+    # robust_log: order and (compressed) size survive, the body stays near 0, NaN -> 0
+    assert robust[3] < robust[4] < robust[0] < robust[1] < robust[2]
+    assert abs(robust[4]) < 0.05 and robust[5] == 0.0
+    assert robust[2] == pytest.approx(np.log1p(50 / 1.349), abs=0.05)  # IQR of N(0, 1) = 1.349
+    with pytest.raises(ValueError, match="numeric_transform"):
+        FTTransformerConfig(numeric_transform="minmax")
+
+
+def test_robust_log_model_learns_and_round_trips(tmp_path):
+    X, y = _planted(3000, 0)
+    Xv, yv = _planted(800, 1)
+    cfg = FTTransformerConfig(**{**CFG.__dict__, "numeric_transform": "robust_log"})
+    model = fit_ft_transformer(X, y, Xv, yv, cfg, numeric=["signal", "heavy", "noise"], categorical=["kind"])
+    Xt, yt = _planted(1500, 2)
+    p = model.predict_proba(Xt)
+    assert roc_auc_score(yt, p) > 0.9
+    loaded = FittedTabularModel.load(model.save(tmp_path / "ft"))
+    assert loaded.pre.numeric_transform == "robust_log" and loaded.pre.quantiles == []
+    np.testing.assert_allclose(loaded.predict_proba(Xt), p, rtol=0, atol=1e-6)

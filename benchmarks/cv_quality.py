@@ -137,7 +137,13 @@ def fit_predict_ft(
     return model.predict_proba(Xw)
 
 
-def run(dataset: str, starts: list[float], with_ft: bool = False, ft_numeric: str = "quantile") -> dict:
+def run(
+    dataset: str,
+    starts: list[float],
+    with_ft: bool = False,
+    ft_numeric: str = "quantile",
+    ft_hour: bool = False,
+) -> dict:
     cfg = D.builtin_config(dataset)
     train, test = D.fdb_split(D.load_dataset(cfg), cfg)
     del test  # never scored here: this script only informs choices
@@ -169,8 +175,11 @@ def run(dataset: str, starts: list[float], with_ft: bool = False, ft_numeric: st
         torch.set_num_threads(1)
         for a, b in windows:
             t = time.perf_counter()
+            ft_numeric_columns = numeric + (["hour_sin", "hour_cos"] if ft_hour else [])
             scores.setdefault("ft_transformer", []).append(
-                fit_predict_ft(train.iloc[:a], y[:a], train.iloc[a:b], numeric, categorical, ft_numeric)
+                fit_predict_ft(
+                    train.iloc[:a], y[:a], train.iloc[a:b], ft_numeric_columns, categorical, ft_numeric
+                )
             )
             log.info("ft_transformer window %d-%d: %.0fs", a, b, time.perf_counter() - t)
     table = {name: fold_metrics(y_parts, parts) for name, parts in scores.items()}
@@ -230,13 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ft-numeric", default="quantile", choices=NUMERIC_TRANSFORMS,
                     help="the FT-Transformer's numeric preprocessing (riskops.tabular)")  # fmt: skip
+    ap.add_argument(
+        "--ft-hour", action="store_true", help="give the FT-Transformer the hour-of-day features too"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     starts = [float(v) for v in args.folds.split(",")]
     if starts != sorted(starts) or not 0 < starts[0] or starts[-1] >= 1:
         ap.error("--folds must be increasing fractions in (0, 1)")
     t0 = time.perf_counter()
-    doc = run(args.dataset, starts, with_ft=args.ft, ft_numeric=args.ft_numeric)
+    doc = run(args.dataset, starts, with_ft=args.ft, ft_numeric=args.ft_numeric, ft_hour=args.ft_hour)
     doc["command"] = " ".join(
         ["python", "benchmarks/cv_quality.py", *(argv if argv is not None else sys.argv[1:])]
     )

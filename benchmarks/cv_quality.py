@@ -125,13 +125,20 @@ def fold_metrics(y_parts: list[np.ndarray], s_parts: list[np.ndarray]) -> dict:
 
 
 def fit_predict_ft(
-    X, y, Xw, numeric, categorical, numeric_transform: str = "quantile", val_fraction: float = 0.15
+    X,
+    y,
+    Xw,
+    numeric,
+    categorical,
+    numeric_transform: str = "quantile",
+    pos_weight: str = "sqrt",
+    val_fraction: float = 0.15,
 ) -> np.ndarray:
     """FT-Transformer as in bench_quality (full settings), early-stopped on the newest rows of X."""
     cut = int(len(X) * (1 - val_fraction))
     cfg = FTTransformerConfig(d_token=32, n_layers=2, n_heads=4, lr=3e-4, legit_per_epoch=60_000, max_epochs=20,
                               patience=6, max_train_seconds=900.0, progress=False,
-                              numeric_transform=numeric_transform)  # fmt: skip
+                              numeric_transform=numeric_transform, pos_weight=None if pos_weight == "none" else pos_weight)  # fmt: skip
     model = fit_ft_transformer(X.iloc[:cut], y[:cut], X.iloc[cut:], y[cut:], cfg, numeric=numeric,
                                categorical=categorical)  # fmt: skip
     return model.predict_proba(Xw)
@@ -143,6 +150,7 @@ def run(
     with_ft: bool = False,
     ft_numeric: str = "quantile",
     ft_hour: bool = False,
+    ft_pos_weight: str = "sqrt",
 ) -> dict:
     cfg = D.builtin_config(dataset)
     train, test = D.fdb_split(D.load_dataset(cfg), cfg)
@@ -178,7 +186,13 @@ def run(
             ft_numeric_columns = numeric + (["hour_sin", "hour_cos"] if ft_hour else [])
             scores.setdefault("ft_transformer", []).append(
                 fit_predict_ft(
-                    train.iloc[:a], y[:a], train.iloc[a:b], ft_numeric_columns, categorical, ft_numeric
+                    train.iloc[:a],
+                    y[:a],
+                    train.iloc[a:b],
+                    ft_numeric_columns,
+                    categorical,
+                    ft_numeric,
+                    ft_pos_weight,
                 )
             )
             log.info("ft_transformer window %d-%d: %.0fs", a, b, time.perf_counter() - t)
@@ -233,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--folds", default="0.55,0.70,0.85", help="window starts as fractions of the training period"
     )
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--out", type=Path, default=RESULTS, help="folder for cv_<dataset>.json/.md (git-ignored)"
+    )
     ap.add_argument(
         "--ft", action="store_true", help="also the FT-Transformer (~6 min per window on 2 cores)"
     )
+    ap.add_argument("--ft-pos-weight", default="sqrt", choices=("sqrt", "balanced", "none"),
+                    help="the FT-Transformer's fraud class weight")  # fmt: skip
     ap.add_argument("--ft-numeric", default="quantile", choices=NUMERIC_TRANSFORMS,
                     help="the FT-Transformer's numeric preprocessing (riskops.tabular)")  # fmt: skip
     ap.add_argument(
@@ -248,7 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     if starts != sorted(starts) or not 0 < starts[0] or starts[-1] >= 1:
         ap.error("--folds must be increasing fractions in (0, 1)")
     t0 = time.perf_counter()
-    doc = run(args.dataset, starts, with_ft=args.ft, ft_numeric=args.ft_numeric, ft_hour=args.ft_hour)
+    doc = run(
+        args.dataset,
+        starts,
+        with_ft=args.ft,
+        ft_numeric=args.ft_numeric,
+        ft_hour=args.ft_hour,
+        ft_pos_weight=args.ft_pos_weight,
+    )
     doc["command"] = " ".join(
         ["python", "benchmarks/cv_quality.py", *(argv if argv is not None else sys.argv[1:])]
     )

@@ -246,25 +246,25 @@ def fit_lightgbm_generic(X, y, X_val, y_val, numeric, categorical, params, round
     )
 
 
-def fit_logistic_generic(X, y, X_val, y_val, numeric, categorical, Cs=(0.01, 0.1, 1.0)):
+def logistic_pipeline(C: float, numeric: list[str], categorical: list[str]):
+    """Standardised numerics (+ one-hot categoricals) -> class-balanced logistic regression."""
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+    steps = [("num", StandardScaler(), numeric)]
+    if categorical:
+        steps.append(("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=5), categorical))
+    return Pipeline(
+        [("prep", ColumnTransformer(steps)), ("clf", LogisticRegression(C=C, class_weight="balanced", max_iter=3000))]
+    )
+
+
+def fit_logistic_generic(X, y, X_val, y_val, numeric, categorical, Cs=(0.01, 0.1, 1.0)):
     best, best_model, table = -1.0, None, {}
     for C in Cs:
-        prep = ColumnTransformer(
-            [("num", StandardScaler(), numeric)]
-            + (
-                [("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=5), categorical)]
-                if categorical
-                else []
-            )
-        )
-        model = Pipeline(
-            [("prep", prep), ("clf", LogisticRegression(C=C, class_weight="balanced", max_iter=3000))]
-        )
+        model = logistic_pipeline(C, numeric, categorical)
         model.fit(X[numeric + categorical], y)
         ap = _ap(y_val, model.predict_proba(X_val[numeric + categorical])[:, 1])
         table[C] = ap

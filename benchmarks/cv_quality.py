@@ -34,7 +34,7 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench_quality import LGB_BASE, RESULTS, _lgb_frame  # noqa: E402
+from bench_quality import LGB_BASE, RESULTS, _lgb_frame, logistic_pipeline  # noqa: E402
 
 from riskops import datasets as D  # noqa: E402
 from riskops.ensemble import fit_rank_ensemble  # noqa: E402
@@ -93,20 +93,7 @@ def fit_predict_lgb(
 
 
 def fit_predict_lr(X, y, Xw, C: float, numeric, categorical) -> np.ndarray:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    steps = [("num", StandardScaler(), numeric)]
-    if categorical:
-        steps.append(("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=5), categorical))
-    model = Pipeline(
-        [
-            ("prep", ColumnTransformer(steps)),
-            ("clf", LogisticRegression(C=C, class_weight="balanced", max_iter=3000)),
-        ]
-    )
+    model = logistic_pipeline(C, numeric, categorical)
     model.fit(X[numeric + categorical], y)
     return model.predict_proba(Xw[numeric + categorical])[:, 1]
 

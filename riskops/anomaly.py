@@ -31,6 +31,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from riskops.tabular import robust_center_scale, signed_log_scaled
+
 WEIGHTS_NAME = "autoencoder.safetensors"
 META_NAME = "autoencoder.json"
 
@@ -68,13 +70,9 @@ class _Prep:
     def fit(cls, X: pd.DataFrame, numeric: list[str], categorical: list[str]) -> _Prep:
         p = cls(list(numeric), list(categorical))
         for c in p.numeric:
-            x = X[c].to_numpy(dtype="float64")
-            x = x[np.isfinite(x)]
-            med = float(np.median(x)) if x.size else 0.0
-            q1, q3 = np.quantile(x, [0.25, 0.75]) if x.size else (0.0, 1.0)
-            s = float(q3 - q1) or float(np.std(x)) or 1.0
+            med, scale = robust_center_scale(X[c].to_numpy(dtype="float64"))
             p.median.append(med)
-            p.scale.append(s)
+            p.scale.append(scale)
         for c in p.categorical:
             counts = X[c].astype(str).value_counts()
             p.vocabs[c] = sorted(counts[counts >= 5].index.tolist())
@@ -90,10 +88,7 @@ class _Prep:
             raise ValueError(f"input is missing column(s) {missing}")
         parts = []
         if self.numeric:
-            x = X[self.numeric].to_numpy(dtype="float64")
-            z = (x - np.asarray(self.median)) / np.asarray(self.scale)
-            z = np.sign(z) * np.log1p(np.abs(z))
-            parts.append(np.nan_to_num(z, nan=0.0, posinf=10.0, neginf=-10.0))
+            parts.append(signed_log_scaled(X[self.numeric].to_numpy(dtype="float64"), self.median, self.scale))
         for c in self.categorical:
             vocab = self.vocabs[c]
             idx = pd.Categorical(X[c].astype(str), categories=vocab).codes

@@ -90,6 +90,21 @@ class FTTransformerConfig:
 # --------------------------------------------------------------------------------------------
 
 
+def robust_center_scale(col: np.ndarray) -> tuple[float, float]:
+    """(median, IQR) of the finite values; the scale falls back to the std, then 1."""
+    col = col[np.isfinite(col)]
+    if not col.size:
+        return 0.0, 1.0
+    q1, med, q3 = np.quantile(col, [0.25, 0.5, 0.75])
+    return float(med), float(q3 - q1) or float(np.std(col)) or 1.0
+
+
+def signed_log_scaled(x: np.ndarray, centers, scales) -> np.ndarray:
+    """sign(r) * log1p(|r|), r = (x - center) / scale: extreme values stay extreme but bounded; NaN -> 0."""
+    r = (x - np.asarray(centers)) / np.asarray(scales)
+    return np.nan_to_num(np.sign(r) * np.log1p(np.abs(r)), nan=0.0, posinf=10.0, neginf=-10.0)
+
+
 @dataclass
 class TabularPreprocessor:
     numeric: list[str]
@@ -111,9 +126,9 @@ class TabularPreprocessor:
             col = X[c].to_numpy(dtype="float64")
             col = col[np.isfinite(col)]
             if numeric_transform == "robust_log":
-                q1, med, q3 = np.quantile(col, [0.25, 0.5, 0.75]) if col.size else (0.0, 0.0, 1.0)
-                pre.medians.append(float(med))
-                pre.scales.append(float(q3 - q1) or float(np.std(col) if col.size else 0.0) or 1.0)
+                med, scale = robust_center_scale(col)
+                pre.medians.append(med)
+                pre.scales.append(scale)
                 continue
             q = np.quantile(col, levels) if col.size else np.zeros_like(levels)
             pre.quantiles.append([float(v) for v in q])
@@ -132,9 +147,7 @@ class TabularPreprocessor:
 
         out = np.zeros((len(X), len(self.numeric)), dtype="float32")
         if self.numeric_transform == "robust_log":
-            x = X[self.numeric].to_numpy(dtype="float64")
-            r = (x - np.asarray(self.medians)) / np.asarray(self.scales)
-            out[:] = np.nan_to_num(np.sign(r) * np.log1p(np.abs(r)), nan=0.0, posinf=10.0, neginf=-10.0)
+            out[:] = signed_log_scaled(X[self.numeric].to_numpy(dtype="float64"), self.medians, self.scales)
             return out
         for j, c in enumerate(self.numeric):
             x = X[c].to_numpy(dtype="float64")

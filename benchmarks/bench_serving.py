@@ -1,7 +1,10 @@
 """Serving benchmark: our model server vs. a bare KServe ModelServer returning a constant (the floor).
 
-Same machine, same async load generator (aiohttp), one server at a time, both bound to 127.0.0.1
-with gRPC off and the same KServe logging. Phases:
+Same machine, same async load generator (aiohttp), one server at a time, all bound to 127.0.0.1
+with gRPC off. The goals compare with the floor on KServe's defaults (asyncio event loop, uvicorn's
+access log, KServe's timing middleware). A second floor runs the constant model behind our server's
+HTTP front settings (uvloop, neither per-request log: `serving.http.rest_front`), so the table
+separates what the front saves from what our own work costs (`--no-front-floor` skips it). Phases:
 
 * concurrency 1: sequential single-transaction v1 requests -> p50/p95/p99 latency;
 * concurrency 32, closed loop: 32 clients each send the next request when the last answered ->
@@ -72,11 +75,13 @@ for _k, _v in {
 # ---------------------------------------------------------------------------------------------
 
 
-def run_floor_server(port: int) -> None:
+def run_floor_server(port: int, front: str = "kserve") -> None:
+    """front "kserve": KServe's defaults (the goals' floor); "ours": our server's HTTP front settings."""
     sys.argv = sys.argv[:1]  # kserve parses argv at import
     from kserve import Model, ModelServer
 
-    from serving.http import bind_host
+    from serving.config import ServingConfig
+    from serving.http import front_options, rest_front
 
     class Constant(Model):
         def __init__(self) -> None:
@@ -87,7 +92,8 @@ def run_floor_server(port: int) -> None:
             return {"predictions": [{"risk_score": 0.5, "decision": "approve"} for _ in payload["instances"]]}
 
     server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False)
-    with bind_host("127.0.0.1"):
+    options = front_options(ServingConfig()) if front == "ours" else {}
+    with rest_front("127.0.0.1", **options):
         server.start([Constant()])
 
 
@@ -560,10 +566,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default=str(RESULTS / "serving.json"))
     p.add_argument("--keep", action="store_true", help="keep the temporary home (logs, prediction log)")
+    p.add_argument(
+        "--no-front-floor",
+        action="store_true",
+        help="skip the second floor that runs with our server's HTTP front settings",
+    )
     p.add_argument("--floor-server", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--floor-front", default="kserve", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.floor_server:
-        run_floor_server(args.floor_server)
+        run_floor_server(args.floor_server, args.floor_front)
         return 0
 
     import kserve
@@ -598,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_generator": "aiohttp, one process on the same machine (shares the CPUs with the server)",
     }
 
-    floor_port, port = free_port(), free_port()
+    floor_port, front_floor_port, port = free_port(), free_port(), free_port()
     cmd = [sys.executable, "-m", args.server_module, "--port", str(port), "--home", str(home.root)]
     for item in args.set:
         cmd += ["--set", item]
@@ -611,18 +623,31 @@ def main(argv: list[str] | None = None) -> int:
                 work / "floor.log",
             )
         )
+        if not args.no_front_floor:
+            procs.append(
+                start_server(
+                    [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(front_floor_port),
+                     "--floor-front", "ours"],
+                    front_floor_port,
+                    work / "floor_front.log",
+                )
+            )  # fmt: skip
         procs.append(start_server(cmd, port, work / "ours.log"))
         url = f"http://127.0.0.1:{port}"
         if not args.no_catalogue:
             results["catalogue"] = feed_catalogue(url, args.rows, args.seed)
             log(f"product catalogue sent to POST /v1/catalogue: {results['catalogue']}")
         urls = {"floor": f"http://127.0.0.1:{floor_port}", "ours": url}
+        if not args.no_front_floor:
+            urls["floor_front"] = f"http://127.0.0.1:{front_floor_port}"
         log(
             "floor: a bare KServe ModelServer returning a constant; ours: risk-model (validation, PII hashing,"
         )
         log("Feast, model, policy, reasons, durable prediction log); c1/c32 rounds alternate between the two")
-        measured = measure_interleaved(urls, {"floor": bodies_floor, "ours": bodies_ours}, args)
-        results["floor"], results["ours"] = measured["floor"], measured["ours"]
+        measured = measure_interleaved(
+            urls, {"floor": bodies_floor, "ours": bodies_ours, "floor_front": bodies_floor}, args
+        )
+        results.update(measured)
         sweep = {}
         for rate in [float(x) for x in args.sweep.split(",") if x.strip()]:
             time.sleep(5)  # let background pushes and log writes drain
@@ -698,8 +723,12 @@ def render(r: dict) -> str:
         "| phase | server | p50 ms | p95 ms | p99 ms | throughput req/s | errors | mean batch |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    servers = [("floor (constant, KServe defaults)", f)]
+    if r.get("floor_front"):
+        servers.append(("floor (constant, our HTTP front)", r["floor_front"]))
+    servers.append(("ours", o))
     for phase in ("c1", "c32"):
-        for name, res in (("floor (constant)", f), ("ours", o)):
+        for name, res in servers:
             x = res[phase]
             lines.append(
                 f"| {phase} | {name} | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['throughput_rps']} "

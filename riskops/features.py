@@ -71,6 +71,7 @@ ENTITY_FEATURES: dict[str, tuple[str, ...]] = {
 }
 ALL_ENTITY_FEATURES: tuple[str, ...] = tuple(f for fs in ENTITY_FEATURES.values() for f in fs)
 
+
 def snapshot_time_key(entity: str) -> str:
     """Key of an online snapshot's event time (epoch s) in `featurestore.online_features` rows."""
     return f"{entity}__snapshot_epoch"
@@ -129,7 +130,9 @@ def transaction_text(row: dict | pd.Series) -> str:
     against 17,871 when the structured fields were part of the text), which is what lets the
     scorer's per-text embedding cache answer most requests without an encoder forward pass.
     """
-    return f"{row['product_title']} | category {row['product_category']} | merchant {row['merchant_category']}"
+    return (
+        f"{row['product_title']} | category {row['product_category']} | merchant {row['merchant_category']}"
+    )
 
 
 class _FrameColumns:
@@ -210,15 +213,24 @@ def build_model_frame(df: pd.DataFrame) -> pd.DataFrame:
     Written in numpy rather than per-column pandas: it runs on every scoring request, and pandas'
     per-column overhead made it ~20 ms for a single transaction.
     """
-    return _model_frame(_FrameColumns(df))
+    return _model_frame(_FrameColumns(df))[0]
 
 
 def build_model_frame_records(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
     """`build_model_frame(pd.DataFrame.from_records(rows))`, without the intermediate frame (serving)."""
+    return _model_frame(_RecordColumns(rows))[0]
+
+
+def model_frame_and_numeric(rows: Sequence[Mapping[str, object]]) -> tuple[pd.DataFrame, np.ndarray]:
+    """`build_model_frame_records(rows)` and its NUMERIC_FEATURES as one float64 [n, F] matrix.
+
+    Serving hands the matrix to the model and to the prediction log: reading 40 columns back out
+    of a DataFrame costs ~0.1 ms each time, more than building the matrix.
+    """
     return _model_frame(_RecordColumns(rows))
 
 
-def _model_frame(src: _FrameColumns | _RecordColumns) -> pd.DataFrame:
+def _model_frame(src: _FrameColumns | _RecordColumns) -> tuple[pd.DataFrame, np.ndarray]:
     amount = src.num("amount")
     quantity = np.clip(src.num("quantity"), 1, None)
     ts_ns = src.ts_ns()
@@ -268,7 +280,8 @@ def _model_frame(src: _FrameColumns | _RecordColumns) -> pd.DataFrame:
     for c in CATEGORICAL_FEATURES:
         out[c] = src.strings(c)
     out[TEXT_COLUMN] = [transaction_text(r) for r in src.text_inputs()]
-    return pd.DataFrame(out, index=src.index)
+    numeric = np.column_stack([np.asarray(cols[k], dtype=np.float64) for k in NUMERIC_FEATURES])
+    return pd.DataFrame(out, index=src.index), numeric
 
 
 _TEXT_INPUTS = ("product_title", "product_category", "merchant_category")

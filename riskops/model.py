@@ -396,7 +396,12 @@ class Normalizer:
         if missing:
             raise KeyError(f"model frame lacks numeric features: {missing}")
         # column by column: several times faster than frame[list] for the 1-row frames of serving
-        x = np.column_stack([frame[f].to_numpy(dtype=np.float64) for f in self.features])
+        return self.transform_matrix(np.column_stack([frame[f].to_numpy(dtype=np.float64) for f in self.features]))
+
+    def transform_matrix(self, x: np.ndarray) -> np.ndarray:
+        """`transform` of a float matrix whose columns are `features`, in order."""
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(f"expected a [n, {len(self.features)}] matrix of {self.features}, got shape {x.shape}")
         z = (x - np.asarray(self.center)) / np.asarray(self.scale)
         z = np.where(np.isfinite(z), z, 0.0)
         c = self.soft_clip
@@ -513,6 +518,29 @@ def _ig_path(base: torch.Tensor, delta: torch.Tensor, alphas: torch.Tensor) -> t
 
 
 # --------------------------------------------------------------------------- scoring bundle
+@dataclass(frozen=True)
+class ModelInputs:
+    """A model frame as the network reads it: normalised numerics, category indices, texts.
+
+    `RiskScorer.inputs` builds it once; `predict_proba`, `logits` and `explain` accept it in place
+    of the frame, so serving scores a batch and explains its flagged rows without reading the
+    frame twice.
+    """
+
+    numeric: torch.Tensor  # [n, n_numeric] float32, normalised
+    categorical: torch.Tensor  # [n, n_categorical] int64 vocabulary indices (0 = unknown)
+    texts: np.ndarray  # [n] object: the text column
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, rows: Sequence[int]) -> ModelInputs:
+        """The inputs of `rows` (positions), in that order."""
+        idx = np.asarray(rows, dtype=np.int64)
+        t = torch.from_numpy(idx)
+        return ModelInputs(self.numeric[t], self.categorical[t], self.texts[idx])
+
+
 class RiskScorer:
     """Model + tokenizer + normaliser + calibration: what evaluation and serving load.
 
@@ -683,13 +711,26 @@ class RiskScorer:
         return torch.stack([found[t] for t in texts])
 
     # -- inputs -----------------------------------------------------------------------------
-    def _inputs(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    def inputs(self, frame: pd.DataFrame | ModelInputs, numeric: np.ndarray | None = None) -> ModelInputs:
+        """The model's inputs from a model frame (`riskops.features.build_model_frame`).
+
+        numeric: the frame's NUMERIC_FEATURES as a float matrix when the caller has it
+        (`riskops.features.model_frame_and_numeric`); used when the model reads exactly those.
+        """
+        if isinstance(frame, ModelInputs):
+            return frame
         if TEXT_COLUMN not in frame.columns:
             raise KeyError(f"model frame lacks the text column {TEXT_COLUMN!r}")
-        numeric = torch.from_numpy(self.normalizer.transform(frame))
-        categorical = torch.from_numpy(categorical_indices(frame, self.config.categorical_vocabs))
-        texts = frame[TEXT_COLUMN].to_numpy(dtype=object)
-        return numeric, categorical, texts
+        norm = self.normalizer
+        if numeric is not None and tuple(norm.features) == NUMERIC_FEATURES and len(numeric) == len(frame):
+            normalised = norm.transform_matrix(numeric)
+        else:
+            normalised = norm.transform(frame)
+        return ModelInputs(
+            numeric=torch.from_numpy(normalised),
+            categorical=torch.from_numpy(categorical_indices(frame, self.config.categorical_vocabs)),
+            texts=frame[TEXT_COLUMN].to_numpy(dtype=object),
+        )
 
     def _text_batch(self, texts: np.ndarray) -> torch.Tensor:
         codes, uniques = pd.factorize(texts, use_na_sentinel=False)  # a missing text is the text "None"/"nan"
@@ -698,13 +739,14 @@ class RiskScorer:
 
     # -- scoring ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def logits(self, frame: pd.DataFrame, batch_size: int = 256) -> np.ndarray:
+    def logits(self, frame: pd.DataFrame | ModelInputs, batch_size: int = 256) -> np.ndarray:
         """Raw (uncalibrated) logits, float64 [n]."""
-        numeric, categorical, texts = self._inputs(frame)
+        x = self.inputs(frame)
+        numeric, categorical, texts = x.numeric, x.categorical, x.texts
         if self.model.training:
             self.model.eval()
         out = []
-        for start in range(0, len(frame), batch_size):
+        for start in range(0, len(x), batch_size):
             sl = slice(start, start + batch_size)
             text_emb = self._text_batch(texts[sl])
             with autocast(self.device):
@@ -712,14 +754,14 @@ class RiskScorer:
             out.append(z.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
-    def predict_proba(self, model_frame: pd.DataFrame, batch_size: int = 256) -> np.ndarray:
+    def predict_proba(self, model_frame: pd.DataFrame | ModelInputs, batch_size: int = 256) -> np.ndarray:
         """Calibrated fraud probabilities in [0, 1], float64 [n]."""
         z = self.calibration.apply(self.logits(model_frame, batch_size=batch_size))
         return 1.0 / (1.0 + np.exp(-z))
 
     # -- explanations -----------------------------------------------------------------------
     def explain(
-        self, model_frame: pd.DataFrame, steps: int = 32, batch_size: int = 64
+        self, model_frame: pd.DataFrame | ModelInputs, steps: int = 32, batch_size: int = 64
     ) -> list[dict[str, float]]:
         """Per-row attributions {feature: contribution} in calibrated log-odds units.
 
@@ -737,7 +779,8 @@ class RiskScorer:
         names = self.feature_names
         if len(model_frame) == 0:
             return []
-        numeric, categorical, texts = self._inputs(model_frame)
+        x = self.inputs(model_frame)
+        numeric, categorical, texts = x.numeric, x.categorical, x.texts
         if self.model.training:
             self.model.eval()
         cfg = self.config
@@ -746,7 +789,7 @@ class RiskScorer:
             base_cats = [emb.weight[1:].mean(0) for emb in self.model.cat_embeddings.values()]
         alphas = ((torch.arange(steps, dtype=torch.float32) + 0.5) / steps).to(self.device)
         rows: list[np.ndarray] = []
-        for start in range(0, len(model_frame), batch_size):
+        for start in range(0, len(x), batch_size):
             sl = slice(start, start + batch_size)
             with torch.inference_mode():
                 text_emb = self._text_batch(texts[sl])

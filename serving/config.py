@@ -46,6 +46,10 @@ class ServingConfig:
     # the GIL up and waited up to the interval to get it back from the event loop (docs/serving.md)
     switch_interval_ms: float = 1.0
     gc_freeze: bool = True  # freeze long-lived objects out of the collector's walks (serving/gc_control.py)
+    # HTTP front (serving.http.rest_front): per-request costs of KServe's defaults, see docs/serving.md
+    event_loop: str = "uvloop"  # "uvloop" or "asyncio" (KServe's default, whatever its event_loop flag says)
+    access_log: bool = False  # uvicorn's access log line per request (counts, latencies: /metrics)
+    kserve_timing_log: bool = False  # KServe's TimingMiddleware: 2 log lines + 2 getrusage per request
     # product catalogue texts pre-encoded by every model (serving/catalogue.py); default <home>/catalogue.jsonl
     catalogue_file: Path | None = None
     catalogue_chunk: int = 16  # texts encoded per model-thread job when the catalogue grows
@@ -70,6 +74,8 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.fail_mode not in FAIL_MODES:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
+        if self.event_loop not in ("uvloop", "asyncio"):
+            raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
         if self.reasons_for not in ("flagged", "all"):
             raise ValueError(f"reasons_for must be 'flagged' or 'all', got {self.reasons_for!r}")
         if not 0.0 <= self.default_review <= self.default_block <= 1.0:

@@ -223,30 +223,80 @@ def install_guards(max_body_bytes: int = MAX_BODY_BYTES, app: Any = None) -> Any
     return app
 
 
-@contextlib.contextmanager
-def bind_host(host: str | None) -> Iterator[None]:
-    """Make ModelServer.start() bind its REST server to `host` (KServe 0.21 hard-codes 0.0.0.0).
+EVENT_LOOPS = ("uvloop", "asyncio")
 
-    KServe builds its RESTServer inside start(); for the duration of this context the class it
-    instantiates is a subclass that only changes uvicorn's bind address. None keeps 0.0.0.0 (a pod).
+
+@contextlib.contextmanager
+def rest_front(
+    host: str | None = None,
+    *,
+    event_loop: str = "asyncio",
+    access_log: bool = True,
+    kserve_timing_log: bool = True,
+) -> Iterator[None]:
+    """Adjust the REST server that `ModelServer.start()` builds (KServe 0.21 exposes none of these).
+
+    For the duration of the context, KServe instantiates a subclass of its RESTServer, and
+    `asyncio.run` inside start() uses the chosen event loop. The defaults are KServe's own.
+
+    host: bind address; None keeps KServe's hard-coded 0.0.0.0 (a pod).
+    event_loop: "uvloop" (libuv's loop and transports) or "asyncio". KServe passes
+      ``event_loop="auto"`` to uvicorn, but runs uvicorn inside its own ``asyncio.run``, so the
+      setting never applies and the server runs on the default asyncio loop.
+    access_log: uvicorn's access log line per request.
+    kserve_timing_log: KServe's TimingMiddleware, added whatever ``enable_latency_logging`` says:
+      per request two log lines (wall and CPU time) and two ``getrusage`` calls.
     """
-    if not host:
-        yield
-        return
+    if event_loop not in EVENT_LOOPS:
+        raise ValueError(f"event_loop must be one of {EVENT_LOOPS}, got {event_loop!r}")
+    import asyncio
+
     from kserve import model_server
     from kserve.protocol.rest.server import RESTServer
+    from timing_asgi import TimingMiddleware
 
-    class _BoundRESTServer(RESTServer):
+    class _FrontRESTServer(RESTServer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.config.host = host
+            if host:
+                self.config.host = host
 
-    original = model_server.RESTServer
-    model_server.RESTServer = _BoundRESTServer
+        def _add_middlewares(self, app) -> None:
+            super()._add_middlewares(app)
+            if not kserve_timing_log:
+                app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+
+    original_server, original_policy = model_server.RESTServer, asyncio.get_event_loop_policy()
+    model_server.RESTServer = _FrontRESTServer
+    # uvicorn's HTTP protocol logs access when the "uvicorn.access" logger has handlers (KServe's
+    # logging config gives it one); its own access_log flag only acts when uvicorn sets up logging
+    access_logger = logging.getLogger("uvicorn.access")
+    original_access = access_logger.handlers, access_logger.propagate
+    if not access_log:
+        access_logger.handlers, access_logger.propagate = [], False
+    if event_loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        # start() calls asyncio.get_event_loop() first, which uvloop's policy does not create
+        asyncio.set_event_loop(asyncio.new_event_loop())
     try:
         yield
     finally:
-        model_server.RESTServer = original
+        model_server.RESTServer = original_server
+        access_logger.handlers, access_logger.propagate = original_access
+        if event_loop == "uvloop":
+            asyncio.get_event_loop_policy().get_event_loop().close()
+        asyncio.set_event_loop_policy(original_policy)
+
+
+def front_options(config: Any) -> dict[str, Any]:
+    """`rest_front` keyword arguments from a ServingConfig."""
+    return {
+        "event_loop": config.event_loop,
+        "access_log": config.access_log,
+        "kserve_timing_log": config.kserve_timing_log,
+    }
 
 
 def quiet_fastapi_warnings() -> None:

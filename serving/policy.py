@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def display_value(name: str, value: float) -> tuple[str, float]:
     return name, value
 
 
-def describe(name: str, row: dict[str, Any], normalizer: Any | None = None, text_chars: int = 60) -> str:
+def describe(name: str, row: Mapping[str, Any], normalizer: Any | None = None, text_chars: int = 60) -> str:
     """One reason, e.g. ``user_txn_count_1h=7 (high)`` or ``payment_method=crypto``."""
     value = row.get(name)
     if name == "text":
@@ -222,7 +223,7 @@ def describe(name: str, row: dict[str, Any], normalizer: Any | None = None, text
 
 
 def top_reasons(
-    attributions: dict[str, float], row: dict[str, Any], normalizer: Any | None = None, k: int = 3
+    attributions: dict[str, float], row: Mapping[str, Any], normalizer: Any | None = None, k: int = 3
 ) -> list[str]:
     """The `k` features that pushed the score up the most, described for a person."""
     positive = sorted(((a, n) for n, a in attributions.items() if math.isfinite(a) and a > 0), reverse=True)[

@@ -27,12 +27,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from kserve import Model
 from kserve.model import InferenceVerb
 
 from riskops.config import Paths, paths
-from riskops.features import NUMERIC_FEATURES
 from riskops.registry import CHAMPION
 from serving import metrics
 from serving.alerts import AlertManager
@@ -50,6 +48,7 @@ from serving.transformer import (
     RiskTransformer,
     Scored,
     explanation_response,
+    model_batch,
     model_frame,
 )
 
@@ -110,14 +109,13 @@ class RiskService(Model):
         # canary, so this order never pairs "no canary" with the old champion after a promotion
         act = self.canary.active if self.canary is not None else None
         lm: LoadedModel = self.predictor.holder.current  # read once: the whole batch uses this model
-        frame = model_frame(batch)
+        frame, numeric = model_batch(batch)
         flags = [d for p in batch for d in p.degraded]
         if act is None:
-            results = self.predictor.score_frame(frame, flags, lm)
+            results = self.predictor.score_frame(frame, flags, lm, numeric)
         else:
             tids = [r["transaction_id"] for p in batch for r in p.records]
             results = self.canary.score(self.predictor.score_frame, frame, flags, tids, lm, act)
-        numeric = frame[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64)
         out, i = [], 0
         for p in batch:
             n = len(p)
@@ -172,7 +170,12 @@ class RiskService(Model):
 
             encoded += await loop.run_in_executor(self.predictor.executor, encode)
         metrics.CATALOGUE_TEXTS.set(len(catalogue))
-        return {"received": len(texts), "new": len(new), "encoded": encoded, "catalogue_texts": len(catalogue)}
+        return {
+            "received": len(texts),
+            "new": len(new),
+            "encoded": encoded,
+            "catalogue_texts": len(catalogue),
+        }
 
     def catalogue_state(self) -> dict[str, Any]:
         texts = self.catalogue.texts()
@@ -316,7 +319,7 @@ def serve(
     from kserve import ModelServer
 
     from serving.gc_control import GcController
-    from serving.http import bind_host, install_guards
+    from serving.http import front_options, install_guards, rest_front
     from serving.routes import install_routes
 
     setup_logging()
@@ -346,7 +349,7 @@ def serve(
     # last, once the model is loaded and warmed: what exists now lives as long as the process
     gc_control = GcController(freeze=config.gc_freeze).start()
     try:
-        with bind_host(host):
+        with rest_front(host, **front_options(config)):
             server.start([service])
     finally:
         gc_control.close()

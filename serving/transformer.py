@@ -35,7 +35,7 @@ import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
-from riskops.features import ALL_ENTITY_FEATURES, NUMERIC_FEATURES, build_model_frame_records
+from riskops.features import ALL_ENTITY_FEATURES, NUMERIC_FEATURES, model_frame_and_numeric
 from riskops.pii import hash_record
 from serving.alerts import AlertManager
 from serving.config import ServingConfig
@@ -93,7 +93,12 @@ class Explained:
 
 def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
     """One model frame for several requests (rows in request order), straight from the dicts."""
-    return build_model_frame_records([row for p in prepared for row in p.feature_rows()])
+    return model_batch(prepared)[0]
+
+
+def model_batch(prepared: list[Prepared]) -> tuple[pd.DataFrame, np.ndarray]:
+    """`model_frame` and its NUMERIC_FEATURES matrix (`riskops.features.model_frame_and_numeric`)."""
+    return model_frame_and_numeric([row for p in prepared for row in p.feature_rows()])
 
 
 # A request without an x-request-id gets "<process prefix>-<counter>": unique like a uuid4, but
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from riskops.config import paths
     from serving.config import apply_runtime_settings, load_config, setup_logging
-    from serving.http import bind_host, install_guards
+    from serving.http import front_options, install_guards, rest_front
 
     args, _ = build_parser().parse_known_args(argv)
     setup_logging()
@@ -419,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     from serving.gc_control import GcController
 
     GcController(freeze=config.gc_freeze).start()  # after loading: see serving/gc_control.py
-    with bind_host(args.bind_host):
+    with rest_front(args.bind_host, **front_options(config)):
         server.start([model])
 
 

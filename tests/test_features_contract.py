@@ -48,7 +48,12 @@ def test_model_frame_from_records_equals_the_frame_path():
     """Serving builds model frames straight from request dicts; it must be the training arithmetic."""
     import datetime as dt
 
-    from riskops.features import ALL_ENTITY_FEATURES, build_model_frame_records
+    from riskops.features import (
+        ALL_ENTITY_FEATURES,
+        NUMERIC_FEATURES,
+        build_model_frame_records,
+        model_frame_and_numeric,
+    )
     from riskops.generator import GeneratorConfig, generate
     from riskops.pii import hash_pii
 
@@ -67,6 +72,11 @@ def test_model_frame_from_records_equals_the_frame_path():
     expected = build_model_frame(pd.DataFrame.from_records(rows))
     got = build_model_frame_records(rows)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    # the numeric matrix served with it is the frame's numeric columns, value for value
+    frame, numeric = model_frame_and_numeric(rows)
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert numeric.dtype == np.float64
+    assert np.array_equal(numeric, expected[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64))
     # one request alone (the common serving case), and no entity features at all
     one = [{k: v for k, v in rows[3].items() if k not in ALL_ENTITY_FEATURES}]
     pd.testing.assert_frame_equal(build_model_frame_records(one), build_model_frame(pd.DataFrame.from_records(one)))

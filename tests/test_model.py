@@ -112,11 +112,18 @@ def test_unknown_categories_map_to_index_zero():
     # serving's small frames take a dictionary path, larger ones pandas' indexer: the same indices
     rng = np.random.default_rng(0)
     values = np.array([*PAYMENT_METHODS, "martian_money", None, float("nan"), 3, "PAYPAL"], dtype=object)
-    big = pd.DataFrame({"payment_method": rng.choice(values, 500), "channel": rng.choice([*CHANNELS, None], 500)})
+    big = pd.DataFrame(
+        {"payment_method": rng.choice(values, 500), "channel": rng.choice([*CHANNELS, None], 500)}
+    )
     vocabs = {"payment_method": PAYMENT_METHODS, "channel": CHANNELS}
     whole = categorical_indices(big, vocabs)
     rows = np.vstack([categorical_indices(big.iloc[[i]], vocabs) for i in range(len(big))])
-    assert len(big) > SMALL_FRAME_ROWS and np.array_equal(whole, rows) and (whole == 0).any() and (whole > 0).any()
+    assert (
+        len(big) > SMALL_FRAME_ROWS
+        and np.array_equal(whole, rows)
+        and (whole == 0).any()
+        and (whole > 0).any()
+    )
 
 
 # --------------------------------------------------------------------------- normaliser
@@ -249,6 +256,27 @@ def test_explain_gives_one_attribution_per_feature_and_completeness(scorer, fram
     for a, zi in zip(attributions, z, strict=True):
         assert sum(a.values()) == pytest.approx(float(zi - base), abs=1e-3)
     assert scorer.explain(rows.iloc[:0]) == []
+
+
+def test_model_inputs_are_read_once_and_taken_by_row(scorer, frame):
+    """Serving reads a batch's frame once (`inputs`) and explains a subset of its rows (`take`)."""
+    x = scorer.inputs(frame)
+    assert len(x) == len(frame) and scorer.inputs(x) is x
+    assert np.array_equal(scorer.predict_proba(x), scorer.predict_proba(frame))
+    # serving passes the numeric matrix it built with the frame: the same normalised inputs
+    matrix = frame[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64)
+    assert torch.equal(scorer.inputs(frame, matrix).numeric, x.numeric)
+    with pytest.raises(ValueError, match="matrix"):
+        scorer.normalizer.transform_matrix(matrix[:, :3])
+    rows = [5, 0, 3]
+    sub = x.take(rows)
+    assert list(sub.texts) == list(frame.iloc[rows][TEXT_COLUMN])
+    assert np.allclose(scorer.predict_proba(sub), scorer.predict_proba(frame.iloc[rows]), atol=1e-7)
+    by_take = scorer.explain(sub, steps=8)
+    by_frame = scorer.explain(frame.iloc[rows], steps=8)
+    for a, b in zip(by_take, by_frame, strict=True):
+        assert a.keys() == b.keys()
+        assert np.allclose(list(a.values()), list(b.values()), atol=1e-6)
 
 
 def test_frequent_texts_are_saved_and_pre_encoded(scorer, frame, tmp_path):

@@ -114,6 +114,23 @@ def test_reasons_are_human_readable():
     assert top_reasons({"amount_log": -1.0}, row) == []
 
 
+def test_frame_row_reads_like_the_records_row():
+    from serving.predictor import FrameRow
+
+    frame = pd.DataFrame(
+        {"amount_log": [1.0, 2.5], "payment_method": ["card", "crypto"], "text": ["a", "b | c"]},
+        index=[10, 11],
+    )
+    for i, record in enumerate(frame.to_dict("records")):
+        row = FrameRow(frame, i)
+        assert dict(row) == record and len(row) == 3
+        assert row.get("missing") is None and "missing" not in row
+    attributions = {"payment_method": 0.5, "amount_log": 0.2, "text": -0.1}
+    assert top_reasons(attributions, FrameRow(frame, 1), k=3) == top_reasons(
+        attributions, frame.to_dict("records")[1], k=3
+    )
+
+
 # --------------------------------------------------------------------------- entity state
 def _tx(i: int, user: str = "u1", minutes: float = 0.0, amount: float = 10.0, **kw) -> dict:
     return {
@@ -443,8 +460,10 @@ def test_served_entity_features_stay_close_to_the_exact_offline_ones_after_a_res
     served = []
     for rec in txs.iloc[cut:].to_dict("records"):
         rec["event_timestamp"] = rec["event_timestamp"].to_pydatetime()
-        base = {ek: snapshots.get(ek, {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES[ek[0]]})
-                for ek in tracker.untracked([rec])}
+        base = {
+            ek: snapshots.get(ek, {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES[ek[0]]})
+            for ek in tracker.untracked([rec])
+        }
         feats, _, degraded = tracker.observe(rec, base)
         assert not degraded
         served.append(feats)
@@ -455,8 +474,14 @@ def test_served_entity_features_stay_close_to_the_exact_offline_ones_after_a_res
         got = served_df[name]
         return abs(got.mean() - want.mean()) / max(want.mean(), 1e-9), float((got - want).abs().mean())
 
-    for name in ("merchant_txn_count_1h", "merchant_txn_count_24h", "device_txn_count_24h",
-                 "ip_txn_count_24h", "user_txn_count_24h", "user_amount_sum_24h"):
+    for name in (
+        "merchant_txn_count_1h",
+        "merchant_txn_count_24h",
+        "device_txn_count_24h",
+        "ip_txn_count_24h",
+        "user_txn_count_24h",
+        "user_amount_sum_24h",
+    ):
         assert error(name)[0] < 0.03, (name, error(name))  # measured: within 1%
     assert error("user_txn_count_7d")[0] < 0.15  # measured: 9% under (a user's week is bursty)
     # a snapshot counted in full until its window had passed: mean abs error 10.5 here

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -99,7 +100,7 @@ class _Window:
         self.amount_sq = 0  # integer micro-units squared
         self.refunds = 0
         self.dims = dims
-        self.distinct: tuple[dict[str, int], ...] = tuple({} for _ in dims)
+        self.distinct: tuple[dict[str, int], ...] = tuple([{} for _ in dims])
 
     def add(self, ev: tuple) -> None:
         self.events.append(ev)
@@ -200,6 +201,13 @@ def _compile(entity: str) -> tuple[dict[str, tuple[str, ...]], list[Getter]]:
 
 
 _SPECS: dict[str, tuple[dict[str, tuple[str, ...]], list[Getter]]] = {e: _compile(e) for e in ENTITIES}
+# (window, span in us, event columns counted distinct) per entity: what each new state's windows get
+_WINDOW_ARGS: dict[str, tuple[tuple[str, int, tuple[int, ...]], ...]] = {
+    e: tuple(
+        (w, WINDOW_SECONDS[w] * US_PER_SECOND, tuple(_DIM_INDEX[d] for d in dims)) for w, dims in spec.items()
+    )
+    for e, (spec, _) in _SPECS.items()
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +224,14 @@ def _key(value: Any) -> str:
     return str(value)
 
 
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
 def to_epoch_us(ts: Any) -> int:
     """Timestamp-like -> integer microseconds since the epoch (floored; naive = UTC)."""
+    if type(ts) is datetime:  # serving's validated times: exact integer arithmetic, no pandas (~10x faster)
+        return ((ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)) - _EPOCH_UTC) // _ONE_US
     t = pd.Timestamp(ts)
     if t.tzinfo is None:
         t = t.tz_localize("UTC")
@@ -244,11 +258,8 @@ class EntityWindowState:
         if entity not in _SPECS:
             raise ValueError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
         self.entity = entity
-        spec, getters = _SPECS[entity]
-        self.windows: dict[str, _Window] = {
-            w: _Window(WINDOW_SECONDS[w] * US_PER_SECOND, tuple(_DIM_INDEX[d] for d in dims))
-            for w, dims in spec.items()
-        }
+        _, getters = _SPECS[entity]
+        self.windows: dict[str, _Window] = {w: _Window(span, dims) for w, span, dims in _WINDOW_ARGS[entity]}
         self._wlist = tuple(self.windows.values())
         self._getters = getters
         self._names = ENTITY_FEATURES[entity]

@@ -25,6 +25,7 @@ exists, else a small model with the tiny encoder trained here (`--encoder` force
 result says which. Results: benchmarks/results/serving.json and a table on stdout.
 
     python benchmarks/bench_serving.py [--rows 14000] [--rps 300] [--set KEY=VALUE ...]
+    python benchmarks/bench_serving.py --c32-probe [--set KEY=VALUE ...]   # ours at c32 + CPU split only
 """
 
 from __future__ import annotations
@@ -529,6 +530,61 @@ def measure_interleaved(urls: dict[str, str], bodies: dict[str, Bodies], args) -
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_idle() -> tuple[int, int]:
+    """(all jiffies, idle + iowait jiffies) of the whole machine."""
+    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(v), v[3] + v[4]
+
+
+def c32_probe(cmd: list[str], port: int, work: Path, bodies: Bodies, results: dict, args) -> int:
+    """Our server alone under the c32 closed loop, and where the machine's CPU went meanwhile."""
+    import resource
+
+    proc = start_server(cmd, port, work / "ours.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        if not args.no_catalogue:
+            results["catalogue"] = feed_catalogue(url, args.rows, args.seed)
+        predict = f"{url}/v1/models/{MODEL}:predict"
+        asyncio.run(closed_loop(predict, bodies, 32, None, args.warmup * 5))
+        log(f"server pid {proc.pid}: measuring {args.c32_seconds:g} s at concurrency 32")
+        server0, machine0 = _cpu_seconds(proc.pid), _machine_idle()
+        client0 = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        res = asyncio.run(closed_loop(predict, bodies, 32, args.c32_seconds, None))
+        wall = time.perf_counter() - started
+        client1 = resource.getrusage(resource.RUSAGE_SELF)
+        server1, machine1 = _cpu_seconds(proc.pid), _machine_idle()
+    finally:
+        stop_server(proc)
+    client = (client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime) / wall
+    idle_share = (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0])
+    res["cpu_cores"] = {
+        "server_process": round((server1 - server0) / wall, 2),  # its child (Feast pushes) not included
+        "load_generator": round(client, 2),
+        "idle": round(idle_share * (os.cpu_count() or 1), 2),
+    }
+    results["ours"] = {"c32": res}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    print(
+        f"\nours, c32 closed loop: {res['throughput_rps']} req/s, p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms,"
+        f" {res['errors']} errors; CPU cores: {res['cpu_cores']}"
+    )
+    log(f"wrote {args.out}")
+    if args.keep:
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from riskops.model import WARM_TEXTS_LIMIT
 
@@ -564,12 +620,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--server-module", default="serving", help="entry point run as `python -m MODULE` for our server"
     )
-    p.add_argument("--out", default=str(RESULTS / "serving.json"))
+    p.add_argument(
+        "--out", default=None, help="result JSON (default benchmarks/results/serving.json, serving_c32_probe.json)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary home (logs, prediction log)")
     p.add_argument(
         "--no-front-floor",
         action="store_true",
         help="skip the second floor that runs with our server's HTTP front settings",
+    )
+    p.add_argument(
+        "--c32-probe",
+        action="store_true",
+        help="only our server, closed loop at concurrency 32 for --c32-seconds, with where the CPU went"
+        " (server process, load generator, idle): a quick A/B of --set options, or a run to attach a"
+        " profiler to (the server's pid is printed)",
     )
     p.add_argument("--floor-server", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--floor-front", default="kserve", help=argparse.SUPPRESS)
@@ -577,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_server:
         run_floor_server(args.floor_server, args.floor_front)
         return 0
+    args.out = args.out or str(RESULTS / ("serving_c32_probe.json" if args.c32_probe else "serving.json"))
 
     import kserve
     import torch
@@ -616,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--set", item]
     procs = []
     try:
+        if args.c32_probe:
+            return c32_probe(cmd, port, work, bodies_ours, results, args)
         procs.append(
             start_server(
                 [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(floor_port)],

@@ -265,7 +265,7 @@ def fit_autoencoder(
 # --------------------------------------------------------------------------------------------
 
 
-def _percentile(scores: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+def percentile_rank(scores: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
     """Each score's position in [0, 1] relative to ``reference`` (or to the batch when None).
 
     Against a reference: the mid-rank ECDF of the reference, interpolated linearly between its
@@ -306,7 +306,7 @@ def blend(supervised, anomaly, weight: float, reference: tuple | None = None) ->
     if sup.shape != ano.shape:
         raise ValueError(f"{sup.size} supervised scores but {ano.size} anomaly scores")
     ref_s, ref_a = reference if reference is not None else (None, None)
-    return (1.0 - weight) * _percentile(sup, ref_s) + weight * _percentile(ano, ref_a)
+    return (1.0 - weight) * percentile_rank(sup, ref_s) + weight * percentile_rank(ano, ref_a)
 
 
 @dataclass

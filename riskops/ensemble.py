@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from riskops.anomaly import _percentile
+from riskops.anomaly import percentile_rank
 
 
 def simplex_grid(k: int, step: float = 0.1) -> list[tuple[float, ...]]:
@@ -67,7 +67,7 @@ class RankEnsemble:
         for name, w in self.weights.items():
             if w == 0:
                 continue
-            part = w * _percentile(np.asarray(scores[name], dtype="float64"), self.references[name])
+            part = w * percentile_rank(np.asarray(scores[name], dtype="float64"), self.references[name])
             if out is not None and part.shape != out.shape:
                 raise ValueError(f"{name}: {part.size} scores, expected {out.size}")
             out = part if out is None else out + part
@@ -104,7 +104,7 @@ def choose_ensemble_weights(
     fn = {"pr_auc": average_precision_score, "roc_auc": roc_auc_score}[metric]
     names = list(val_scores)
     base = fit_rank_ensemble(val_scores)
-    pcts = {n: _percentile(np.asarray(val_scores[n], "float64"), base.references[n]) for n in names}
+    pcts = {n: percentile_rank(np.asarray(val_scores[n], "float64"), base.references[n]) for n in names}
     table, best_key = [], None
     for w in simplex_grid(len(names), step):
         s = sum(wi * pcts[n] for wi, n in zip(w, names, strict=True) if wi > 0)

@@ -49,7 +49,10 @@ _ROUTES: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"^/v1/catalogue$"), "catalogue"),
 )
 SCORING_ROUTES = frozenset({"v1_predict", "v1_explain", "v2_infer"})
-GUARDED_ROUTES = SCORING_ROUTES | {"feedback", "catalogue"}  # JSON bodies: content type, size and syntax checked
+GUARDED_ROUTES = SCORING_ROUTES | {
+    "feedback",
+    "catalogue",
+}  # JSON bodies: content type, size and syntax checked
 
 
 def route_of(path: str) -> str:
@@ -280,6 +283,12 @@ def rest_front(
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         # start() calls asyncio.get_event_loop() first, which uvloop's policy does not create
         asyncio.set_event_loop(asyncio.new_event_loop())
+    log.info(
+        "REST front: %s event loop, access log %s, KServe timing log %s",
+        event_loop,
+        "on" if access_log else "off",
+        "on" if kserve_timing_log else "off",
+    )
     try:
         yield
     finally:

@@ -254,6 +254,31 @@ def test_metrics_endpoint(served):
     assert "riskops_gc_pause_seconds_bucket" in text
 
 
+def test_the_http_front_writes_no_log_line_per_request(served):
+    """KServe 0.21 logs two timing lines (and calls getrusage twice) and uvicorn one access line per
+    request; the riskops front runs on uvloop with both off (serving.http.rest_front): requests are
+    counted on /metrics and every scored instance is in the prediction log."""
+    text = served.log.read_text(errors="replace")
+    assert "REST front: uvloop event loop, access log off, KServe timing log off" in text
+    start = len(served.log.read_bytes())
+    counted = _metric(
+        httpx.get(served.url + "/metrics").text, 'riskops_http_requests_total{code="200",route="v1_predict"}'
+    )
+    for _ in range(5):
+        assert predict(served, [tx()]).status_code == 200
+    new = served.log.read_bytes()[start:].decode(errors="replace")
+    assert "kserve.trace" not in new and "POST /v1/models" not in new, new[-2000:]
+    after = _metric(
+        httpx.get(served.url + "/metrics").text, 'riskops_http_requests_total{code="200",route="v1_predict"}'
+    )
+    assert after == counted + 5
+
+
+def _metric(text: str, name: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
 # --------------------------------------------------------------------------- bad input -> 4xx
 BAD_CASES = [
     ({"amount": None}, "amount", 400),

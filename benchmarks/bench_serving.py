@@ -571,13 +571,22 @@ def c32_probe(cmd: list[str], port: int, work: Path, bodies: Bodies, results: di
         "idle": round(idle_share * (os.cpu_count() or 1), 2),
     }
     results["ours"] = {"c32": res}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2, default=str))
-    print(
+    return write_results(
+        results,
         f"\nours, c32 closed loop: {res['throughput_rps']} req/s, p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms,"
-        f" {res['errors']} errors; CPU cores: {res['cpu_cores']}"
+        f" {res['errors']} errors; CPU cores: {res['cpu_cores']}",
+        work,
+        args,
     )
-    log(f"wrote {args.out}")
+
+
+def write_results(results: dict, table: str, work: Path, args) -> int:
+    """The JSON to --out, the human table to stdout; the work dir removed unless --keep."""
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(table)
+    log(f"wrote {out}")
     if args.keep:
         log(f"kept {work}")
     else:
@@ -768,16 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         {"goal": g, "value": round(v, 3), "target": t, "pass": bool(ok)} for g, v, t, ok in checks
     ]
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    print(render(results))
-    log(f"wrote {out}")
-    if args.keep:
-        log(f"kept {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return write_results(results, render(results), work, args)
 
 
 def render(r: dict) -> str:

@@ -230,6 +230,12 @@ def model_frame_and_numeric(rows: Sequence[Mapping[str, object]]) -> tuple[pd.Da
     return _model_frame(_RecordColumns(rows))
 
 
+def _nan_to_zero(x: np.ndarray) -> np.ndarray:
+    """`np.nan_to_num(x, nan=0.0)`; an all-finite array (the usual case) is returned as it is,
+    which for serving's few-row arrays costs ~1 µs instead of nan_to_num's ~6 µs."""
+    return x if np.isfinite(x).all() else np.nan_to_num(x, nan=0.0)
+
+
 def _model_frame(src: _FrameColumns | _RecordColumns) -> tuple[pd.DataFrame, np.ndarray]:
     amount = src.num("amount")
     quantity = np.clip(src.num("quantity"), 1, None)
@@ -255,18 +261,18 @@ def _model_frame(src: _FrameColumns | _RecordColumns) -> tuple[pd.DataFrame, np.
         for prefix in ("user", "merchant"):
             mean = src.num(f"{prefix}_amount_mean_30d")
             std = src.num(f"{prefix}_amount_std_30d")
-            z = (amount - mean) / (np.nan_to_num(std, nan=0.0) + 0.1 * np.abs(mean) + 1.0)
-            cols[f"amount_zscore_{prefix}"] = np.clip(np.nan_to_num(z, nan=0.0), -20, 50)
+            z = (amount - mean) / (_nan_to_zero(std) + 0.1 * np.abs(mean) + 1.0)
+            cols[f"amount_zscore_{prefix}"] = np.clip(_nan_to_zero(z), -20, 50)
 
         last = src.num("user_last_event_epoch")
         since = np.clip(ts_ns / 1e9 - last, 0, None)
         cols["user_seconds_since_last_log"] = np.log1p(np.where(np.isnan(since), _NEVER_SEEN_SECONDS, since))
         cols["user_is_new"] = np.isnan(last).astype("float64")
         cols["device_is_new"] = (
-            (np.nan_to_num(src.num("device_txn_count_24h")) == 0)
-            & (np.nan_to_num(src.num("device_distinct_users_7d")) == 0)
+            (_nan_to_zero(src.num("device_txn_count_24h")) == 0)
+            & (_nan_to_zero(src.num("device_distinct_users_7d")) == 0)
         ).astype("float64")
-        cols["ip_is_new"] = (np.nan_to_num(src.num("ip_txn_count_24h")) == 0).astype("float64")
+        cols["ip_is_new"] = (_nan_to_zero(src.num("ip_txn_count_24h")) == 0).astype("float64")
 
         for f in ALL_ENTITY_FEATURES:
             if f == "user_last_event_epoch":
@@ -274,7 +280,7 @@ def _model_frame(src: _FrameColumns | _RecordColumns) -> tuple[pd.DataFrame, np.
             col = src.num(f)
             if f.endswith(("_mean_30d", "_std_30d")):
                 col = np.log1p(np.clip(col, 0, None))  # heavy-tailed money: compare on a log scale
-            cols[f] = np.nan_to_num(col, nan=0.0)
+            cols[f] = _nan_to_zero(col)
 
     out: dict[str, object] = {k: cols[k] for k in NUMERIC_FEATURES}
     for c in CATEGORICAL_FEATURES:

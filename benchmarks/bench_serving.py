@@ -536,44 +536,95 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int) -> list[int]:
+    """Direct child processes of a process (Linux /proc), e.g. the server's Feast pusher."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def _tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the process's own CPU seconds, its live children's) -- children that exited are not counted."""
+    kids = 0.0
+    for kid in _children(pid):
+        try:
+            kids += _cpu_seconds(kid)
+        except OSError:  # exited meanwhile
+            pass
+    return _cpu_seconds(pid), kids
+
+
 def _machine_idle() -> tuple[int, int]:
     """(all jiffies, idle + iowait jiffies) of the whole machine."""
     v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(v), v[3] + v[4]
 
 
-def c32_probe(cmd: list[str], port: int, work: Path, bodies: Bodies, results: dict, args) -> int:
-    """Our server alone under the c32 closed loop, and where the machine's CPU went meanwhile."""
-    import resource
+def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: dict, args) -> int:
+    """Our server alone under the c32 closed loop, and where the machine's CPU went meanwhile.
 
-    proc = start_server(cmd, port, work / "ours.log")
+    With --probe-servers N > 1: N independent servers (copies of the home), each sent the
+    transactions of its share of the users (crc32(user_id) % N) over 32/N connections: what
+    entity-affine routing over N processes could give on this machine.
+    """
+    import resource
+    import zlib
+
+    n = max(1, args.probe_servers)
+    homes = [home_root] + [work / f"home{k}" for k in range(1, n)]
+    for h in homes[1:]:
+        shutil.copytree(home_root, h)
+    shares: list[list[bytes]] = [[] for _ in range(n)]
+    for body in bodies.bodies:
+        user = json.loads(body)["instances"][0].get("user_id", "")
+        shares[zlib.crc32(str(user).encode()) % n].append(body)
+    ports = [free_port() for _ in range(n)]
+    procs = []
     try:
-        url = f"http://127.0.0.1:{port}"
+        for k, (h, port) in enumerate(zip(homes, ports, strict=True)):
+            procs.append(start_server(make_cmd(port, h), port, work / f"ours{k}.log"))
+        predicts = [f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict" for port in ports]
         if not args.no_catalogue:
-            results["catalogue"] = feed_catalogue(url, args.rows, args.seed)
-        predict = f"{url}/v1/models/{MODEL}:predict"
-        asyncio.run(closed_loop(predict, bodies, 32, None, args.warmup * 5))
-        log(f"server pid {proc.pid}: measuring {args.c32_seconds:g} s at concurrency 32")
-        server0, machine0 = _cpu_seconds(proc.pid), _machine_idle()
+            for port in ports:
+                results["catalogue"] = feed_catalogue(f"http://127.0.0.1:{port}", args.rows, args.seed)
+        loads = [Bodies(share) for share in shares]
+
+        async def run(seconds: float | None, requests: int | None, keep: bool) -> list[dict]:
+            return await asyncio.gather(
+                *(closed_loop(u, b, 32 // n, seconds, requests, keep) for u, b in zip(predicts, loads, strict=True))
+            )
+
+        asyncio.run(run(None, args.warmup * 5 // n, False))
+        log(f"server pids {[p.pid for p in procs]}: measuring {args.c32_seconds:g} s at concurrency 32")
+        server0, machine0 = [_tree_cpu_seconds(p.pid) for p in procs], _machine_idle()
         client0 = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
-        res = asyncio.run(closed_loop(predict, bodies, 32, args.c32_seconds, None))
+        runs = asyncio.run(run(args.c32_seconds, None, True))
         wall = time.perf_counter() - started
         client1 = resource.getrusage(resource.RUSAGE_SELF)
-        server1, machine1 = _cpu_seconds(proc.pid), _machine_idle()
+        server1, machine1 = [_tree_cpu_seconds(p.pid) for p in procs], _machine_idle()
     finally:
-        stop_server(proc)
+        for proc in procs:
+            stop_server(proc)
     client = (client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime) / wall
     idle_share = (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0])
+    res = merge_runs([{**r, "seconds": wall} for r in runs])
+    res["seconds"], res["throughput_rps"] = round(wall, 2), round(sum(r["throughput_rps"] for r in runs), 1)
+    res["throughput_rps_per_server"] = res.pop("throughput_rps_per_round")
+    res["servers"] = n
     res["cpu_cores"] = {
-        "server_process": round((server1 - server0) / wall, 2),  # its child (Feast pushes) not included
+        "server_processes": [round((b[0] - a[0]) / wall, 2) for a, b in zip(server0, server1, strict=True)],
+        # the servers' child processes (the Feast pusher, serving/push_process.py)
+        "server_children": [round((b[1] - a[1]) / wall, 2) for a, b in zip(server0, server1, strict=True)],
         "load_generator": round(client, 2),
         "idle": round(idle_share * (os.cpu_count() or 1), 2),
     }
     results["ours"] = {"c32": res}
     return write_results(
         results,
-        f"\nours, c32 closed loop: {res['throughput_rps']} req/s, p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms,"
+        f"\nours ({n} server{'s' if n > 1 else ''}), c32 closed loop: {res['throughput_rps']} req/s"
+        f" {res['throughput_rps_per_server'] if n > 1 else ''}, p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms,"
         f" {res['errors']} errors; CPU cores: {res['cpu_cores']}",
         work,
         args,
@@ -645,6 +696,12 @@ def main(argv: list[str] | None = None) -> int:
         " (server process, load generator, idle): a quick A/B of --set options, or a run to attach a"
         " profiler to (the server's pid is printed)",
     )
+    p.add_argument(
+        "--probe-servers",
+        type=int,
+        default=1,
+        help="with --c32-probe: N servers, each sent its share of the users (entity-affine routing)",
+    )
     p.add_argument("--floor-server", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--floor-front", default="kserve", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -692,7 +749,14 @@ def main(argv: list[str] | None = None) -> int:
     procs = []
     try:
         if args.c32_probe:
-            return c32_probe(cmd, port, work, bodies_ours, results, args)
+            return c32_probe(
+                lambda p, h: [*cmd[:3], "--port", str(p), "--home", str(h), *cmd[7:]],
+                home.root,
+                work,
+                bodies_ours,
+                results,
+                args,
+            )
         procs.append(
             start_server(
                 [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(floor_port)],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -125,6 +126,37 @@ def store(tmp_path_factory, history):
     repo = fs.prepare_repo(tmp_path_factory.mktemp("feast") / "repo")
     fs.write_feature_sources(repo, history)
     return fs.apply(repo)
+
+
+def _read_while_a_writer_holds_the_lock(db: Path) -> None:
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # a writer in the middle of its commit
+        reader = sqlite3.connect(db, timeout=0.05)
+        try:
+            reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            reader.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_the_sqlite_online_store_lets_readers_in_while_a_push_writes(store, tmp_path):
+    # Serving reads first-seen entities while its pusher writes (use_wal's docstring): in WAL mode
+    # the read goes through; in SQLite's default journal mode the same read is locked out.
+    db = fs.sqlite_online_path(store)
+    assert db is not None and db.exists()
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    _read_while_a_writer_holds_the_lock(db)
+    assert fs.use_wal(fs.open_store(store.repo_path))  # idempotent on an open repo
+
+    rollback = tmp_path / "rollback.db"
+    with sqlite3.connect(rollback) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _read_while_a_writer_holds_the_lock(rollback)
 
 
 @pytest.mark.parametrize("engine", ["feast", "asof"])

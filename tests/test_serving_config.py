@@ -1,0 +1,38 @@
+"""serving/config.py: defaults <- YAML file <- keyword overrides; bad values and unknown keys fail loudly."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.config import ServingConfig, load_config
+
+
+def test_the_file_overrides_defaults_and_keywords_override_the_file(tmp_path):
+    path = tmp_path / "serving.yaml"
+    path.write_text("push_nice: 5\nfail_mode: block\n")
+    config = load_config(path, fail_mode="approve", model_version=None)
+    assert config.push_nice == 5  # from the file
+    assert config.fail_mode == "approve"  # the keyword wins
+    assert config.model_version is None and config.reasons_top_k == ServingConfig().reasons_top_k
+
+
+def test_an_unknown_key_in_the_file_is_named(tmp_path):
+    path = tmp_path / "serving.yaml"
+    path.write_text("push_nicee: 5\n")
+    with pytest.raises(ValueError, match="push_nicee"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("push_nice", 20, "push_nice must be in 0..19"),
+        ("push_nice", -1, "push_nice must be in 0..19"),
+        ("fail_mode", "allow", "fail_mode must be one of"),
+        ("event_loop", "trio", "event_loop must be"),
+        ("reasons_for", "some", "reasons_for must be"),
+    ],
+)
+def test_an_invalid_value_is_refused_with_the_setting_named(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        ServingConfig(**{setting: value})

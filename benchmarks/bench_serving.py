@@ -25,7 +25,8 @@ exists, else a small model with the tiny encoder trained here (`--encoder` force
 result says which. Results: benchmarks/results/serving.json and a table on stdout.
 
     python benchmarks/bench_serving.py [--rows 14000] [--rps 300] [--set KEY=VALUE ...]
-    python benchmarks/bench_serving.py --c32-probe [--set KEY=VALUE ...]   # ours at c32 + CPU split only
+    python benchmarks/bench_serving.py --c32-probe [--probe-servers N] [--set KEY=VALUE ...]  # ours at c32 + CPU split
+    python benchmarks/bench_serving.py --c1-probe [--c1-requests 1500] [--set KEY=VALUE ...]  # ours at c1, slowest 1%
 """
 
 from __future__ import annotations
@@ -631,6 +632,61 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
     )
 
 
+async def _sequential(url: str, bodies: Bodies, n: int) -> list[tuple[float, str]]:
+    """n requests one after the other on one connection: (latency in s, decision) each."""
+    import aiohttp
+
+    out: list[tuple[float, str]] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        for _ in range(n):
+            t = time.perf_counter()
+            async with s.post(url, data=bodies.next(), headers=HEADERS) as r:
+                payload = await r.json()
+                if r.status != 200:
+                    raise RuntimeError(f"{r.status}: {payload}")
+            out.append((time.perf_counter() - t, payload["predictions"][0]["decision"]))
+    return out
+
+
+def c1_probe(cmd: list[str], work: Path, bodies: Bodies, results: dict, args) -> int:
+    """Our server alone, one request at a time: latency by decision and where the slowest ones fall.
+
+    The slowest requests' positions show periodic stalls: evenly spaced positions point at
+    something that runs on a timer (the 0.5 s push flush, a collection, a registry poll).
+    """
+    port = int(cmd[cmd.index("--port") + 1])
+    proc = start_server(cmd, port, work / "ours.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        if not args.no_catalogue:
+            results["catalogue"] = feed_catalogue(url, args.rows, args.seed)
+        predict = f"{url}/v1/models/{MODEL}:predict"
+        asyncio.run(_sequential(predict, bodies, args.warmup))
+        log(f"server pid {proc.pid}: {args.c1_requests} requests one at a time")
+        got = asyncio.run(_sequential(predict, bodies, args.c1_requests))
+    finally:
+        stop_server(proc)
+    lat = [t for t, _ in got]
+    flagged = [t for t, d in got if d != "approve"]
+    slowest = sorted(range(len(lat)), key=lat.__getitem__)[-max(1, len(lat) // 100) :]
+    res = {
+        **pct(lat),
+        "flagged_share": round(len(flagged) / len(lat), 4),
+        "flagged": pct(flagged) if flagged else None,
+        "approved": pct([t for t, d in got if d == "approve"]),
+        "slowest_1pct": [{"position": i, "ms": round(lat[i] * 1000, 2)} for i in sorted(slowest)],
+    }
+    results["ours"] = {"c1": res}
+    return write_results(
+        results,
+        f"\nours, c1 ({len(lat)} requests): p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms, p99 {res['p99_ms']} ms,"
+        f" max {res['max_ms']} ms; flagged {res['flagged_share']:.1%}; slowest 1% at positions"
+        f" {[x['position'] for x in res['slowest_1pct']]}",
+        work,
+        args,
+    )
+
+
 def write_results(results: dict, table: str, work: Path, args) -> int:
     """The JSON to --out, the human table to stdout; the work dir removed unless --keep."""
     out = Path(args.out)
@@ -681,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         "--server-module", default="serving", help="entry point run as `python -m MODULE` for our server"
     )
     p.add_argument(
-        "--out", default=None, help="result JSON (default benchmarks/results/serving.json, serving_c32_probe.json)"
+        "--out", default=None, help="result JSON (default benchmarks/results/serving.json, serving_c1_probe.json, serving_c32_probe.json)"
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary home (logs, prediction log)")
     p.add_argument(
@@ -697,6 +753,12 @@ def main(argv: list[str] | None = None) -> int:
         " profiler to (the server's pid is printed)",
     )
     p.add_argument(
+        "--c1-probe",
+        action="store_true",
+        help="only our server, --c1-requests requests one at a time: latency by decision and the"
+        " positions of the slowest 1%% (evenly spaced positions = a stall on a timer)",
+    )
+    p.add_argument(
         "--probe-servers",
         type=int,
         default=1,
@@ -708,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_server:
         run_floor_server(args.floor_server, args.floor_front)
         return 0
-    args.out = args.out or str(RESULTS / ("serving_c32_probe.json" if args.c32_probe else "serving.json"))
+    probe = "c32_probe" if args.c32_probe else "c1_probe" if args.c1_probe else None
+    args.out = args.out or str(RESULTS / (f"serving_{probe}.json" if probe else "serving.json"))
 
     import kserve
     import torch
@@ -748,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--set", item]
     procs = []
     try:
+        if args.c1_probe:
+            return c1_probe(cmd, work, bodies_ours, results, args)
         if args.c32_probe:
             return c32_probe(
                 lambda p, h: [*cmd[:3], "--port", str(p), "--home", str(h), *cmd[7:]],

@@ -37,9 +37,6 @@ class ServingConfig:
     feast_retry_after_s: float = 5.0  # after a failure, skip Feast (answer degraded) this long
     push_interval_s: float = 0.5  # entity state pushes are coalesced and flushed this often
     push_process: bool = True  # run the pushes' Feast work in a child process (serving/push_process.py)
-    # the push child's CPU priority (os.nice, 0-19): its flushes are background work and must not
-    # take a core from the request path (docs/serving.md, benchmark)
-    push_nice: int = 19
     entity_cache_size: int = 200_000  # entity tracks kept in memory (LRU) across the four entities
     # model batching
     max_batch_rows: int = 256  # rows scored together (requests are merged up to this)
@@ -79,8 +76,6 @@ class ServingConfig:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
-        if not 0 <= self.push_nice <= 19:
-            raise ValueError(f"push_nice must be in 0..19, got {self.push_nice!r}")
         if self.reasons_for not in ("flagged", "all"):
             raise ValueError(f"reasons_for must be 'flagged' or 'all', got {self.reasons_for!r}")
         if not 0.0 <= self.default_review <= self.default_block <= 1.0:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import functools
 import logging
 import threading
 import time
@@ -87,7 +86,6 @@ class OnlineFeatureStore:
         reader: Callable[[Any, list[dict], datetime | None], list[dict]] = _default_reader,
         pusher: Callable[[Any, str, list[dict]], None] = _default_pusher,
         push_process: bool = False,
-        push_nice: int = 0,
     ) -> None:
         self.repo = Path(repo)
         self.timeout_s = timeout_s
@@ -99,8 +97,7 @@ class OnlineFeatureStore:
         if push_process:  # the push's Feast work in a child process (serving/push_process.py)
             from serving.push_process import PushProcess, push_with
 
-            self._push_opener = functools.partial(PushProcess, nice=push_nice)
-            self._pusher = push_with
+            self._push_opener, self._pusher = PushProcess, push_with
         self._read_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="riskops-feast-read")
         self._read_store: Any = None
         self._down_until = 0.0

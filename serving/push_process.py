@@ -9,7 +9,7 @@ work competes for a CPU, which the OS schedules finely, instead of for the GIL.
 `PushProcess` is what `serving.online.OnlineFeatureStore` gets as its push "store" when
 `push_process` is on: its pusher thread still coalesces, retries and counts; it hands each batch
 to the child and waits (blocked on a pipe, GIL released) for the child's answer. The child,
-``python -m serving.push_process REPO [NICE]``, lowers its CPU priority (``push_nice``), opens its own FeatureStore and runs
+``python -m serving.push_process REPO``, opens its own FeatureStore and runs
 `riskops.featurestore.push_entity_state` for each batch: the same push as in-process. A child that
 dies or does not answer within `timeout_s` makes the push fail (logged, retried by the pusher on
 its next flush with a new child), never the request.
@@ -38,14 +38,12 @@ class PushProcessError(RuntimeError):
 class PushProcess:
     """A child process that owns a Feast FeatureStore and writes entity-state pushes."""
 
-    def __init__(
-        self, repo: Path | str, start_timeout_s: float = 120.0, timeout_s: float = 30.0, nice: int = 0
-    ) -> None:
+    def __init__(self, repo: Path | str, start_timeout_s: float = 120.0, timeout_s: float = 30.0) -> None:
         self.repo = Path(repo)
         self.timeout_s = timeout_s
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.push_process", str(self.repo.resolve()), str(int(nice))],
+            [sys.executable, "-m", "serving.push_process", str(self.repo.resolve())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -72,15 +70,11 @@ class PushProcess:
     def _answer(self, timeout_s: float, what: str) -> None:
         try:
             if not self._recv.poll(timeout_s):
-                raise PushProcessError(
-                    f"push process {self._proc.pid}: no answer to {what} in {timeout_s:.0f}s"
-                )
+                raise PushProcessError(f"push process {self._proc.pid}: no answer to {what} in {timeout_s:.0f}s")
             status, detail = self._recv.recv()
         except (EOFError, OSError) as exc:
             code = self._proc.poll()
-            raise PushProcessError(
-                f"push process {self._proc.pid} exited (code {code}) during {what}: {exc}"
-            ) from None
+            raise PushProcessError(f"push process {self._proc.pid} exited (code {code}) during {what}: {exc}") from None
         if status != "ok":
             raise PushProcessError(f"push process: {detail}")
 
@@ -115,11 +109,7 @@ def push_with(store: Any, entity: str, rows: list[dict]) -> None:
     store.push(entity, rows)
 
 
-def _child(repo: str, nice: int = 0) -> int:
-    if nice > 0:
-        # background work: at the lowest priority a flush (tens of ms of CPU) yields the core to the
-        # server's threads and the clients at once instead of holding it for a time slice
-        os.nice(nice)
+def _child(repo: str) -> int:
     # replies go to the real stdout; anything printed by libraries goes to stderr instead
     reply = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
@@ -150,4 +140,4 @@ def _child(repo: str, nice: int = 0) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("FEAST_USAGE", "False")
-    sys.exit(_child(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    sys.exit(_child(sys.argv[1]))

@@ -279,7 +279,6 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
             config.feast_retry_after_s,
             config.push_interval_s,
             push_process=config.push_process,
-            push_nice=config.push_nice,
         )
         if not (Path(config.feature_repo) / "feature_store.yaml").exists():
             log.warning("no Feast repo at %s: every answer will be degraded", config.feature_repo)

@@ -402,7 +402,6 @@ def main(argv: list[str] | None = None) -> None:
         config.feast_retry_after_s,
         config.push_interval_s,
         push_process=config.push_process,
-        push_nice=config.push_nice,
     )
     online.open()
     model = RiskTransformer(

@@ -51,29 +51,17 @@ def test_a_push_through_the_child_is_visible_to_any_reader(repo):
     assert not proc.alive()
 
 
-def test_the_child_runs_at_the_priority_it_is_given_and_still_pushes(repo):
-    # push_nice: the flushes are background work (docs/serving.md, benchmark)
-    proc = PushProcess(repo, nice=19)
-    try:
-        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 19)
-        proc.push("user", [_state("pp-nice", 5)])
-        assert _online_count(repo, "pp-nice") == 5
-    finally:
-        proc.close()
-
-
 def test_a_repo_that_cannot_open_fails_at_start_with_the_reason(tmp_path):
     with pytest.raises(PushProcessError, match="cannot open the Feast repo"):
         PushProcess(tmp_path / "no-such-repo")
 
 
 def test_the_online_store_replaces_a_dead_child_and_loses_no_state(repo):
-    online = OnlineFeatureStore(repo, retry_after_s=0.2, push_interval_s=0.05, push_process=True, push_nice=7)
+    online = OnlineFeatureStore(repo, retry_after_s=0.2, push_interval_s=0.05, push_process=True)
     try:
         online.enqueue([Push("user", "pp-2", datetime(2026, 1, 5, tzinfo=UTC), _state("pp-2", 1))])
         assert online.flush(60) and _online_count(repo, "pp-2") == 1
         first = online._push_store
-        assert os.getpriority(os.PRIO_PROCESS, first.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
         os.kill(first.pid, signal.SIGKILL)
         first._proc.wait(10)
         state = _state("pp-2", 7)

@@ -508,18 +508,24 @@ def test_policy_yaml_hot_reload_block_alerts_and_bursts(served):
 
 def test_feast_down_answers_degraded_review_then_recovers(served):
     db = served.home.feature_repo / "data" / "online_store.db"
-    original = db.read_bytes()
+    # The store is in WAL mode (riskops.featurestore.use_wal): the database, its write-ahead log and
+    # its shared index all get garbage, on the same inodes, so the server's open connection cannot
+    # keep serving from its page cache (the index header it checks per read has changed).
+    files = [f for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")) if f.exists()]
+    originals = {f: f.read_bytes() for f in files}
     try:
-        with open(db, "r+b") as fh:  # same inode: the server's open connection sees garbage
-            fh.write(b"\0" * len(original))
+        for f, content in originals.items():
+            with open(f, "r+b") as fh:  # same inode: the server's open connection sees garbage
+                fh.write(b"\0" * len(content))
         r = predict(served, [tx(user_id=f"during-outage-{uuid.uuid4().hex[:6]}", device_id="d-outage")])
         assert r.status_code == 200, r.text
         p = r.json()["predictions"][0]
         assert p["degraded"] is True and p["decision"] in ("review", "block")
         assert any("online features unavailable" in reason for reason in p["reasons"])
     finally:
-        with open(db, "r+b") as fh:
-            fh.write(original)
+        for f, content in originals.items():
+            with open(f, "r+b") as fh:
+                fh.write(content)
     time.sleep(0.5)  # retry_after_s = 0.3
     deadline = time.monotonic() + 15
     while True:

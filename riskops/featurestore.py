@@ -134,10 +134,11 @@ def use_wal(store: FeatureStore) -> bool:
     """Put a SQLite online store in write-ahead-log mode (persistent in the file); True when it is.
 
     Why: in SQLite's default rollback-journal mode a writer's commit locks readers out, and a
-    blocked reader sleeps in SQLite's busy handler (1, 2, 5, 10 ms ...). The server reads the online
-    store for first-seen entities while its pusher writes entity states every 0.5 s, so each flush
-    put 5-15 ms on the requests reading meanwhile (docs/serving.md, benchmark). With WAL, readers
-    and the writer do not block each other. The file must exist (Feast creates it on apply).
+    blocked reader sleeps in SQLite's busy handler (1, 2, 5, 10 ms ... up to the connection's
+    timeout). The server reads the online store for first-seen entities while its pusher writes
+    entity states every 0.5 s; with WAL, readers and the writer do not block each other (the
+    latency effect measured so far is within the noise: docs/serving.md, benchmark). The file
+    must exist (Feast creates it on apply).
     """
     import sqlite3
 

@@ -15,6 +15,7 @@ from riskops.config import MODEL_NAME, Paths, load_yaml
 
 FAIL_MODES = ("approve", "review", "block")
 DECISIONS = ("approve", "review", "block")  # in order of severity
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.fail_mode not in FAIL_MODES:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
-        if self.event_loop not in ("uvloop", "asyncio"):
-            raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', got {self.event_loop!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"event_loop must be one of {EVENT_LOOPS}, got {self.event_loop!r}")
         if self.reasons_for not in ("flagged", "all"):
             raise ValueError(f"reasons_for must be 'flagged' or 'all', got {self.reasons_for!r}")
         if not 0.0 <= self.default_review <= self.default_block <= 1.0:

@@ -103,11 +103,11 @@ _BASE_WEIGHT = {
 }
 
 
+_NUMBER = (int, float)  # a tuple: `int | float` would build a union object on every call
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, _NUMBER) and math.isfinite(v)
-
-
-_NUMBER = (int, float)  # a tuple: `int | float` would build a union object on every call
 
 
 def baseline_share(baseline_t_us: int | None, anchor_us: int, window_s: float) -> float:

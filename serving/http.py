@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from serving import metrics
+from serving.config import EVENT_LOOPS
 from serving.validation import MAX_BODY_BYTES, RequestError, check_body_size, check_content_type
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,8 @@ _ROUTES: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"^/v1/catalogue$"), "catalogue"),
 )
 SCORING_ROUTES = frozenset({"v1_predict", "v1_explain", "v2_infer"})
-GUARDED_ROUTES = SCORING_ROUTES | {
-    "feedback",
-    "catalogue",
-}  # JSON bodies: content type, size and syntax checked
+# JSON bodies: content type, size and syntax checked
+GUARDED_ROUTES = SCORING_ROUTES | {"feedback", "catalogue"}
 
 
 def route_of(path: str) -> str:
@@ -224,9 +223,6 @@ def install_guards(max_body_bytes: int = MAX_BODY_BYTES, app: Any = None) -> Any
     app.add_exception_handler(PredictionLogError, prediction_log_error_handler)
     _installed.add(id(app))
     return app
-
-
-EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 @contextlib.contextmanager

@@ -35,7 +35,12 @@ import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
-from riskops.features import ALL_ENTITY_FEATURES, NUMERIC_FEATURES, model_frame_and_numeric
+from riskops.features import (
+    ALL_ENTITY_FEATURES,
+    NUMERIC_FEATURES,
+    build_model_frame_records,
+    model_frame_and_numeric,
+)
 from riskops.pii import hash_record
 from serving.alerts import AlertManager
 from serving.config import ServingConfig
@@ -93,7 +98,7 @@ class Explained:
 
 def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
     """One model frame for several requests (rows in request order), straight from the dicts."""
-    return model_batch(prepared)[0]
+    return build_model_frame_records([row for p in prepared for row in p.feature_rows()])
 
 
 def model_batch(prepared: list[Prepared]) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1,6 +1,6 @@
 """Serving benchmark: our model server vs. a bare KServe ModelServer returning a constant (the floor).
 
-Same machine, same async load generator (aiohttp), one server at a time, all bound to 127.0.0.1
+Same machine, same async load generator (aiohttp; `--client httpx` for c1/c32), one server at a time, all bound to 127.0.0.1
 with gRPC off. The goals compare with the floor on KServe's defaults (asyncio event loop, uvicorn's
 access log, KServe's timing middleware). A second floor runs the constant model behind our server's
 HTTP front settings (uvloop, neither per-request log: `serving.http.rest_front`), so the table
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -183,7 +184,9 @@ def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed:
 
         texts = build_model_frame(history)[TEXT_COLUMN].value_counts().index[:warm_texts].tolist()
         (mv.path / WARM_TEXTS_FILE).write_text(json.dumps(texts))
-        model_info["warm_texts"] = f"{len(texts)} most frequent texts of the Feast history (of {history.shape[0]} rows)"
+        model_info["warm_texts"] = (
+            f"{len(texts)} most frequent texts of the Feast history (of {history.shape[0]} rows)"
+        )
     return home, replay, model_info
 
 
@@ -300,15 +303,55 @@ class Bodies:
 HEADERS = {"Content-Type": "application/json"}
 
 
-async def _post(session, url: str, body: bytes) -> tuple[bool, str]:
-    try:
-        async with session.post(url, data=body, headers=HEADERS) as r:
-            payload = await r.read()
-            if r.status != 200:
-                return False, f"{r.status}: {payload[:200]!r}"
-            return True, ""
-    except Exception as exc:  # noqa: BLE001
-        return False, f"{type(exc).__name__}: {exc}"
+CLIENTS = ("aiohttp", "httpx")
+
+
+@contextlib.asynccontextmanager
+async def http_client(client: str, concurrency: int):
+    """Yields `post(url, body) -> (ok, error)` over one pooled async HTTP client.
+
+    aiohttp (default) is the leanest async client here: at concurrency 32 it drives the bare floor
+    to ~2,500-3,000 req/s. httpx's AsyncClient costs several times more CPU per request and tops
+    out near ~450-550 req/s on these two cores, so with it both servers are measured through the
+    client's own limit (`--client httpx`, to compare with figures taken with such a client).
+    """
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(
+            max_connections=concurrency or None, max_keepalive_connections=concurrency or None
+        )
+        async with httpx.AsyncClient(limits=limits, timeout=30) as c:
+
+            async def post(url: str, body: bytes) -> tuple[bool, str]:
+                try:
+                    r = await c.post(url, content=body, headers=HEADERS)
+                except Exception as exc:  # noqa: BLE001
+                    return False, f"{type(exc).__name__}: {exc}"
+                return (
+                    (True, "") if r.status_code == 200 else (False, f"{r.status_code}: {r.content[:200]!r}")
+                )
+
+            yield post
+        return
+    if client != "aiohttp":
+        raise ValueError(f"unknown client {client!r}; expected one of {CLIENTS}")
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as s:
+
+        async def post(url: str, body: bytes) -> tuple[bool, str]:
+            try:
+                async with s.post(url, data=body, headers=HEADERS) as r:
+                    payload = await r.read()
+                    if r.status != 200:
+                        return False, f"{r.status}: {payload[:200]!r}"
+                    return True, ""
+            except Exception as exc:  # noqa: BLE001
+                return False, f"{type(exc).__name__}: {exc}"
+
+        yield post
 
 
 async def closed_loop(
@@ -318,13 +361,11 @@ async def closed_loop(
     seconds: float | None,
     requests: int | None,
     keep_latencies: bool = False,
+    client: str = "aiohttp",
 ) -> dict:
-    import aiohttp
-
     lat: list[float] = []
     errors: list[str] = []
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as s:
+    async with http_client(client, concurrency) as post:
         started = time.perf_counter()
         deadline = started + seconds if seconds else None
         remaining = [requests] if requests else None
@@ -338,7 +379,7 @@ async def closed_loop(
                         return
                     remaining[0] -= 1
                 t = time.perf_counter()
-                ok, err = await _post(s, url, bodies.next())
+                ok, err = await post(url, bodies.next())
                 (lat.append(time.perf_counter() - t) if ok else errors.append(err))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -356,18 +397,15 @@ async def closed_loop(
 
 async def open_loop(url: str, bodies: Bodies, rps: float, seconds: float) -> dict:
     """Requests scheduled at a fixed rate; latency from the scheduled time (no coordinated omission)."""
-    import aiohttp
-
     n = int(rps * seconds)
     lat: list[float] = []
     errors: list[str] = []
     late: list[float] = []
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as s:
+    async with http_client("aiohttp", 0) as post:  # unlimited connections: every send goes out on time
 
         async def fire(scheduled: float, body: bytes):
             late.append(time.perf_counter() - scheduled)
-            ok, err = await _post(s, url, body)
+            ok, err = await post(url, body)
             (lat.append(time.perf_counter() - scheduled) if ok else errors.append(err))
 
         t0 = time.perf_counter() + 0.1
@@ -501,7 +539,11 @@ def measure_interleaved(urls: dict[str, str], bodies: dict[str, Bodies], args) -
     """c1 and c32 phases in rounds, floor and ours alternating, so both see the same background load."""
     out: dict = {name: {} for name in urls}
     for name, url in urls.items():  # warm up (model caches, connections)
-        asyncio.run(closed_loop(f"{url}/v1/models/{MODEL}:predict", bodies[name], 4, None, args.warmup))
+        asyncio.run(
+            closed_loop(
+                f"{url}/v1/models/{MODEL}:predict", bodies[name], 4, None, args.warmup, client=args.client
+            )
+        )
     rounds = max(1, args.rounds)
     for phase, conc in (("c1", 1), ("c32", 32)):
         runs: dict[str, list[dict]] = {name: [] for name in urls}
@@ -516,6 +558,7 @@ def measure_interleaved(urls: dict[str, str], bodies: dict[str, Bodies], args) -
                         args.c32_seconds / rounds if conc > 1 else None,
                         None if conc > 1 else max(1, args.c1_requests // rounds),
                         keep_latencies=True,
+                        client=args.client,
                     )
                 )
                 res["load_avg"] = os.getloadavg()[0]
@@ -593,7 +636,10 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
 
         async def run(seconds: float | None, requests: int | None, keep: bool) -> list[dict]:
             return await asyncio.gather(
-                *(closed_loop(u, b, 32 // n, seconds, requests, keep) for u, b in zip(predicts, loads, strict=True))
+                *(
+                    closed_loop(u, b, 32 // n, seconds, requests, keep, client=args.client)
+                    for u, b in zip(predicts, loads, strict=True)
+                )
             )
 
         asyncio.run(run(None, args.warmup * 5 // n, False))
@@ -711,15 +757,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--encoder", choices=("auto", "tiny", "minilm"), default="auto")
     p.add_argument("--model-dir", default=None, help="benchmark this model folder instead")
-    p.add_argument("--no-catalogue", action="store_true",
-                   help="do not send the world's product catalogue to POST /v1/catalogue before measuring")
-    p.add_argument("--warm-texts", type=int, default=0,
-                   help="replace the model copy's warm texts with this world's N most frequent history"
-                   f" texts (at most {WARM_TEXTS_LIMIT}; default 0: keep them)")
+    p.add_argument(
+        "--no-catalogue",
+        action="store_true",
+        help="do not send the world's product catalogue to POST /v1/catalogue before measuring",
+    )
+    p.add_argument(
+        "--warm-texts",
+        type=int,
+        default=0,
+        help="replace the model copy's warm texts with this world's N most frequent history"
+        f" texts (at most {WARM_TEXTS_LIMIT}; default 0: keep them)",
+    )
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--c1-requests", type=int, default=600)
     p.add_argument("--rounds", type=int, default=3, help="c1/c32 rounds, alternating floor and ours")
     p.add_argument("--c32-seconds", type=float, default=15.0, help="total over the rounds, per server")
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="aiohttp",
+        help="load generator of the c1 and c32 phases (the open loop always uses aiohttp, which keeps"
+        " up with the offered rate); httpx is several times costlier per request and becomes the limit at c32",
+    )
     p.add_argument("--rps", type=float, default=300.0)
     p.add_argument("--open-seconds", type=float, default=10.0)
     p.add_argument(
@@ -737,7 +797,9 @@ def main(argv: list[str] | None = None) -> int:
         "--server-module", default="serving", help="entry point run as `python -m MODULE` for our server"
     )
     p.add_argument(
-        "--out", default=None, help="result JSON (default benchmarks/results/serving.json, serving_c1_probe.json, serving_c32_probe.json)"
+        "--out",
+        default=None,
+        help="result JSON (default benchmarks/results/serving.json, serving_c1_probe.json, serving_c32_probe.json)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary home (logs, prediction log)")
     p.add_argument(
@@ -779,7 +841,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="riskops-bench-serving-"))
     log(f"work dir {work}")
     started = time.perf_counter()
-    home, replay, model_info = setup_home(work, args.rows, args.encoder, args.model_dir, args.seed, args.warm_texts)
+    home, replay, model_info = setup_home(
+        work, args.rows, args.encoder, args.model_dir, args.seed, args.warm_texts
+    )
     log(f"model: {model_info}")
     n_bodies = (
         args.warmup * 2 + args.c1_requests + int(args.rps * args.open_seconds) + int(3000 * args.c32_seconds)
@@ -802,7 +866,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": model_info,
         "server_overrides": args.set,
         "server_module": args.server_module,
-        "load_generator": "aiohttp, one process on the same machine (shares the CPUs with the server)",
+        "load_generator": f"{args.client} (c1, c32; open loop: aiohttp), one process on the same machine"
+        " (shares the CPUs with the server)",
     }
 
     floor_port, front_floor_port, port = free_port(), free_port(), free_port()
@@ -942,7 +1007,11 @@ def render(r: dict) -> str:
         vals = [o[ph].get("stage_mean_ms", {}).get(stage) for ph in ("c1", "c32", "open")]
         lines.append(f"| {stage} | " + " | ".join("-" if v is None else str(v) for v in vals) + " |")
     hit = [o[ph].get("text_cache_hit_rate") for ph in ("c1", "c32", "open")]
-    lines.append("| text embedding cache hit rate | " + " | ".join("-" if v is None else f"{v:.1%}" for v in hit) + " |")
+    lines.append(
+        "| text embedding cache hit rate | "
+        + " | ".join("-" if v is None else f"{v:.1%}" for v in hit)
+        + " |"
+    )
     if o.get("open_sweep"):
         lines += [
             "",

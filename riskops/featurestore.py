@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import shutil
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -382,33 +384,74 @@ def online_features(
     Unknown entities and rows without a key get ENTITY_FEATURE_DEFAULTS. With `now` (the
     request's event time), a state older than the ttl counts as unknown, as it does in training;
     Feast's online store itself ignores the ttl. With `now`, each row also carries
-    `snapshot_time_key(entity)`: when the entity's snapshot was taken (its last event; NaN when
-    unknown), which serving needs to age the snapshot's windows.
+    `snapshot_time_key(entity)`: when the entity's snapshot was taken (its last event, whole
+    epoch seconds as Feast's online response gives it; NaN when unknown), which serving needs to
+    age the snapshot's windows.
+
+    Reads go through the provider's `online_read`, one call per feature view: the call that
+    `FeatureStore.get_online_features` makes for each view, part of the online store interface
+    every Feast online store (SQLite here, Redis on a cluster) implements. Skipping the SDK's
+    request resolution and response assembly around it makes a serving lookup (one row, four
+    views) ~0.2 ms instead of ~0.55 ms in a hot loop, and ~0.6 instead of ~1.5 ms when calls come
+    a few ms apart as they do in the server (`test_online_features_equal_feasts_get_online_features`
+    holds the two paths to the same answer).
     """
     if not entity_rows:
         return []
-    key_cols = [ENTITY_KEYS[e] for e in ENTITIES]
-    rows = [{k: _key_str(r.get(k)) for k in key_cols} for r in entity_rows]
-    resp = store.get_online_features(features=online_feature_refs(), entity_rows=rows).to_dict(
-        include_event_timestamps=now is not None
-    )
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    views = _online_views(store)
+    provider, config = store.provider, store.config
     cutoff = None
     if now is not None:
         cutoff = (_utc(now) - FEATURE_TTL).timestamp()
-    out: list[dict[str, float]] = [{} for _ in rows]
+    out: list[dict[str, float]] = [{} for _ in entity_rows]
     for entity in ENTITIES:
         names = ENTITY_FEATURES[entity]
         key = ENTITY_KEYS[entity]
-        ts = resp.get(f"{names[0]}__ts") if cutoff is not None else None
-        for i, row in enumerate(rows):
-            expired = ts is not None and (ts[i] or 0) < cutoff
-            known = bool(row[key]) and not expired
+        keys = [_key_str(r.get(key)) for r in entity_rows]
+        asked = [i for i, k in enumerate(keys) if k]
+        found: dict[int, tuple[Any, Any]] = {}
+        if asked:
+            entity_keys = [
+                EntityKey(join_keys=[key], entity_values=[Value(string_val=keys[i])]) for i in asked
+            ]
+            found = dict(
+                zip(asked, provider.online_read(config, views[entity], entity_keys, list(names)), strict=True)
+            )
+        for i, row in enumerate(out):
+            ts, values = found.get(i, (None, None))
+            seconds = math.floor(ts.timestamp()) if ts is not None else 0
+            known = values is not None and not (cutoff is not None and seconds < cutoff)
             for f in names:
-                v = resp[f][i] if known else None
-                out[i][f] = ENTITY_FEATURE_DEFAULTS[f] if v is None else float(v)
-            if ts is not None:
-                out[i][snapshot_time_key(entity)] = float(ts[i]) if known and ts[i] else float("nan")
+                row[f] = _proto_float(values.get(f)) if known else None
+                if row[f] is None:
+                    row[f] = ENTITY_FEATURE_DEFAULTS[f]
+            if cutoff is not None:
+                row[snapshot_time_key(entity)] = float(seconds) if known and seconds else float("nan")
     return out
+
+
+def _online_views(store: FeatureStore) -> dict[str, Any]:
+    """The store's feature view objects by entity, looked up in the registry once per store object."""
+    views = _VIEWS.get(store)
+    if views is None:
+        views = _VIEWS[store] = {e: store.get_feature_view(view_name(e)) for e in ENTITIES}
+    return views
+
+
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _proto_float(value: Any) -> float | None:
+    """A Feast ValueProto's number as a float; None for an absent or null value."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    return float(getattr(value, kind))
 
 
 def _key_str(value: Any) -> str:

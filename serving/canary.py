@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from riskops.config import PROJECT_ROOT, Paths, load_yaml
+from riskops.features import ColumnFrame, take_rows
 from riskops.promotion import (
     CanaryDecision,
     CanaryRouter,
@@ -289,8 +290,8 @@ class CanaryController:
     # -- request path (model thread) ---------------------------------------------------------
     def score(
         self,
-        score_frame: Callable[[pd.DataFrame, list[bool], LoadedModel], list[dict]],
-        frame: pd.DataFrame,
+        score_frame: Callable[[pd.DataFrame | ColumnFrame, list[bool], LoadedModel], list[dict]],
+        frame: pd.DataFrame | ColumnFrame,
         degraded: Sequence[bool],
         transaction_ids: Sequence[str],
         champion: LoadedModel,
@@ -306,7 +307,7 @@ class CanaryController:
         if idx[CHALLENGER]:
             rows = idx[CHALLENGER]
             try:
-                got = score_frame(_rows(frame, rows), [degraded[i] for i in rows], act.model)
+                got = score_frame(take_rows(frame, rows), [degraded[i] for i in rows], act.model)
             except Exception as exc:  # noqa: BLE001
                 self._log_error(act, exc)
                 got = [None] * len(rows)
@@ -322,7 +323,7 @@ class CanaryController:
                     results[i] = {**res, "arm": CHALLENGER}
         rows = sorted(idx[CHAMPION] + fallback)
         if rows:
-            got = score_frame(_rows(frame, rows), [degraded[i] for i in rows], champion)
+            got = score_frame(take_rows(frame, rows), [degraded[i] for i in rows], champion)
             routed = set(idx[CHAMPION])
             for i, res in zip(rows, got, strict=True):
                 results[i] = {**res, "arm": CHAMPION}
@@ -389,9 +390,3 @@ class CanaryController:
             "decisions": self.decisions,
         }
         return out
-
-
-def _rows(frame: pd.DataFrame, rows: list[int]) -> pd.DataFrame:
-    if len(rows) == len(frame):
-        return frame
-    return frame.iloc[rows].reset_index(drop=True)

@@ -37,7 +37,7 @@ import pandas as pd
 from kserve import Model
 
 from riskops.config import MODEL_NAME
-from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN
+from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, ColumnFrame
 from serving import metrics
 from serving.batching import MicroBatcher
 from serving.catalogue import Catalogue
@@ -204,18 +204,20 @@ class RegistryWatcher:
 
 
 class FrameRow(Mapping):
-    """Row `i` of a frame as a read-only mapping, read one cell at a time: a reason reads k cells of
-    its row, where ``DataFrame.to_dict("records")`` built every cell of every flagged row (~1 ms a batch)."""
+    """Row `i` of a model frame (DataFrame or ColumnFrame) as a read-only mapping, read one cell at a
+    time: a reason reads k cells of its row, where ``DataFrame.to_dict("records")`` built every cell
+    of every flagged row (~1 ms a batch)."""
 
     __slots__ = ("frame", "i")
 
-    def __init__(self, frame: pd.DataFrame, i: int) -> None:
+    def __init__(self, frame: pd.DataFrame | ColumnFrame, i: int) -> None:
         self.frame, self.i = frame, i
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.frame.columns:
             raise KeyError(name)
-        return self.frame[name].iat[self.i]
+        column = self.frame[name]
+        return column.iat[self.i] if isinstance(column, pd.Series) else column[self.i]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.frame.columns)
@@ -259,7 +261,7 @@ class RiskPredictor(Model):
     # -- core (runs on the model thread) -----------------------------------------------------
     def score_frame(
         self,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | ColumnFrame,
         degraded: Sequence[bool] | None = None,
         bundle: LoadedModel | None = None,
         numeric: np.ndarray | None = None,

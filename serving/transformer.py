@@ -38,6 +38,7 @@ from kserve.model import InferenceVerb
 from riskops.features import (
     ALL_ENTITY_FEATURES,
     NUMERIC_FEATURES,
+    ColumnFrame,
     build_model_frame_records,
     model_frame_and_numeric,
 )
@@ -101,8 +102,9 @@ def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
     return build_model_frame_records([row for p in prepared for row in p.feature_rows()])
 
 
-def model_batch(prepared: list[Prepared]) -> tuple[pd.DataFrame, np.ndarray]:
-    """`model_frame` and its NUMERIC_FEATURES matrix (`riskops.features.model_frame_and_numeric`)."""
+def model_batch(prepared: list[Prepared]) -> tuple[ColumnFrame, np.ndarray]:
+    """`model_frame` as a ColumnFrame, and its NUMERIC_FEATURES matrix (the scoring batch's inputs,
+    `riskops.features.model_frame_and_numeric`)."""
     return model_frame_and_numeric([row for p in prepared for row in p.feature_rows()])
 
 

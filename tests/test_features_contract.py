@@ -11,10 +11,19 @@ from riskops.features import (
 
 def _txn(**kw):
     base = {
-        "event_timestamp": "2026-03-07T23:30:00Z", "amount": 120.0, "quantity": 2, "account_age_days": 400,
-        "is_refund": False, "billing_country": "US", "shipping_country": "US", "payment_method": "credit_card",
-        "channel": "web", "product_category": "electronics", "currency": "USD",
-        "product_title": "Apple iPhone 15 Pro 256GB", "merchant_category": "electronics",
+        "event_timestamp": "2026-03-07T23:30:00Z",
+        "amount": 120.0,
+        "quantity": 2,
+        "account_age_days": 400,
+        "is_refund": False,
+        "billing_country": "US",
+        "shipping_country": "US",
+        "payment_method": "credit_card",
+        "channel": "web",
+        "product_category": "electronics",
+        "currency": "USD",
+        "product_title": "Apple iPhone 15 Pro 256GB",
+        "merchant_category": "electronics",
     }
     base.update(kw)
     return base
@@ -34,8 +43,11 @@ def test_unknown_entities_get_defaults_not_nans():
 
 
 def test_request_features_use_entity_history():
-    history = {"user_amount_mean_30d": 50.0, "user_amount_std_30d": 10.0,
-               "user_last_event_epoch": pd.Timestamp("2026-03-07T23:29:00Z").timestamp()}
+    history = {
+        "user_amount_mean_30d": 50.0,
+        "user_amount_std_30d": 10.0,
+        "user_last_event_epoch": pd.Timestamp("2026-03-07T23:29:00Z").timestamp(),
+    }
     normal = build_model_frame(pd.DataFrame([_txn(amount=55.0, **history)]))
     spike = build_model_frame(pd.DataFrame([_txn(amount=900.0, shipping_country="NG", **history)]))
     assert spike.loc[0, "amount_zscore_user"] > 10 * max(normal.loc[0, "amount_zscore_user"], 0.1)
@@ -74,9 +86,12 @@ def test_model_frame_from_records_equals_the_frame_path():
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
     # the numeric matrix served with it is the frame's numeric columns, value for value
     frame, numeric = model_frame_and_numeric(rows)
-    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert len(frame) == len(expected) and frame.columns == tuple(expected.columns)
+    pd.testing.assert_frame_equal(frame.to_pandas(), expected, check_exact=True)
     assert numeric.dtype == np.float64
     assert np.array_equal(numeric, expected[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64))
     # one request alone (the common serving case), and no entity features at all
     one = [{k: v for k, v in rows[3].items() if k not in ALL_ENTITY_FEATURES}]
-    pd.testing.assert_frame_equal(build_model_frame_records(one), build_model_frame(pd.DataFrame.from_records(one)))
+    pd.testing.assert_frame_equal(
+        build_model_frame_records(one), build_model_frame(pd.DataFrame.from_records(one))
+    )

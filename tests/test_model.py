@@ -13,7 +13,13 @@ import pytest
 import torch
 from planted import planted_signal_transactions
 
-from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, build_model_frame
+from riskops.features import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+    TEXT_COLUMN,
+    ColumnFrame,
+    build_model_frame,
+)
 from riskops.model import (
     SMALL_FRAME_ROWS,
     TEXT_ATTRIBUTION,
@@ -277,6 +283,23 @@ def test_model_inputs_are_read_once_and_taken_by_row(scorer, frame):
     for a, b in zip(by_take, by_frame, strict=True):
         assert a.keys() == b.keys()
         assert np.allclose(list(a.values()), list(b.values()), atol=1e-6)
+
+
+def test_a_column_frame_scores_and_explains_like_the_dataframe(scorer, frame):
+    """Serving's scoring batches are ColumnFrames (no pandas); the model must read them as it reads
+    the DataFrame: same normalised numerics, category indices, texts, scores and attributions."""
+    columns = ColumnFrame({c: frame[c].to_numpy() for c in frame.columns})
+    a, b = scorer.inputs(columns), scorer.inputs(frame)
+    assert torch.equal(a.numeric, b.numeric) and torch.equal(a.categorical, b.categorical)
+    assert list(a.texts) == list(b.texts)
+    assert np.array_equal(scorer.predict_proba(columns), scorer.predict_proba(frame))
+    rows = [4, 1]
+    for x, y in zip(
+        scorer.explain(columns.take(rows), steps=8), scorer.explain(frame.iloc[rows], steps=8), strict=True
+    ):
+        assert x.keys() == y.keys() and np.allclose(list(x.values()), list(y.values()), atol=1e-6)
+    with pytest.raises(KeyError, match=TEXT_COLUMN):
+        scorer.inputs(ColumnFrame({c: frame[c].to_numpy() for c in frame.columns if c != TEXT_COLUMN}))
 
 
 def test_frequent_texts_are_saved_and_pre_encoded(scorer, frame, tmp_path):

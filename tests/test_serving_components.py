@@ -20,7 +20,13 @@ import pandas as pd
 import pytest
 
 from riskops.aggregates import EntityWindowState, compute_entity_features
-from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, snapshot_time_key
+from riskops.features import (
+    ENTITY_FEATURE_DEFAULTS,
+    ENTITY_FEATURES,
+    ColumnFrame,
+    snapshot_time_key,
+    take_rows,
+)
 from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
 from serving.entity_state import EntityTracker, combine
@@ -129,6 +135,25 @@ def test_frame_row_reads_like_the_records_row():
     assert top_reasons(attributions, FrameRow(frame, 1), k=3) == top_reasons(
         attributions, frame.to_dict("records")[1], k=3
     )
+    # serving's scoring batches are ColumnFrames: the same rows, read by position
+    columns = ColumnFrame({c: frame[c].to_numpy() for c in frame.columns})
+    for i, record in enumerate(frame.to_dict("records")):
+        assert dict(FrameRow(columns, i)) == record and len(FrameRow(columns, i)) == 3
+    assert top_reasons(attributions, FrameRow(columns, 1), k=3) == ["payment_method=crypto", "amount=11.18"]
+
+
+def test_column_frame_rows_and_take_rows():
+    frame = pd.DataFrame({"amount_log": [1.0, 2.0, 3.0], "text": ["a", "b", "c"]}, index=[7, 8, 9])
+    columns = ColumnFrame({c: frame[c].to_numpy() for c in frame.columns})
+    assert len(columns) == 3 and columns.columns == ("amount_log", "text") and "text" in columns.columns
+    assert take_rows(columns, [0, 1, 2]) is columns and take_rows(frame, [0, 1, 2]) is frame
+    for picked in ([2, 0], [1], []):
+        sub, ref = take_rows(columns, picked), take_rows(frame, picked)
+        assert len(sub) == len(ref) == len(picked) and list(ref.index) == list(range(len(picked)))
+        pd.testing.assert_frame_equal(sub.to_pandas(), ref)
+    assert len(take_rows(columns, [0, 0])) == 2  # a repeated position is two rows, not "all of them"
+    with pytest.raises(ValueError, match="different lengths"):
+        ColumnFrame({"a": np.zeros(2), "b": np.zeros(3)})
 
 
 # --------------------------------------------------------------------------- entity state

@@ -741,8 +741,17 @@ class RiskScorer:
         )
 
     def _text_batch(self, texts: np.ndarray) -> torch.Tensor:
-        codes, uniques = pd.factorize(texts, use_na_sentinel=False)  # a missing text is the text "None"/"nan"
-        emb = self.text_embeddings([str(u) for u in uniques])
+        """[len(texts), H] embeddings, each distinct text looked up once; a missing text (None, NaN)
+        is the text "nan", as pandas' factorize makes it."""
+        if len(texts) <= SMALL_FRAME_ROWS:  # a dict: no hash-table set-up for serving's few rows
+            first: dict[str, int] = {}
+            keys = (t if isinstance(t, str) else "nan" if pd.isna(t) else str(t) for t in texts)
+            codes = np.fromiter((first.setdefault(k, len(first)) for k in keys), np.int64, len(texts))
+            uniques = list(first)
+        else:
+            codes, found = pd.factorize(texts, use_na_sentinel=False)
+            uniques = [str(u) for u in found]
+        emb = self.text_embeddings(uniques)
         return emb[torch.from_numpy(codes).to(self.device)]
 
     # -- scoring ----------------------------------------------------------------------------

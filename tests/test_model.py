@@ -177,6 +177,26 @@ def test_text_embeddings_are_cached_lru(tokenizer, frame):
     assert torch.allclose(cached, torch.stack(s._encode(texts[15:20])), atol=1e-6)
 
 
+def test_small_and_large_batches_look_texts_up_alike(scorer, frame):
+    """Few-row batches (serving) find distinct texts with a dict, larger ones with pandas: the same
+    embeddings row for row, repeated and missing texts included."""
+    from riskops.model import SMALL_FRAME_ROWS
+
+    texts = frame[TEXT_COLUMN].to_numpy(dtype=object)
+    small = np.array([texts[0], None, texts[1], texts[0], float("nan"), "None"], dtype=object)
+    large = np.concatenate([small, texts[: SMALL_FRAME_ROWS + 1]])
+    assert len(small) <= SMALL_FRAME_ROWS < len(large)
+    hits = scorer.cache_hits
+    got_small, got_large = scorer._text_batch(small), scorer._text_batch(large)
+    assert torch.equal(got_small, got_large[: len(small)])
+    assert torch.equal(got_small[0], got_small[3])
+    assert torch.equal(got_small[1], got_small[4])  # None and NaN are both the text "nan"
+    assert scorer.cache_hits - hits >= 2  # the small batch looked texts[0] up once, then the large batch hit
+    for i, t in enumerate(large):
+        text = "nan" if t is None else str(t)
+        assert torch.allclose(got_large[i], scorer.text_embeddings([text])[0], atol=1e-6)
+
+
 def test_save_load_round_trip(scorer, frame, tmp_path):
     scorer.calibration.temperature, scorer.calibration.bias = 1.7, -0.3
     try:

@@ -425,9 +425,8 @@ def online_features(
             seconds = math.floor(ts.timestamp()) if ts is not None else 0
             known = values is not None and not (cutoff is not None and seconds < cutoff)
             for f in names:
-                row[f] = _proto_float(values.get(f)) if known else None
-                if row[f] is None:
-                    row[f] = ENTITY_FEATURE_DEFAULTS[f]
+                v = _proto_float(values.get(f)) if known else None
+                row[f] = ENTITY_FEATURE_DEFAULTS[f] if v is None else v
             if cutoff is not None:
                 row[snapshot_time_key(entity)] = float(seconds) if known and seconds else float("nan")
     return out

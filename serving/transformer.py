@@ -97,15 +97,19 @@ class Explained:
     results: list[dict]  # risk_score, attributions, model_version
 
 
+def _feature_rows(prepared: list[Prepared]) -> list[dict]:
+    return [row for p in prepared for row in p.feature_rows()]
+
+
 def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
     """One model frame for several requests (rows in request order), straight from the dicts."""
-    return build_model_frame_records([row for p in prepared for row in p.feature_rows()])
+    return build_model_frame_records(_feature_rows(prepared))
 
 
 def model_batch(prepared: list[Prepared]) -> tuple[ColumnFrame, np.ndarray]:
     """`model_frame` as a ColumnFrame, and its NUMERIC_FEATURES matrix (the scoring batch's inputs,
     `riskops.features.model_frame_and_numeric`)."""
-    return model_frame_and_numeric([row for p in prepared for row in p.feature_rows()])
+    return model_frame_and_numeric(_feature_rows(prepared))
 
 
 # A request without an x-request-id gets "<process prefix>-<counter>": unique like a uuid4, but

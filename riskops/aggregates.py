@@ -242,6 +242,29 @@ def _money(amount: Any) -> int:
     return int(round(float(amount) * MONEY_SCALE))
 
 
+def event_tuple(event: Mapping[str, Any], t_us: int | None = None) -> tuple:
+    """A transaction mapping (EVENT_FIELDS, PII hashed) as the internal event tuple.
+
+    Built once per transaction, the tuple serves every entity it updates (`with_time` moves it).
+    `t_us`: the event's time when already known (else read from ``event_timestamp``).
+    """
+    return (
+        to_epoch_us(event["event_timestamp"]) if t_us is None else t_us,
+        _money(event.get("amount", 0.0)),
+        1 if _truthy(event.get("is_refund", False)) else 0,
+        _key(event.get("user_id")),
+        _key(event.get("device_id")),
+        _key(event.get("ip_hash")),
+        _key(event.get("shipping_country")),
+        _key(event.get("merchant_id")),
+    )
+
+
+def with_time(ev: tuple, t_us: int) -> tuple:
+    """The same event at another time (serving counts a late event at its entity's clock)."""
+    return ev if ev[_T] == t_us else (t_us, *ev[1:])
+
+
 class EntityWindowState:
     """Recent events of one entity instance and its windowed aggregates.
 
@@ -266,9 +289,10 @@ class EntityWindowState:
         self.last_event_us: int | None = None
         self.clock_us: int | None = None  # the latest time the state was advanced to
 
-    # -- the fast path shared by update() and compute_entity_features() --
+    # -- the fast path shared by update(), compute_entity_features() and serving --
 
-    def _add(self, ev: tuple) -> None:
+    def add_event(self, ev: tuple) -> None:
+        """Include one event already in the internal tuple form (`event_tuple`)."""
         t = ev[_T]
         if self.clock_us is not None and t < self.clock_us:
             raise ValueError(
@@ -288,18 +312,7 @@ class EntityWindowState:
 
     def update(self, event: Mapping[str, Any]) -> None:
         """Include one event (a transaction mapping with the EVENT_FIELDS; PII already hashed)."""
-        self._add(
-            (
-                to_epoch_us(event["event_timestamp"]),
-                _money(event.get("amount", 0.0)),
-                1 if _truthy(event.get("is_refund", False)) else 0,
-                _key(event.get("user_id")),
-                _key(event.get("device_id")),
-                _key(event.get("ip_hash")),
-                _key(event.get("shipping_country")),
-                _key(event.get("merchant_id")),
-            )
-        )
+        self.add_event(event_tuple(event))
 
     def advance(self, now: Any) -> None:
         """Move the state's clock to `now` (events that left a window are dropped)."""
@@ -406,7 +419,7 @@ def compute_entity_features(transactions: pd.DataFrame) -> dict[str, pd.DataFram
             st = states.get(k)
             if st is None:
                 st = states[k] = EntityWindowState(entity)
-            st._add(ev)
+            st.add_event(ev)
             rows.append(st._values())
             keys.append(k)
             pos.append(i)

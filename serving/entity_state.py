@@ -43,7 +43,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from riskops.aggregates import ENTITIES, WINDOW_SECONDS, EntityWindowState, to_epoch_us
+from riskops.aggregates import (
+    ENTITIES,
+    WINDOW_SECONDS,
+    EntityWindowState,
+    event_tuple,
+    to_epoch_us,
+    with_time,
+)
 from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
 
 US = 1_000_000
@@ -287,10 +294,26 @@ def snapshot_time_us(entity: str, baseline: Mapping[str, Any], default_us: int) 
     return default_us
 
 
-@dataclass
+@dataclass(slots=True, weakref_slot=True)
 class _Track:
+    entity: str
     baseline: FrozenBaseline | None
     state: EntityWindowState
+    # the features after the track's last event. `combine` depends on (baseline, state) alone, so
+    # they are also the features *before* its next event: one combine per event instead of two
+    features: dict[str, float] | None = None
+
+    def current(self) -> dict[str, float]:
+        """The entity's features now (computed once per change of the state)."""
+        if self.features is None:
+            self.features = combine(self.entity, self.baseline, None, self.state)
+        return self.features
+
+    def include(self, ev: tuple) -> dict[str, float]:
+        """Add the event tuple; the features after it (shared with the push: never mutate them)."""
+        self.state.add_event(ev)
+        self.features = combine(self.entity, self.baseline, None, self.state)
+        return self.features
 
 
 @dataclass
@@ -345,6 +368,7 @@ class EntityTracker:
         pushes: list[Push] = []
         degraded = False
         t_us = to_epoch_us(record["event_timestamp"])
+        ev: tuple | None = None  # the record as an event tuple, built once for all its entities
         ev_time: datetime | None = None
         ev_time_us = t_us
         for ek in self.keys_of(record):
@@ -358,20 +382,20 @@ class EntityTracker:
                 frozen = None
                 if base is not None:
                     frozen = FrozenBaseline(entity, base, snapshot_time_us(entity, base, t_us))
-                track = _Track(frozen, EntityWindowState(entity))
+                track = _Track(entity, frozen, EntityWindowState(entity))
                 self._tracks[ek] = track
                 while len(self._tracks) > self.capacity:
                     self._tracks.popitem(last=False)
             else:
                 self._tracks.move_to_end(ek)
-            features.update(combine(entity, track.baseline, None, track.state))
-            st = track.state
-            ev_us = t_us if st.clock_us is None or t_us >= st.clock_us else st.clock_us
+            features.update(track.current())
+            clock = track.state.clock_us
+            ev_us = t_us if clock is None or t_us >= clock else clock
+            if ev is None:
+                ev = event_tuple(record, t_us)
             if ev_time is None or ev_time_us != ev_us:  # one datetime per distinct time of the record
                 ev_time, ev_time_us = _from_us(ev_us), ev_us
-            st.update(_event(record, ev_time))
-            after = combine(entity, track.baseline, None, st)
-            pushes.append(Push(entity, key, ev_time, after))
+            pushes.append(Push(entity, key, ev_time, track.include(with_time(ev, ev_us))))
         return features, pushes, degraded
 
     def peek(
@@ -384,7 +408,7 @@ class EntityTracker:
             entity, _ = ek
             track = self._tracks.get(ek)
             if track is not None:
-                features.update(combine(entity, track.baseline, None, track.state))
+                features.update(track.current())
             elif ek in baselines:
                 features.update(combine(entity, baselines[ek], None, None))
             else:
@@ -397,15 +421,3 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _from_us(t_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=t_us)
-
-
-def _event(record: Mapping[str, Any], when: datetime) -> dict[str, Any]:
-    return {
-        "event_timestamp": when,
-        "amount": record.get("amount", 0.0),
-        "is_refund": record.get("is_refund", False),
-        "user_id": record.get("user_id"),
-        "device_id": record.get("device_id"),
-        "ip_hash": record.get("ip_hash"),
-        "shipping_country": record.get("shipping_country"),
-    }

@@ -36,7 +36,6 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
 from riskops.features import (
-    ALL_ENTITY_FEATURES,
     NUMERIC_FEATURES,
     ColumnFrame,
     build_model_frame_records,
@@ -251,7 +250,9 @@ class RiskTransformer(Model):
                     "reasons": res["reasons"],
                     "protocol": p.protocol,
                     "transaction": tx,
-                    "entity_features": {k: ents.get(k) for k in ALL_ENTITY_FEATURES},
+                    # the record's own dict (keys: ALL_ENTITY_FEATURES, from EntityTracker), never
+                    # mutated after the lookup: logged as is, not copied per request
+                    "entity_features": ents,
                     "features": features,
                 }
             )

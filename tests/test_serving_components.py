@@ -319,6 +319,38 @@ def test_tracker_degraded_when_a_baseline_is_missing_and_out_of_order_events():
     assert peek["user_txn_count_1h"] == 2 and not deg
 
 
+def test_tracker_features_before_an_event_are_the_pushed_state_after_the_last():
+    """A track keeps the features computed after its last event and serves them before the next
+    one: equal to recombining baseline and state afresh, with aged snapshots and late events."""
+    rng = np.random.default_rng(11)
+    snapshot_t = (T0 - timedelta(hours=5)).timestamp()
+    cached, fresh = EntityTracker(), EntityTracker()
+    for i in range(60):
+        tx = _tx(
+            i,
+            user=f"u{rng.integers(0, 4)}",
+            minutes=float(i * 9 - (25 if i % 7 == 3 else 0)),  # every 7th event is late
+            amount=float(rng.integers(1, 500)),
+            device=f"d{rng.integers(0, 3)}",
+            ip=f"i{rng.integers(0, 3)}",
+        )
+        baselines = {}
+        for ek in cached.untracked([tx]):
+            snap = {f: float(rng.integers(0, 20)) for f in ENTITY_FEATURES[ek[0]]}
+            snap[snapshot_time_key(ek[0])] = snapshot_t
+            baselines[ek] = snap
+        for track in fresh._tracks.values():
+            track.features = None  # the reference recombines every time
+        got, got_pushes, _ = cached.observe(tx, baselines)
+        want, want_pushes, _ = fresh.observe(tx, baselines)
+        assert got == want
+        assert [(p.entity, p.key, p.event_timestamp, p.features) for p in got_pushes] == [
+            (p.entity, p.key, p.event_timestamp, p.features) for p in want_pushes
+        ]
+        for p in got_pushes:  # what was pushed is what the entity's next event starts from
+            assert cached.peek({**tx, "transaction_id": "peek"}, {})[0].items() >= p.features.items()
+
+
 def test_tracker_lru_is_bounded():
     tracker = EntityTracker(capacity=8)
     for i in range(10):

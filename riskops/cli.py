@@ -31,8 +31,10 @@ for _k, _v in {
 def _console():
     from rich.console import Console
 
-    # a fixed width off a terminal (CI logs, pipes) keeps the metrics table readable
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    # off a terminal (CI logs, pipes): a fixed width keeps tables readable, and messages are not
+    # wrapped, so a long path cannot split a command the user is told to run across two lines
+    tty = sys.stdout.isatty()
+    return Console(highlight=False, width=None if tty else 120, soft_wrap=not tty)
 
 
 def escape(text: str) -> str:

@@ -27,9 +27,12 @@ def test_console_script_is_installed_and_lists_commands():
         assert cmd in out.stdout
 
 
-def test_models_list_on_empty_registry_says_what_to_do(capsys):
+def test_models_list_on_empty_registry_says_what_to_do(capsys, tmp_path, monkeypatch):
+    # a home path long enough that a 120-column console would have wrapped the message
+    monkeypatch.setenv("RISKOPS_HOME", str(tmp_path / ("a-long-folder-name-" * 6) / "home"))
     assert main(["models", "list"]) == 0
-    assert "riskops pipeline run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "train one with `riskops pipeline run`" in out and out.count("\n") == 1
 
 
 def test_generate_writes_parquet_and_jsonl(tmp_path, capsys):

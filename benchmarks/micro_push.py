@@ -14,6 +14,7 @@ top functions of a few more flushes.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -59,15 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         store = fs.open_store(repo)
         for k in range(3):
             flush(store, k)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        cpu_ms, wall_ms = [], []
         for k in range(args.flushes):
+            cpu0, wall0 = time.process_time(), time.perf_counter()
             flush(store, 10 + k)
-        cpu = (time.process_time() - cpu0) / args.flushes
-        wall = (time.perf_counter() - wall0) / args.flushes
+            cpu_ms.append((time.process_time() - cpu0) * 1e3)
+            wall_ms.append((time.perf_counter() - wall0) * 1e3)
         print(
-            f"push flush of {sum(sizes.values())} entity states ({sizes}): {cpu * 1e3:.1f} ms CPU, "
-            f"{wall * 1e3:.1f} ms wall, mean of {args.flushes}; python -O: {sys.flags.optimize > 0}"
+            f"push flush of {sum(sizes.values())} entity states ({sizes}), {args.flushes} flushes: "
+            f"CPU ms median {statistics.median(cpu_ms):.1f}, min {min(cpu_ms):.1f}, max {max(cpu_ms):.1f}; "
+            f"wall ms median {statistics.median(wall_ms):.1f}; python -O: {sys.flags.optimize > 0}"
         )
+        print("CPU ms per flush:", " ".join(f"{x:.0f}" for x in cpu_ms))
         if args.profile:
             import cProfile
             import pstats

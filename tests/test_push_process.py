@@ -41,6 +41,7 @@ def test_a_push_through_the_child_is_visible_to_any_reader(repo):
     try:
         assert proc.alive() and proc.pid != os.getpid()
         assert proc.optimized  # python -O: Feast's typeguard checks off, most of a push's CPU
+        assert proc.frozen_objects > 100_000  # Feast's heap frozen: no full collections walking it
         proc.push("user", [_state("pp-1", 3)])
         assert _online_count(repo, "pp-1") == 3
         with pytest.raises(PushProcessError, match="missing columns"):  # the child's error, reported

@@ -181,12 +181,14 @@ def fit_predict_ft(
     numeric_transform: str = "quantile",
     pos_weight: str = "sqrt",
     val_fraction: float = 0.15,
+    seed: int = 0,
 ) -> np.ndarray:
     """FT-Transformer as in bench_quality (full settings), early-stopped on the newest rows of X."""
     cut = int(len(X) * (1 - val_fraction))
     cfg = FTTransformerConfig(d_token=32, n_layers=2, n_heads=4, lr=3e-4, legit_per_epoch=60_000, max_epochs=20,
                               patience=6, max_train_seconds=900.0, progress=False,
-                              numeric_transform=numeric_transform, pos_weight=None if pos_weight == "none" else pos_weight)  # fmt: skip
+                              numeric_transform=numeric_transform, pos_weight=None if pos_weight == "none" else pos_weight,
+                              seed=seed)  # fmt: skip
     model = fit_ft_transformer(X.iloc[:cut], y[:cut], X.iloc[cut:], y[cut:], cfg, numeric=numeric,
                                categorical=categorical)  # fmt: skip
     return model.predict_proba(Xw)
@@ -200,6 +202,7 @@ def run(
     ft_hour: bool = False,
     ft_pos_weight: str = "sqrt",
     with_trees: bool = False,
+    ft_seeds: tuple[int, ...] = (0,),
 ) -> dict:
     cfg = D.builtin_config(dataset)
     train, test = D.fdb_split(D.load_dataset(cfg), cfg)
@@ -238,21 +241,21 @@ def run(
         import torch
 
         torch.set_num_threads(1)
-        for a, b in windows:
-            t = time.perf_counter()
-            ft_numeric_columns = numeric + (["hour_sin", "hour_cos"] if ft_hour else [])
-            scores.setdefault("ft_transformer", []).append(
-                fit_predict_ft(
-                    train.iloc[:a],
-                    y[:a],
-                    train.iloc[a:b],
-                    ft_numeric_columns,
-                    categorical,
-                    ft_numeric,
-                    ft_pos_weight,
-                )
-            )
-            log.info("ft_transformer window %d-%d: %.0fs", a, b, time.perf_counter() - t)
+        ft_numeric_columns = numeric + (["hour_sin", "hour_cos"] if ft_hour else [])
+        for seed in ft_seeds:
+            name = "ft_transformer" if seed == ft_seeds[0] else f"ft_transformer seed {seed}"
+            for a, b in windows:
+                t = time.perf_counter()
+                scores.setdefault(name, []).append(
+                    fit_predict_ft(train.iloc[:a], y[:a], train.iloc[a:b], ft_numeric_columns, categorical,
+                                   ft_numeric, ft_pos_weight, seed=seed)
+                )  # fmt: skip
+                log.info("%s window %d-%d: %.0fs", name, a, b, time.perf_counter() - t)
+        if len(ft_seeds) > 1:  # a seed ensemble: the mean of the seeds' probabilities
+            names = [n for n in scores if n.startswith("ft_transformer")]
+            scores[f"ft_transformer mean of {len(names)} seeds"] = [
+                np.mean([scores[n][i] for n in names], axis=0) for i in range(len(windows))
+            ]
     table = {name: fold_metrics(y_parts, parts) for name, parts in scores.items()}
 
     def best(prefix: str) -> str:
@@ -266,6 +269,8 @@ def run(
         ensembles += [(best("lgb"), best("logistic"), trees), (best("lgb"), trees)]
     if with_ft:
         ensembles += [("ft_transformer", best("lgb"), best("logistic")), ("ft_transformer", best("lgb"))]
+    if with_ft and with_trees:
+        ensembles += [("ft_transformer", best("lgb"), best("logistic"), trees)]
     for members in ensembles:
         name = "rank average: " + " + ".join(members)
         parts = []
@@ -344,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ft-hour", action="store_true", help="give the FT-Transformer the hour-of-day features too"
     )
+    ap.add_argument("--ft-seeds", default="0",
+                    help="comma-separated FT-Transformer seeds; several add each seed's row and their mean")  # fmt: skip
     ap.add_argument("--trees", action="store_true",
                     help="also extra trees, random forests and kNN, and their rank averages (~15 min on ULB)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -360,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         ft_hour=args.ft_hour,
         ft_pos_weight=args.ft_pos_weight,
         with_trees=args.trees,
+        ft_seeds=tuple(int(v) for v in args.ft_seeds.split(",")),
     )
     doc["command"] = " ".join(
         ["python", "benchmarks/cv_quality.py", *(argv if argv is not None else sys.argv[1:])]

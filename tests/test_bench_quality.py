@@ -55,3 +55,33 @@ def test_quick_tabular_run_scores_every_model_and_checks_the_goal(bench_quality,
     assert (tmp_path / "out" / "pr_curves_my-shop.png").stat().st_size > 0
     assert (tmp_path / "out" / "reliability_my-shop.png").stat().st_size > 0
     json.dumps(bench_quality._jsonable(result))  # the report is serialisable
+
+
+def test_alert_threshold_flags_the_share_of_legitimate_validation_rows(bench_quality):
+    legit = np.arange(1000, dtype=float)
+    t = bench_quality.alert_thresholds(legit, 0.01)
+    assert (legit >= t).mean() == pytest.approx(0.01, abs=0.001)
+
+
+def test_quick_synthetic_run_holds_out_each_fraud_type_in_turn(bench_quality, tmp_path):
+    from riskops.datasets import builtin_config
+
+    args = argparse.Namespace(quick=True, no_progress=True, save_models=False, synthetic_rows=6000,
+                              skip_synthetic_transformer=True)  # fmt: skip
+    result = bench_quality.run_synthetic(builtin_config("synthetic"), args, tmp_path / "out", tmp_path / "work")
+
+    lo = result["leave_one_type_out"]
+    scored = {t: r for t, r in lo["types"].items() if "skipped" not in r}
+    assert len(scored) >= 2, lo["types"]
+    for t, r in scored.items():
+        assert t != "none"
+        assert r["train_frauds_removed"] > 0, t  # the type really was held out of training
+        for key in ("supervised_recall_at_budget", "two_channel_recall_at_budget", "supervised_pr_auc",
+                    "autoencoder_pr_auc", "blend_0.5_pr_auc"):  # fmt: skip
+            assert 0.0 <= r[key] <= 1.0, (t, key)
+        # thresholds come from validation, so the test FPR is near (not exactly) the budget
+        assert r["supervised_test_fpr"] < 4 * lo["budget"] and r["two_channel_test_fpr"] < 4 * lo["budget"]
+    assert lo["pooled"]["test_frauds"] == sum(r["test_frauds"] for r in scored.values())
+    assert 0 <= lo["pooled"]["two_channel_caught"] <= lo["pooled"]["test_frauds"]
+    md = bench_quality.markdown({"command": "x", "host": "h", "datasets": {"synthetic": result}})
+    assert "never labelled in training, in turn" in md

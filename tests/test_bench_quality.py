@@ -68,7 +68,9 @@ def test_quick_synthetic_run_holds_out_each_fraud_type_in_turn(bench_quality, tm
 
     args = argparse.Namespace(quick=True, no_progress=True, save_models=False, synthetic_rows=6000,
                               skip_synthetic_transformer=True)  # fmt: skip
-    result = bench_quality.run_synthetic(builtin_config("synthetic"), args, tmp_path / "out", tmp_path / "work")
+    result = bench_quality.run_synthetic(
+        builtin_config("synthetic"), args, tmp_path / "out", tmp_path / "work"
+    )
 
     lo = result["leave_one_type_out"]
     scored = {t: r for t, r in lo["types"].items() if "skipped" not in r}

@@ -386,7 +386,7 @@ def blends(runs: list[ModelRun], y_val: np.ndarray, transformer: str | None = No
         ("autoencoder", f"blend: {tname} + autoencoder"),
         ("lightgbm", f"ensemble: {tname} + lightgbm"),
     ):
-        if other not in by:
+        if other not in by or other == tname:  # transformer skipped: LightGBM stands in, no self-blend
             continue
         a, b = by[tname], by[other]
         chosen = choose_blend_weight(a.val, b.val, y_val)
@@ -402,7 +402,7 @@ def blends(runs: list[ModelRun], y_val: np.ndarray, transformer: str | None = No
 def stacks(by: dict[str, ModelRun], y_val: np.ndarray, tname: str) -> list[ModelRun]:
     """Rank ensembles of the transformer with LightGBM and logistic regression (riskops.ensemble):
     equal weights (nothing tuned) and simplex-grid weights chosen on validation PR-AUC."""
-    members = [n for n in (tname, "lightgbm", "logistic_regression") if n in by]
+    members = list(dict.fromkeys(n for n in (tname, "lightgbm", "logistic_regression") if n in by))
     if len(members) < 3:
         return []
     val = {n: by[n].val for n in members}

@@ -1,10 +1,16 @@
-"""Shared test setup: offline switches, an isolated RISKOPS_HOME per test."""
+"""Shared test setup: offline switches, an isolated RISKOPS_HOME per test, the benchmark scripts."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 # No network at run time, in tests too.
 for _k, _v in {
@@ -25,3 +31,25 @@ def riskops_home(tmp_path, monkeypatch):
     home = tmp_path / "riskops-home"
     monkeypatch.setenv("RISKOPS_HOME", str(home))
     return home
+
+
+@contextlib.contextmanager
+def _benchmark_script(name: str):
+    """A script of benchmarks/ imported as a module (the scripts import each other by name)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def bench_quality():
+    with _benchmark_script("bench_quality") as module:
+        yield module
+
+
+@pytest.fixture(scope="module")
+def cv_quality():
+    with _benchmark_script("cv_quality") as module:
+        yield module

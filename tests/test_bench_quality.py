@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from test_byod_pipeline import shop_config, shop_orders
 
 from riskops.datasets import DatasetConfig
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench_quality():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("bench_quality")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_quick_tabular_run_scores_every_model_and_checks_the_goal(bench_quality, tmp_path):

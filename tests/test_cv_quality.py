@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 from test_byod_pipeline import shop_config, shop_orders
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def cv_quality():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("cv_quality")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_fraud_losses_average_to_one_minus_auc_with_ties(cv_quality):

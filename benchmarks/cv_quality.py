@@ -316,7 +316,7 @@ def markdown(doc: dict) -> str:
         + " |",
         "|---|---|---|" + "---|" * (2 * len(ks)),
     ]
-    for name, m in sorted(doc["models"].items(), key=lambda kv: -kv[1]["roc_auc"]):
+    for name, m in sorted(doc["models"].items(), key=lambda kv: -kv[1]["auc_loss"]["pooled_roc_auc"]):
         c = m["auc_loss"]
         lines.append(
             f"| {name} | {c['pooled_roc_auc']:.4f} | {' '.join(f'{v:.3f}' for v in c['worst_losses'][:5])} | "

@@ -45,7 +45,7 @@ def test_quick_tabular_run_scores_every_model_and_checks_the_goal(bench_quality,
 
 def test_alert_threshold_flags_the_share_of_legitimate_validation_rows(bench_quality):
     legit = np.arange(1000, dtype=float)
-    t = bench_quality.alert_thresholds(legit, 0.01)
+    t = bench_quality.alert_threshold(legit, 0.01)
     assert (legit >= t).mean() == pytest.approx(0.01, abs=0.001)
 
 

@@ -182,10 +182,12 @@ def fit_predict_ft(
     pos_weight: str = "sqrt",
     val_fraction: float = 0.15,
     seed: int = 0,
+    d_token: int = 32,
+    n_layers: int = 2,
 ) -> np.ndarray:
     """FT-Transformer as in bench_quality (full settings), early-stopped on the newest rows of X."""
     cut = int(len(X) * (1 - val_fraction))
-    cfg = FTTransformerConfig(d_token=32, n_layers=2, n_heads=4, lr=3e-4, legit_per_epoch=60_000, max_epochs=20,
+    cfg = FTTransformerConfig(d_token=d_token, n_layers=n_layers, n_heads=4, lr=3e-4, legit_per_epoch=60_000, max_epochs=20,
                               patience=6, max_train_seconds=900.0, progress=False,
                               numeric_transform=numeric_transform, pos_weight=None if pos_weight == "none" else pos_weight,
                               seed=seed)  # fmt: skip
@@ -203,6 +205,7 @@ def run(
     ft_pos_weight: str = "sqrt",
     with_trees: bool = False,
     ft_seeds: tuple[int, ...] = (0,),
+    ft_size: tuple[int, int] = (32, 2),
 ) -> dict:
     cfg = D.builtin_config(dataset)
     train, test = D.fdb_split(D.load_dataset(cfg), cfg)
@@ -248,7 +251,7 @@ def run(
                 t = time.perf_counter()
                 scores.setdefault(name, []).append(
                     fit_predict_ft(train.iloc[:a], y[:a], train.iloc[a:b], ft_numeric_columns, categorical,
-                                   ft_numeric, ft_pos_weight, seed=seed)
+                                   ft_numeric, ft_pos_weight, seed=seed, d_token=ft_size[0], n_layers=ft_size[1])
                 )  # fmt: skip
                 log.info("%s window %d-%d: %.0fs", name, a, b, time.perf_counter() - t)
         if len(ft_seeds) > 1:  # a seed ensemble: the mean of the seeds' probabilities
@@ -351,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ft-seeds", default="0",
                     help="comma-separated FT-Transformer seeds; several add each seed's row and their mean")  # fmt: skip
+    ap.add_argument("--ft-size", default="32,2",
+                    help="the FT-Transformer's token width and encoder layers (benchmark: 32,2; 4 heads)")  # fmt: skip
     ap.add_argument("--trees", action="store_true",
                     help="also extra trees, random forests and kNN, and their rank averages (~15 min on ULB)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -368,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         ft_pos_weight=args.ft_pos_weight,
         with_trees=args.trees,
         ft_seeds=tuple(int(v) for v in args.ft_seeds.split(",")),
+        ft_size=tuple(int(v) for v in args.ft_size.split(",")),
     )
     doc["command"] = " ".join(
         ["python", "benchmarks/cv_quality.py", *(argv if argv is not None else sys.argv[1:])]

@@ -51,6 +51,8 @@ class ServingConfig:
     event_loop: str = "uvloop"  # "uvloop" or "asyncio" (KServe's default, whatever its event_loop flag says)
     access_log: bool = False  # uvicorn's access log line per request (counts, latencies: /metrics)
     kserve_timing_log: bool = False  # KServe's TimingMiddleware: 2 log lines + 2 getrusage per request
+    # v1 predict answered by KServe's own endpoint without FastAPI's routing (serving.http.DirectV1Predict)
+    direct_v1_predict: bool = True
     # product catalogue texts pre-encoded by every model (serving/catalogue.py); default <home>/catalogue.jsonl
     catalogue_file: Path | None = None
     catalogue_chunk: int = 16  # texts encoded per model-thread job when the catalogue grows

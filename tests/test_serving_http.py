@@ -611,6 +611,56 @@ def test_split_transformer_and_predictor_over_rest(served, tmp_path):
         stop(pred)
 
 
+# --------------------------------------------------------------------------- direct v1 predict
+def test_direct_v1_predict_answers_like_fastapis_router(tmp_path):
+    """`serving.http.DirectV1Predict` (the default) against KServe's routed v1 predict: two servers
+    on copies of one home, the same requests in the same order, the same statuses and bodies, scores
+    and reasons included (so the same validation, features, entity state, model and policy ran)."""
+    home, _ = build_home(tmp_path / "built")
+    servers: dict[str, tuple[str, subprocess.Popen, Path]] = {}
+    try:
+        for name, extra in (("direct", []), ("routed", ["--set", "direct_v1_predict=false"])):
+            root = tmp_path / name
+            shutil.copytree(home.root, root / "home")
+            port, log = free_port(), root / "server.log"
+            cmd = [sys.executable, "-m", "serving", "--port", str(port), "--home", str(root / "home"), *extra]
+            with open(log, "wb") as fh:
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=root)
+            servers[name] = (f"http://127.0.0.1:{port}", proc, log)
+        for url, proc, log in servers.values():
+            wait_ready(url, proc, log)
+        user = f"same-user-{uuid.uuid4().hex[:8]}"
+        burst = [tx(user_id=user, amount=50.0 + 40 * i) for i in range(4)]
+        ok = {"Content-Type": "application/json"}
+        requests = [
+            ("risk-model", {"instances": [tx(), tx(payment_method="crypto", shipping_country="NG")]}, ok),
+            *[("risk-model", {"instances": [t]}, ok) for t in burst],  # entity state grows
+            ("risk-model", {"instances": [tx(amount=-5)]}, ok),  # 400 naming the field
+            ("risk-model", {"instances": [tx(currency="XYZ")]}, ok),
+            ("risk-model", {"instances": []}, ok),
+            ("risk-model", {"instances": [tx() for _ in range(257)]}, ok),  # 413
+            ("risk-model", {"instances": [tx()]}, {"Content-Type": "application/json; charset=utf-8"}),
+            ("risk-model", {"instances": [tx()]}, {"Content-Type": "text/plain"}),  # 415
+            ("no-such-model", {"instances": [tx()]}, ok),  # KServe's 404
+        ]
+        answers: dict[str, list[tuple[int, str, object]]] = {}
+        for name, (url, _, _) in servers.items():
+            answers[name] = []
+            for model, body, headers in requests:
+                r = httpx.post(
+                    f"{url}/v1/models/{model}:predict", content=json.dumps(body), headers=headers, timeout=60
+                )
+                answers[name].append((r.status_code, r.headers.get("content-type"), r.json()))
+        assert [s for s, _, _ in answers["routed"]] == [200] * 5 + [400, 400, 400, 413, 200, 415, 404]
+        for request, direct, routed in zip(requests, answers["direct"], answers["routed"], strict=True):
+            assert direct == routed, (request[0], request[2], direct, routed)
+        assert "v1 predict direct" in servers["direct"][2].read_text()
+        assert "v1 predict through FastAPI's router" in servers["routed"][2].read_text()
+    finally:
+        for _, proc, _ in servers.values():
+            stop(proc)
+
+
 # --------------------------------------------------------------------------- product catalogue
 def _cache_counts(served: Served) -> dict[str, float]:
     out = {}

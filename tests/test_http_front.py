@@ -1,0 +1,129 @@
+"""`serving.http.DirectV1Predict`: v1 predict without FastAPI's router answers as the routed path does.
+
+In process, over ASGI: two apps built by the same calls as KServe's `RESTServer.create_application`
+(middlewares, endpoints, exception handlers) inside `rest_front`, with a real KServe `Model`, a
+real `DataPlane` and our `RequestGuard`; one with the direct path, one without. The same requests
+must get the same status, body and content type. The real server is held to the same in
+`tests/test_serving_http.py::test_direct_v1_predict_answers_like_fastapis_router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from unittest import mock
+
+import httpx
+import pytest
+
+from serving.validation import RequestError
+
+
+def _build(direct: bool, without_v1_routes: bool = False):
+    from fastapi import FastAPI
+    from kserve import Model, model_server
+    from kserve.errors import InvalidInput
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest import server as rest_server
+
+    from serving.http import install_guards, rest_front
+
+    class Echo(Model):
+        def __init__(self, name: str, ready: bool = True) -> None:
+            super().__init__(name)
+            self.ready = ready
+
+        async def predict(self, payload, headers=None, response_headers=None):
+            fail = payload.get("fail")
+            if fail == "invalid":
+                raise InvalidInput("instances: not what this model takes")
+            if fail == "request":
+                raise RequestError("instances[0].amount: must be >= 0")
+            if fail == "bug":
+                raise ZeroDivisionError("a bug")
+            return {"predictions": payload["instances"], "n": len(payload["instances"])}
+
+    repo = ModelRepository()
+    repo.update(Echo("echo"))
+    repo.update(Echo("sleepy", ready=False))
+    dataplane = DataPlane(model_registry=repo)
+    app = FastAPI()
+    install_guards(app=app)
+    with rest_front("127.0.0.1", direct_v1_predict=direct):
+        server = model_server.RESTServer(app, dataplane, None, http_port=0)
+        # the three steps of RESTServer.create_application, on this app
+        server._add_middlewares(app)
+        with contextlib.ExitStack() as stack:
+            if without_v1_routes:  # KServe's v1 router left out: nothing for FastAPI to route to
+                stack.enter_context(mock.patch.object(rest_server, "register_v1_endpoints", lambda *a: None))
+            server._register_endpoints(app)
+        server._add_exception_handlers(app)
+    return app
+
+
+def _call(app, requests: list[tuple[str, str, bytes, dict]]) -> list[tuple[int, str, bytes]]:
+    async def go():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
+            out = []
+            for method, path, body, headers in requests:
+                r = await client.request(method, path, content=body, headers=headers)
+                out.append((r.status_code, r.headers.get("content-type", ""), r.content))
+            return out
+
+    return asyncio.run(go())
+
+
+JSON = {"Content-Type": "application/json"}
+REQUESTS = [
+    ("POST", "/v1/models/echo:predict", b'{"instances": [{"a": 1}, {"b": "x"}]}', JSON),
+    (
+        "POST",
+        "/v1/models/echo:predict",
+        b'{"instances": [1]}',
+        {"Content-Type": "application/json; charset=utf-8"},
+    ),
+    ("POST", "/v1/models/nope:predict", b'{"instances": [1]}', JSON),  # ModelNotFound -> 404
+    ("POST", "/v1/models/sleepy:predict", b'{"instances": [1]}', JSON),  # ModelNotReady -> 503
+    ("POST", "/v1/models/echo:predict", b'{"instances": [], "fail": "invalid"}', JSON),  # InvalidInput -> 400
+    ("POST", "/v1/models/echo:predict", b'{"instances": [], "fail": "request"}', JSON),  # RequestError -> 400
+    ("POST", "/v1/models/echo:predict", b'{"instances": [], "fail": "bug"}', JSON),  # anything else -> 500
+    ("POST", "/v1/models/echo:predict", b"{not json", JSON),  # RequestGuard, before either path
+    ("POST", "/v1/models/echo:predict", b'{"instances": []}', {"Content-Type": "text/plain"}),  # 415
+    # not POST: FastAPI answers (its GET route reads "echo:predict" as a model name: 404)
+    ("GET", "/v1/models/echo:predict", b"", {}),
+    ("GET", "/v1/models/echo", b"", {}),  # other routes untouched
+    ("POST", "/v1/models/echo:explain", b'{"instances": [1]}', JSON),
+]
+
+
+def test_direct_v1_predict_answers_like_the_router():
+    routed = _call(_build(direct=False), REQUESTS)
+    direct = _call(_build(direct=True), REQUESTS)
+    statuses = [int(s) for s, _, _ in routed]
+    assert statuses == [200, 200, 404, 503, 400, 400, 500, 400, 415, 404, 200, 501], statuses
+    for req, a, b in zip(REQUESTS, routed, direct, strict=True):
+        assert a == b, (req, a, b)
+    assert b'"n":2' in direct[0][2] and direct[0][1] == "application/json"
+    assert b"must be >= 0" in direct[5][2] and b"ZeroDivisionError" in direct[6][2]
+
+
+def test_direct_v1_predict_needs_no_route():
+    """Proof the direct path answers: without KServe's v1 routes the router has nothing to match."""
+    good = REQUESTS[:1]
+    assert _call(_build(direct=False, without_v1_routes=True), good)[0][0] == 404
+    status, ctype, body = _call(_build(direct=True, without_v1_routes=True), good)[0]
+    assert (status, ctype) == (200, "application/json") and b'"n":2' in body
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_the_front_installs_the_direct_path_innermost_only_when_asked(direct):
+    from serving.http import DirectV1Predict, RequestGuard
+
+    app = _build(direct=direct)
+    classes = [m.cls for m in app.user_middleware]
+    assert RequestGuard in classes
+    assert (DirectV1Predict in classes) is direct
+    if direct:
+        assert classes[-1] is DirectV1Predict  # inside the guard: its checks still come first

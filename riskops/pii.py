@@ -7,8 +7,8 @@ by training and serving so that entity keys match; rotate it together with a fea
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import os
 import warnings
 
@@ -33,12 +33,46 @@ def pii_key() -> bytes:
     return key.encode()
 
 
+class KeyedHasher:
+    """HMAC-SHA256 (RFC 2104) with the key's inner and outer hash states computed once.
+
+    Equal to ``hmac.new(key, msg, hashlib.sha256).hexdigest()`` (tests/test_pii.py); per value two
+    state copies and two updates instead of building an HMAC object (0.75 against 1.8 us here),
+    which the server does for every PII field of every request.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def hexdigest(self, message: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    def __call__(self, value: object) -> str:
+        """Hash one value; empty/None stays '' so 'no card' is not a shared entity."""
+        if value is None or (isinstance(value, float) and value != value) or value == "":
+            return ""
+        return self.hexdigest(str(value).strip().lower().encode())[:20]
+
+
+@functools.lru_cache(maxsize=8)
+def keyed_hasher(key: bytes) -> KeyedHasher:
+    return KeyedHasher(key)
+
+
 def hash_value(value: object, key: bytes | None = None) -> str:
     """Hash one value; empty/None stays '' so 'no card' is not a shared entity."""
-    if value is None or (isinstance(value, float) and value != value) or value == "":
-        return ""
-    digest = hmac.new(key or pii_key(), str(value).strip().lower().encode(), hashlib.sha256)
-    return digest.hexdigest()[:20]
+    return keyed_hasher(key or pii_key())(value)
 
 
 def hash_pii(df: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
@@ -56,9 +90,9 @@ def hash_pii(df: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
 
 def hash_record(record: dict, key: bytes | None = None) -> dict:
     """The same as hash_pii for one request instance (serving path, no pandas)."""
-    key = key or pii_key()
+    hasher = keyed_hasher(key or pii_key())
     out = dict(record)
     for raw, hashed in HASHED_COLUMN.items():
         if raw in out:
-            out[hashed] = hash_value(out.pop(raw), key)
+            out[hashed] = hasher(out.pop(raw))
     return out

@@ -118,8 +118,8 @@ class RequestGuard:
                 *_json_error(500, {"error": f"internal error ({type(exc).__name__}); see the server log"}),
             )
         finally:
-            metrics.REQUESTS.labels(route, str(status_box[0])).inc()
-            metrics.REQUEST_LATENCY.labels(route).observe(time.perf_counter() - started)
+            metrics.labelled(metrics.REQUESTS, route, str(status_box[0])).inc()
+            metrics.labelled(metrics.REQUEST_LATENCY, route).observe(time.perf_counter() - started)
 
     async def _guard(self, scope, receive, route: str):
         headers = scope.get("headers") or []

@@ -36,6 +36,19 @@ def _get_or_create(cls, name: str, doc: str, labels: tuple[str, ...] = (), **kwa
     return cls(name, doc, labels, **kwargs)
 
 
+_CHILDREN: dict[tuple[int, tuple[str, ...]], object] = {}
+
+
+def labelled(metric, *values: str):
+    """`metric.labels(*values)`, the child kept: labels() validates and locks on every call (~2 us),
+    and the serving path counts several times per request. Children are never removed here."""
+    key = (id(metric), values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
+
 REQUESTS = _get_or_create(
     Counter, "riskops_http_requests_total", "HTTP requests by route and status code", ("route", "code")
 )

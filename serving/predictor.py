@@ -300,7 +300,7 @@ class RiskPredictor(Model):
         metrics.BATCH_ROWS.observe(n)
         out = []
         for i in range(n):
-            metrics.DECISIONS.labels(decisions[i]).inc()
+            metrics.labelled(metrics.DECISIONS, decisions[i]).inc()
             if degraded[i]:
                 metrics.DEGRADED.inc()
             out.append(

@@ -41,7 +41,7 @@ from riskops.features import (
     build_model_frame_records,
     model_frame_and_numeric,
 )
-from riskops.pii import hash_record
+from riskops.pii import hash_record, pii_key
 from serving.alerts import AlertManager
 from serving.config import ServingConfig
 from serving.entity_state import EntityTracker
@@ -155,6 +155,8 @@ class RiskTransformer(Model):
         self.ready = True
         self._degraded_logged_at = float("-inf")
         self._degraded_events = 0
+        # read once: a new key needs a feature backfill and a restart anyway (riskops.pii)
+        self._pii_key = pii_key()
 
     # -- preprocess --------------------------------------------------------------------------
     def instances(self, payload: Any) -> tuple[str, list]:
@@ -172,7 +174,8 @@ class RiskTransformer(Model):
     ) -> Prepared:
         protocol, instances = self.instances(payload)
         records = [
-            hash_record(r) for r in validate_instances(instances, limit=self.config.max_batch or MAX_BATCH)
+            hash_record(r, self._pii_key)
+            for r in validate_instances(instances, limit=self.config.max_batch or MAX_BATCH)
         ]
         feats, degraded = await self.entity_features(records, update=not explain)
         return Prepared(

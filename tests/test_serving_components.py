@@ -529,6 +529,20 @@ def test_metrics_register_once():
     assert m.REQUESTS is before
 
 
+def test_labelled_keeps_prometheus_own_child():
+    """The cached child is the series prometheus_client itself holds: counts land on /metrics."""
+    from prometheus_client import REGISTRY
+
+    import serving.metrics as m
+
+    child = m.labelled(m.DECISIONS, "approve")
+    assert child is m.labelled(m.DECISIONS, "approve") is m.DECISIONS.labels("approve")
+    assert m.labelled(m.DECISIONS, "block") is not child
+    before = REGISTRY.get_sample_value("riskops_decisions_total", {"decision": "approve"})
+    child.inc(2)
+    assert REGISTRY.get_sample_value("riskops_decisions_total", {"decision": "approve"}) == before + 2
+
+
 def test_numpy_scalars_in_log_records(tmp_path):
     plog = PredictionLog(tmp_path / "log", fsync=False)
     plog.write([{"risk_score": np.float32(0.5), "n": np.int64(3), "ts": T0}])

@@ -53,3 +53,9 @@ def bench_quality():
 def cv_quality():
     with _benchmark_script("cv_quality") as module:
         yield module
+
+
+@pytest.fixture(scope="module")
+def bench_serving():
+    with _benchmark_script("bench_serving") as module:
+        yield module

@@ -17,6 +17,10 @@ scoring routes (v1 predict/explain, v2 infer), ``POST /v1/feedback`` and ``POST 
   traceback and answered 500 with a short message (it is a bug, and tests assert none happen).
 
 It also counts requests by route and status and observes latency (``riskops_http_*``).
+
+`DirectV1Predict` (innermost, `rest_front(direct_v1_predict=True)`) hands v1 predict to KServe's
+own endpoint function without FastAPI's per-request routing; `rest_front` adjusts the rest of the
+REST server KServe builds (event loop, log lines).
 """
 
 from __future__ import annotations
@@ -183,7 +187,7 @@ class DirectV1Predict:
     For every request FastAPI matches the path against each of KServe's routes in turn, solves the
     endpoint's dependencies (path parameter, Request) and wraps the call in its exception and
     exit-stack layers: at concurrency 32 that was ~30% of the event loop's GIL time, more than the
-    model (py-spy, docs/serving.md "HTTP front"). This innermost middleware recognises the one hot
+    model (py-spy, docs/serving.md "v1 predict without FastAPI's router"). This innermost middleware recognises the one hot
     path and calls the same ``V1Endpoints.predict`` of KServe's v1 router (model readiness, decode,
     ``DataPlane.infer``, encode, ORJSONResponse) with a Starlette ``Request`` on the same scope; an
     exception gets the app's handler for its class, as Starlette's ExceptionMiddleware would give it
@@ -191,25 +195,26 @@ class DirectV1Predict:
     ``Exception`` itself is left to the outer layers (`RequestGuard`, then Starlette's error
     middleware), as on the routed path. Everything else (other routes, methods, v2, explain) goes
     to FastAPI unchanged. It sits inside `RequestGuard`, so content type, size and JSON syntax are
-    still checked first. `tests/test_serving_http.py` holds both paths to the same answers.
+    still checked first. `tests/test_http_front.py` and `tests/test_serving_http.py` hold both
+    paths to the same answers.
     """
 
     def __init__(self, app: Any, dataplane: Any, fastapi_app: Any) -> None:
         from kserve.protocol.rest.v1_endpoints import V1Endpoints
+        from starlette.requests import Request
+        from starlette.responses import Response
 
         self.app = app
         self.endpoints = V1Endpoints(dataplane)
         self.fastapi_app = fastapi_app
+        self._request, self._response = Request, Response
 
     async def __call__(self, scope, receive, send) -> None:
         match = _V1_PREDICT.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        from starlette.requests import Request
-        from starlette.responses import Response
-
-        request = Request(scope, receive)
+        request = self._request(scope, receive)
         try:
             response = await self.endpoints.predict(match.group(1), request)
         except Exception as exc:
@@ -219,7 +224,7 @@ class DirectV1Predict:
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
-        if not isinstance(response, Response):  # KServe 0.21 always answers a Response; FastAPI's way
+        if not isinstance(response, self._response):  # KServe 0.21 always answers a Response; FastAPI's way
             from fastapi.encoders import jsonable_encoder
             from fastapi.responses import JSONResponse
 

@@ -238,6 +238,11 @@ def to_epoch_us(ts: Any) -> int:
     return int(t.value) // 1000
 
 
+def from_epoch_us(t_us: int) -> datetime:
+    """Integer microseconds since the epoch -> an aware UTC datetime (the inverse of `to_epoch_us`)."""
+    return _EPOCH_UTC + timedelta(microseconds=t_us)
+
+
 def _money(amount: Any) -> int:
     return int(round(float(amount) * MONEY_SCALE))
 

@@ -40,7 +40,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from riskops.aggregates import (
@@ -48,6 +48,7 @@ from riskops.aggregates import (
     WINDOW_SECONDS,
     EntityWindowState,
     event_tuple,
+    from_epoch_us,
     to_epoch_us,
     with_time,
 )
@@ -394,7 +395,7 @@ class EntityTracker:
             if ev is None:
                 ev = event_tuple(record, t_us)
             if ev_time is None or ev_time_us != ev_us:  # one datetime per distinct time of the record
-                ev_time, ev_time_us = _from_us(ev_us), ev_us
+                ev_time, ev_time_us = from_epoch_us(ev_us), ev_us
             pushes.append(Push(entity, key, ev_time, track.include(with_time(ev, ev_us))))
         return features, pushes, degraded
 
@@ -414,10 +415,3 @@ class EntityTracker:
             else:
                 degraded = True
         return features, degraded
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _from_us(t_us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=t_us)

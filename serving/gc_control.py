@@ -39,6 +39,43 @@ from serving import metrics
 log = logging.getLogger(__name__)
 
 
+class HeapFreezer:
+    """The freezing policy alone (module doc), for a process with no metrics and no threads to
+    spare (the Feast push child): `start()` freezes what is alive now; the collector's callback
+    only notes that a full collection ran, and the owner calls `freeze_survivors()` at a safe
+    point of its own loop to freeze that collection's survivors."""
+
+    def __init__(self) -> None:
+        self._full_pending = False
+        self.freezes = 0
+
+    def start(self) -> int:
+        """One full collection, freeze the survivors, follow later full collections; the frozen count."""
+        gc.collect()
+        gc.freeze()
+        self.freezes += 1
+        gc.callbacks.append(self._on_gc)
+        return gc.get_freeze_count()
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # inside the collector: no locks, no calls (see GcController)
+        if phase == "stop" and info.get("generation") == 2:
+            self._full_pending = True
+
+    def freeze_survivors(self) -> bool:
+        """Freeze the survivors of the full collection(s) since the last call; whether there were any."""
+        if not self._full_pending:
+            return False
+        self._full_pending = False
+        gc.freeze()
+        self.freezes += 1
+        return True
+
+    def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+
 class GcController:
     """Measures every collection and freezes the survivors of full ones (`freeze=False`: measure only).
 
@@ -54,21 +91,22 @@ class GcController:
         self.interval_s = interval_s
         self._started: float | None = None
         self._pauses: deque[tuple[int, float]] = deque(maxlen=10_000)
-        self._full_pending = False
+        self._freezer = HeapFreezer()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
-        self.freezes = 0
+
+    @property
+    def freezes(self) -> int:
+        return self._freezer.freezes
 
     def start(self) -> GcController:
         """Freeze what the process holds now (call once the model is loaded) and start following."""
         if self.freeze_enabled:
             started = time.perf_counter()
-            gc.collect()
-            gc.freeze()
-            self.freezes += 1
+            frozen = self._freezer.start()
             log.info(
                 "gc: %d objects frozen after start (full collection %.0f ms)",
-                gc.get_freeze_count(),
+                frozen,
                 (time.perf_counter() - started) * 1e3,
             )
         # counted when /metrics is read: get_freeze_count() walks the whole permanent generation
@@ -86,10 +124,7 @@ class GcController:
         started, self._started = self._started, None
         if started is None:
             return
-        generation = info.get("generation", 0)
-        self._pauses.append((generation, time.perf_counter() - started))
-        if generation == 2:
-            self._full_pending = True
+        self._pauses.append((info.get("generation", 0), time.perf_counter() - started))
 
     def _loop(self) -> None:
         while not self._closed.wait(self.interval_s):
@@ -100,15 +135,14 @@ class GcController:
         while self._pauses:
             generation, seconds = self._pauses.popleft()
             metrics.GC_PAUSE.labels(str(generation)).observe(seconds)
-        if self._full_pending and self.freeze_enabled:
-            self._full_pending = False
-            gc.freeze()
-            self.freezes += 1
+        if self.freeze_enabled:
+            self._freezer.freeze_survivors()
 
     def close(self) -> None:
         """Stop following (the frozen objects stay frozen: unfreezing would cost one long pause)."""
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+        self._freezer.stop()
         self._closed.set()
         if self._thread is not None:
             self._thread.join(5)

@@ -22,7 +22,7 @@ not instrument, and ``assert`` statements are skipped; the push path's own check
 (`riskops.featurestore.push_entity_state`) raise errors rather than assert.
 
 The child's heap is frozen (`gc.freeze()`) once Feast is loaded, and again after each full
-collection, as the server does with its own (`serving.gc_control`): otherwise every few seconds
+collection, by the same policy the server follows (`serving.gc_control.HeapFreezer`): otherwise every few seconds
 a full collection walked the ~320,000 objects of Feast, pandas and pyarrow, a burst of ~160 ms of
 CPU (`benchmarks/micro_push.py --flushes 20`: one flush in 20 took 203 ms against a median of 44;
 frozen, the slowest of 20 took 51 ms) on the core the server's threads and its clients share.
@@ -33,7 +33,6 @@ its own stdout to stderr first, so nothing else can write into the reply stream)
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import subprocess
@@ -87,11 +86,15 @@ class PushProcess:
     def _answer(self, timeout_s: float, what: str) -> Any:
         try:
             if not self._recv.poll(timeout_s):
-                raise PushProcessError(f"push process {self._proc.pid}: no answer to {what} in {timeout_s:.0f}s")
+                raise PushProcessError(
+                    f"push process {self._proc.pid}: no answer to {what} in {timeout_s:.0f}s"
+                )
             status, detail = self._recv.recv()
         except (EOFError, OSError) as exc:
             code = self._proc.poll()
-            raise PushProcessError(f"push process {self._proc.pid} exited (code {code}) during {what}: {exc}") from None
+            raise PushProcessError(
+                f"push process {self._proc.pid} exited (code {code}) during {what}: {exc}"
+            ) from None
         if status != "ok":
             raise PushProcessError(f"push process: {detail}")
         return detail
@@ -134,26 +137,18 @@ def _child(repo: str) -> int:
     requests = Connection(os.dup(0), writable=False)
     try:
         from riskops.featurestore import open_store, push_entity_state
+        from serving.gc_control import HeapFreezer
 
         store = open_store(Path(repo))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs it
         reply.send(("error", f"cannot open the Feast repo {repo}: {type(exc).__name__}: {exc}"))
         return 1
     # freeze what is loaded now, and the survivors of each later full collection (module doc)
-    gc.collect()
-    gc.freeze()
-    full_collection = [False]  # set by the collector's callback, acted on between pushes
-
-    def note_full_collection(phase: str, info: dict) -> None:
-        if phase == "stop" and info["generation"] == 2:
-            full_collection[0] = True
-
-    gc.callbacks.append(note_full_collection)
-    reply.send(("ok", {"optimized": sys.flags.optimize > 0, "frozen_objects": gc.get_freeze_count()}))
+    freezer = HeapFreezer()
+    frozen = freezer.start()
+    reply.send(("ok", {"optimized": sys.flags.optimize > 0, "frozen_objects": frozen}))
     while True:
-        if full_collection[0]:
-            full_collection[0] = False
-            gc.freeze()
+        freezer.freeze_survivors()  # between pushes
         try:
             msg = requests.recv()
         except EOFError:  # the server went away

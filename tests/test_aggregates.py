@@ -217,3 +217,13 @@ def test_speed_50k():
     elapsed = time.process_time() - started
     assert all(len(f) == n for f in out.values())
     assert elapsed < 20, f"compute_entity_features took {elapsed:.1f}s CPU on 50k rows"
+
+
+def test_from_epoch_us_inverts_to_epoch_us():
+    from datetime import UTC, datetime
+
+    from riskops.aggregates import from_epoch_us, to_epoch_us
+
+    for t in (datetime(2026, 1, 9, 12, 30, 1, 123456, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)):
+        assert from_epoch_us(to_epoch_us(t)) == t and from_epoch_us(to_epoch_us(t)).tzinfo is not None
+    assert to_epoch_us(from_epoch_us(1_767_225_600_000_001)) == 1_767_225_600_000_001

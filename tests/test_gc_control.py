@@ -8,7 +8,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from serving.gc_control import GcController
+from serving.gc_control import GcController, HeapFreezer
 
 
 @pytest.fixture
@@ -49,6 +49,26 @@ def test_start_freezes_the_heap_and_full_collections_freeze_their_survivors(clea
     finally:
         ctl.close()
     assert ctl._on_gc not in gc.callbacks
+
+
+def test_heap_freezer_freezes_survivors_only_when_its_owner_asks(clean_gc):
+    """The push child's policy: the callback only notes a full collection; freezing waits for
+    `freeze_survivors()` (called between pushes), and without a full collection it does nothing."""
+    freezer = HeapFreezer()
+    try:
+        at_start = freezer.start()
+        assert at_start == gc.get_freeze_count() > 10_000 and freezer.freezes == 1
+        assert freezer.freeze_survivors() is False  # no full collection since
+        long_lived = [[i] for i in range(20_000)]
+        gc.collect(1)  # a young collection is not a full one
+        assert freezer.freeze_survivors() is False
+        gc.collect()
+        assert gc.get_freeze_count() == at_start  # noted, not frozen yet
+        assert freezer.freeze_survivors() is True and freezer.freezes == 2
+        assert gc.get_freeze_count() >= at_start + len(long_lived)
+    finally:
+        freezer.stop()
+    assert freezer._on_gc not in gc.callbacks
 
 
 def test_measure_only_freezes_nothing(clean_gc):

@@ -77,12 +77,12 @@ def hash_value(value: object, key: bytes | None = None) -> str:
 
 def hash_pii(df: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
     """Replace every PII column present with its hashed column (the raw column is dropped)."""
-    key = key or pii_key()
+    hasher = keyed_hasher(key or pii_key())
     out = df.copy()
     for raw, hashed in HASHED_COLUMN.items():
         if raw in out.columns:
             uniques = out[raw].astype("string").fillna("")
-            mapping = {v: hash_value(v, key) for v in uniques.unique()}
+            mapping = {v: hasher(v) for v in uniques.unique()}
             out[hashed] = uniques.map(mapping).astype("string")
             out = out.drop(columns=[raw])
     return out

@@ -42,8 +42,9 @@ from serving.validation import MAX_BODY_BYTES, RequestError, check_body_size, ch
 
 log = logging.getLogger(__name__)
 
+_V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")  # group 1: the model name (DirectV1Predict)
 _ROUTES: tuple[tuple[re.Pattern, str], ...] = (
-    (re.compile(r"^/v1/models/[^/]+:predict$"), "v1_predict"),
+    (_V1_PREDICT, "v1_predict"),
     (re.compile(r"^/v1/models/[^/]+:explain$"), "v1_explain"),
     (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$"), "v2_infer"),
     (re.compile(r"^/v2/health/"), "health"),
@@ -57,9 +58,6 @@ _ROUTES: tuple[tuple[re.Pattern, str], ...] = (
 SCORING_ROUTES = frozenset({"v1_predict", "v1_explain", "v2_infer"})
 # JSON bodies: content type, size and syntax checked
 GUARDED_ROUTES = SCORING_ROUTES | {"feedback", "catalogue"}
-
-
-_V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")
 
 
 def route_of(path: str) -> str:
@@ -202,12 +200,11 @@ class DirectV1Predict:
     def __init__(self, app: Any, dataplane: Any, fastapi_app: Any) -> None:
         from kserve.protocol.rest.v1_endpoints import V1Endpoints
         from starlette.requests import Request
-        from starlette.responses import Response
 
         self.app = app
         self.endpoints = V1Endpoints(dataplane)
         self.fastapi_app = fastapi_app
-        self._request, self._response = Request, Response
+        self._request = Request
 
     async def __call__(self, scope, receive, send) -> None:
         match = _V1_PREDICT.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -224,12 +221,7 @@ class DirectV1Predict:
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
-        if not isinstance(response, self._response):  # KServe 0.21 always answers a Response; FastAPI's way
-            from fastapi.encoders import jsonable_encoder
-            from fastapi.responses import JSONResponse
-
-            response = JSONResponse(jsonable_encoder(response))
-        await response(scope, receive, send)
+        await response(scope, receive, send)  # KServe 0.21's predict always answers a Response
 
     def _handler_for(self, exc: Exception):
         handlers = self.fastapi_app.exception_handlers

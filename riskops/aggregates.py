@@ -201,6 +201,17 @@ def _compile(entity: str) -> tuple[dict[str, tuple[str, ...]], list[Getter]]:
 
 
 _SPECS: dict[str, tuple[dict[str, tuple[str, ...]], list[Getter]]] = {e: _compile(e) for e in ENTITIES}
+
+
+def feature_getters(entity: str) -> tuple[Getter, ...]:
+    """The live value of each feature of ``ENTITY_FEATURES[entity]`` (in that order) from a state.
+
+    The same getters `EntityWindowState.snapshot` uses; serving combines them with an online
+    baseline feature by feature without building the snapshot dict first.
+    """
+    return tuple(_SPECS[entity][1])
+
+
 # (window, span in us, event columns counted distinct) per entity: what each new state's windows get
 _WINDOW_ARGS: dict[str, tuple[tuple[str, int, tuple[int, ...]], ...]] = {
     e: tuple(

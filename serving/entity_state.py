@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,7 +47,9 @@ from riskops.aggregates import (
     ENTITIES,
     WINDOW_SECONDS,
     EntityWindowState,
+    Getter,
     event_tuple,
+    feature_getters,
     from_epoch_us,
     to_epoch_us,
     with_time,
@@ -100,6 +102,15 @@ _NESTED = {
     for e in ENTITIES
     for name, kind, w in _SPECS[e]
     if kind == "add"
+}
+# ...and the shells `aged_baseline_sum` walks for it: those windows, then its own.
+_SHELLS = {
+    e: {
+        name: tuple((n, float(s)) for n, s in [*_NESTED[name], (name, WINDOW_SECONDS[w])])
+        for name, kind, w in _SPECS[e]
+        if kind == "add"
+    }
+    for e in ENTITIES
 }
 # The count feature used to weigh a baseline's mean/std/rate: the longest txn_count window known.
 _BASE_WEIGHT = {
@@ -158,6 +169,22 @@ def aged_baseline_sum(
     return kept
 
 
+def holds_only_defaults(entity: str, baseline: Mapping[str, Any]) -> bool:
+    """True when every feature of the snapshot is at its default (NaN matching NaN).
+
+    The online store answers so for an entity it has never seen. `combine` of such a baseline
+    with any live state is the live state (counts, sums and distinct counts add 0, the means
+    have no weight), and without one it is the defaults: the tracker keeps no baseline for it and
+    skips the combining (`test_a_defaults_snapshot_combines_like_no_snapshot`).
+    """
+    for name in ENTITY_FEATURES[entity]:
+        default = ENTITY_FEATURE_DEFAULTS[name]
+        v = baseline.get(name, default)
+        if not (v == default or (v != v and default != default)):
+            return False
+    return True
+
+
 class FrozenBaseline:
     """An entity's online snapshot, prepared once for the many `combine` calls of its track.
 
@@ -178,29 +205,31 @@ class FrozenBaseline:
             self.values[name] = float(v) if _finite(v) else None
         base_n = baseline.get(_BASE_WEIGHT[entity], 0.0)
         self.base_n = float(base_n) if _finite(base_n) else 0.0
-        # count/sum features, on first use: (total, [(events the shell adds, inner s, shell s)]),
-        # None when the total is missing (aged_baseline_sum: 0). Many tracks see one event only.
-        self.shells: dict[str, tuple[float, list[tuple[float, float, float]]] | None] = {}
+        # per count/sum feature: (total, [(events the shell adds, inner s, shell s)]), or None when
+        # the total is missing (aged_baseline_sum: 0). Every track combines all of them at its
+        # first event, so they are worked out here rather than on first use.
+        self.shells: dict[str, tuple[float, list[tuple[float, float, float]]] | None] = {
+            name: self._shells(name, shells) for name, shells in _SHELLS[entity].items()
+        }
 
-    def _shells(self, name: str, window_s: float) -> tuple[float, list[tuple[float, float, float]]] | None:
+    def _shells(
+        self, name: str, shells: tuple[tuple[str, float], ...]
+    ) -> tuple[float, list[tuple[float, float, float]]] | None:
         baseline = self.raw
         total = baseline.get(name)
         if not _finite(total):
             return None
         parts, inner_value, inner_s = [], 0.0, 0.0
-        for shell_name, shell_s in [*_NESTED.get(name, []), (name, window_s)]:
+        for shell_name, shell_s in shells:
             v = baseline.get(shell_name)
             value = max(float(v) if _finite(v) else inner_value, inner_value)
-            parts.append((value - inner_value, inner_s, float(shell_s)))
-            inner_value, inner_s = value, float(shell_s)
+            parts.append((value - inner_value, inner_s, shell_s))
+            inner_value, inner_s = value, shell_s
         return float(total), parts
 
     def aged_sum(self, name: str, anchor_us: int, window_s: float) -> float:
         """`aged_baseline_sum(name, raw, t_us, anchor_us, window_s)`."""
-        try:
-            found = self.shells[name]
-        except KeyError:
-            found = self.shells[name] = self._shells(name, window_s)
+        found = self.shells[name]
         if found is None:
             return 0.0
         total, parts = found
@@ -217,6 +246,86 @@ class FrozenBaseline:
         return kept
 
 
+# One rule per feature: (live state, frozen baseline, anchor in us) -> the combined value. Built
+# once per entity from the feature's kind, so a combine reads each live value through its getter
+# and does a few float operations, instead of building the live snapshot dict and dispatching on
+# the kind per feature (benchmarks/micro_entity_state.py).
+Rule = Callable[[EntityWindowState, FrozenBaseline, int], float]
+
+
+def _rule(entity: str, name: str, kind: str, w: str | None, getters: Mapping[str, Getter]) -> Rule:
+    live = getters[name]
+    if kind == "last":
+
+        def last(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
+            lv = live(st)
+            if _finite(lv):
+                return lv
+            b = fb.values[name]
+            return math.nan if b is None else b
+
+        return last
+    assert w is not None
+    window_s = WINDOW_SECONDS[w]
+    span_us = window_s * US
+    if kind == "add":
+
+        def add(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
+            return fb.aged_sum(name, anchor, window_s) + live(st)
+
+        return add
+
+    def keep_of(fb: FrozenBaseline, anchor: int) -> float:  # baseline_share, inlined arithmetic
+        t = fb.t_us
+        return 1.0 if t is None else min(1.0, max(0.0, 1.0 - (anchor - t) / span_us))
+
+    if kind == "max":
+        # distinct counts: the overlap of the two parts is unknown, so the larger one counts, and
+        # the baseline in full while its window lasts (an aged baseline under a small live part
+        # under-counted: measured as drift of merchant_distinct_users_24h after a restart)
+        def larger(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
+            b = fb.values[name]
+            return max(b if b is not None and keep_of(fb, anchor) > 0 else 0.0, live(st))
+
+        return larger
+    # mean, std, rate: pooled, weighted by the event counts of both parts
+    mean_name = name.replace("_amount_std_", "_amount_mean_")
+    live_mean = getters.get(mean_name) if kind == "std" else None
+
+    def pooled(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
+        lv = live(st)
+        b = fb.values[name]
+        if b is None:
+            return lv
+        n_base = keep_of(fb, anchor) * fb.base_n
+        if n_base <= 0:
+            return lv
+        n_live = float(st.windows[w].count)
+        if n_live <= 0 or not _finite(lv):
+            return b
+        if kind != "std":
+            return (n_base * b + n_live * lv) / (n_base + n_live)
+        # std: pooled from both parts' means and stds
+        mb = fb.values.get(mean_name)
+        ml = live_mean(st) if live_mean is not None else None
+        if mb is None or not _finite(ml):
+            return lv
+        n = n_base + n_live
+        m = (n_base * mb + n_live * ml) / n
+        var = (n_base * (b * b + mb * mb) + n_live * (lv * lv + ml * ml)) / n - m * m
+        return math.sqrt(max(var, 0.0))
+
+    return pooled
+
+
+def _rules(entity: str) -> tuple[tuple[str, Rule], ...]:
+    getters = dict(zip(ENTITY_FEATURES[entity], feature_getters(entity), strict=True))
+    return tuple((name, _rule(entity, name, kind, w, getters)) for name, kind, w in _SPECS[entity])
+
+
+_RULES = {e: _rules(e) for e in ENTITIES}
+
+
 def combine(
     entity: str,
     baseline: Mapping[str, float] | FrozenBaseline | None,
@@ -227,59 +336,18 @@ def combine(
 
     `baseline` may be a `FrozenBaseline` (its own time is used, `baseline_t_us` is ignored).
     """
-    live = state.snapshot() if state is not None and state.last_event_us is not None else None
-    if live is None and baseline is None:
-        return {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES[entity]}
-    if baseline is not None and not isinstance(baseline, FrozenBaseline):
-        baseline = FrozenBaseline(entity, baseline, baseline_t_us)
-    if live is None:
-        raw = baseline.raw
-        return {f: float(raw.get(f, ENTITY_FEATURE_DEFAULTS[f])) for f in ENTITY_FEATURES[entity]}
+    has_live = state is not None and state.last_event_us is not None
     if baseline is None:
-        return live
+        if has_live:
+            return state.snapshot()
+        return {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES[entity]}
+    if not has_live:
+        raw = baseline.raw if isinstance(baseline, FrozenBaseline) else baseline
+        return {f: float(raw.get(f, ENTITY_FEATURE_DEFAULTS[f])) for f in ENTITY_FEATURES[entity]}
+    if not isinstance(baseline, FrozenBaseline):
+        baseline = FrozenBaseline(entity, baseline, baseline_t_us)
     anchor = state.last_event_us
-    t_us = baseline.t_us
-    values, base_n = baseline.values, baseline.base_n
-    keeps: dict[str, float] = {}  # baseline share per window
-    out: dict[str, float] = {}
-    for name, kind, w in _SPECS[entity]:
-        b = values[name]
-        lv = live[name]
-        if kind == "last":
-            out[name] = lv if _finite(lv) else (math.nan if b is None else b)
-            continue
-        window_s = WINDOW_SECONDS[w]
-        if kind == "add":
-            out[name] = baseline.aged_sum(name, anchor, window_s) + lv
-            continue
-        keep = keeps.get(w)
-        if keep is None:
-            keep = keeps[w] = baseline_share(t_us, anchor, window_s)
-        if kind == "max":
-            # distinct counts: the overlap of the two parts is unknown, so the larger one counts, and
-            # the baseline in full while its window lasts (an aged baseline under a small live part
-            # under-counted: measured as drift of merchant_distinct_users_24h after a restart)
-            out[name] = max(b if keep > 0 and b is not None else 0.0, lv)
-        else:
-            n_live = float(state.windows[w].count)
-            n_base = keep * base_n if b is not None else 0.0
-            if n_base <= 0 or b is None:
-                out[name] = lv
-            elif n_live <= 0 or not _finite(lv):
-                out[name] = b
-            elif kind in ("mean", "rate"):
-                out[name] = (n_base * b + n_live * lv) / (n_base + n_live)
-            else:  # std: pooled from both parts' means and stds
-                mean_name = name.replace("_amount_std_", "_amount_mean_")
-                mb, ml = values.get(mean_name), live.get(mean_name)
-                if mb is None or not _finite(ml):
-                    out[name] = lv
-                    continue
-                n = n_base + n_live
-                m = (n_base * mb + n_live * ml) / n
-                var = (n_base * (b * b + mb * mb) + n_live * (lv * lv + ml * ml)) / n - m * m
-                out[name] = math.sqrt(max(var, 0.0))
-    return out
+    return {name: rule(state, baseline, anchor) for name, rule in _RULES[entity]}
 
 
 def snapshot_time_us(entity: str, baseline: Mapping[str, Any], default_us: int) -> int:
@@ -381,7 +449,7 @@ class EntityTracker:
                     continue
                 base = baselines[ek]
                 frozen = None
-                if base is not None:
+                if base is not None and not holds_only_defaults(entity, base):
                     frozen = FrozenBaseline(entity, base, snapshot_time_us(entity, base, t_us))
                 track = _Track(entity, frozen, EntityWindowState(entity))
                 self._tracks[ek] = track

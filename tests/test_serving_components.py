@@ -267,6 +267,35 @@ def test_frozen_baseline_ages_like_aged_baseline_sum():
     assert combine("user", base, t0, st) == combine("user", FrozenBaseline("user", base, t0), None, st)
 
 
+def _same_features(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+def test_a_defaults_snapshot_combines_like_no_snapshot():
+    """The online store answers a never-seen entity with the defaults; the tracker keeps no baseline
+    for it (holds_only_defaults), which must not change a single feature, before or after events."""
+    from serving.entity_state import holds_only_defaults
+
+    rng = np.random.default_rng(3)
+    t0 = int(T0.timestamp() * 1e6)
+    for entity in ("user", "merchant", "device", "ip"):
+        defaults = {f: ENTITY_FEATURE_DEFAULTS[f] for f in ENTITY_FEATURES[entity]}
+        assert holds_only_defaults(entity, defaults)
+        assert holds_only_defaults(entity, {**defaults, snapshot_time_key(entity): T0.timestamp()})
+        for f in ENTITY_FEATURES[entity]:  # any one feature off its default is history to keep
+            assert not holds_only_defaults(entity, {**defaults, f: 1.0})
+        st = EntityWindowState(entity)
+        assert _same_features(combine(entity, defaults, t0, st), combine(entity, None, None, st))
+        for i in range(30):
+            minutes = 37.0 * i + (600 if i > 20 else 0)  # windows fill, then some events leave them
+            amount = float(rng.integers(1, 900))
+            st.update(
+                _tx(i, user=f"u{rng.integers(0, 3)}", minutes=minutes, amount=amount, device=f"d{i % 3}")
+            )
+            for t in (None, t0 - 3_600_000_000, t0):
+                assert _same_features(combine(entity, defaults, t, st), combine(entity, None, None, st))
+
+
 def test_epoch_microseconds_of_datetimes_match_pandas():
     from riskops.aggregates import to_epoch_us
 

@@ -674,7 +674,7 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
     res["servers"] = n
     res["cpu_cores"] = {
         "server_processes": [round((b[0] - a[0]) / wall, 2) for a, b in zip(server0, server1, strict=True)],
-        # the servers' child processes (the Feast pusher, serving/push_process.py)
+        # the servers' child processes (the Feast reader and pusher, serving/feast_process.py)
         "server_children": [round((b[1] - a[1]) / wall, 2) for a, b in zip(server0, server1, strict=True)],
         "load_generator": round(client, 2),
         "idle": round(idle_share * (os.cpu_count() or 1), 2),

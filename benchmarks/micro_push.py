@@ -3,7 +3,7 @@
 Builds a Feast repo (generated history, `riskops.featurestore.apply`, SQLite online store in WAL
 mode) in a temporary folder, then times flushes of entity states through
 `riskops.featurestore.push_entity_state` (Feast's `push`), the call the push child
-(`serving/push_process.py`) makes once per entity per flush. The default sizes are what a 0.5 s
+(`serving/feast_process.py`) makes once per entity per flush. The default sizes are what a 0.5 s
 flush holds at ~300 requests/s (~150 users, devices and IPs, ~40 merchants). Run it under
 `python -O` as the child runs (typeguard off, see docs/serving.md); `--profile` prints cProfile's
 top functions of a few more flushes.

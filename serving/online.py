@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import functools
 import logging
 import threading
 import time
@@ -44,10 +45,23 @@ def _default_opener(repo: Path):
     return open_store(repo)
 
 
-def _default_reader(store: Any, rows: list[dict], now: datetime | None) -> list[dict[str, float]]:
+def read_baselines(store: Any, pairs: list[Pair], now: datetime | None) -> dict[Pair, dict[str, float]]:
+    """The online snapshot of each (entity, key): its features and snapshot time, one read for all.
+
+    Runs where the store is (the reader thread, or the read child of `serving.feast_process`),
+    so the event loop only receives the answer.
+    """
     from riskops.featurestore import online_features
 
-    return online_features(store, rows, now=now)
+    rows, slots = pack_rows(pairs)
+    got = online_features(store, rows, now=now)
+    out = {}
+    for entity, key in pairs:
+        row = got[slots[(entity, key)]]
+        out[(entity, key)] = {
+            f: row[f] for f in (*ENTITY_FEATURES[entity], snapshot_time_key(entity)) if f in row
+        }
+    return out
 
 
 def _default_pusher(store: Any, entity: str, rows: list[dict]) -> None:
@@ -83,9 +97,10 @@ class OnlineFeatureStore:
         retry_after_s: float = 5.0,
         push_interval_s: float = 0.2,
         opener: Callable[[Path], Any] = _default_opener,
-        reader: Callable[[Any, list[dict], datetime | None], list[dict]] = _default_reader,
+        reader: Callable[[Any, list[Pair], datetime | None], dict[Pair, dict]] = read_baselines,
         pusher: Callable[[Any, str, list[dict]], None] = _default_pusher,
         push_process: bool = False,
+        read_process: bool = False,
     ) -> None:
         self.repo = Path(repo)
         self.timeout_s = timeout_s
@@ -94,10 +109,14 @@ class OnlineFeatureStore:
         self._opener, self._reader, self._pusher = opener, reader, pusher
         self._push_opener = opener
         self._open_push_early = push_process
-        if push_process:  # the push's Feast work in a child process (serving/push_process.py)
-            from serving.push_process import PushProcess, push_with
+        if push_process or read_process:  # Feast work in child processes (serving/feast_process.py)
+            from serving.feast_process import FeastProcess, push_with, read_with
 
-            self._push_opener, self._pusher = PushProcess, push_with
+            if push_process:
+                self._push_opener, self._pusher = FeastProcess, push_with
+            if read_process:
+                # a stuck child is replaced after 5 s; requests do not wait for it (timeout_s)
+                self._opener, self._reader = functools.partial(FeastProcess, timeout_s=5.0), read_with
         self._read_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="riskops-feast-read")
         self._read_store: Any = None
         self._down_until = 0.0
@@ -127,6 +146,8 @@ class OnlineFeatureStore:
             return False
 
     def _ensure_read_store(self) -> Any:
+        if not _usable(self._read_store):
+            self._drop_read_store()  # a child that died since (or was ended by a late answer)
         if self._read_store is None:
             self._read_store = self._opener(self.repo)
         return self._read_store
@@ -175,40 +196,33 @@ class OnlineFeatureStore:
                     wanted.setdefault(p, None)
             times = [t for _, t, _ in batch if t is not None]
             now = max(times) if times else None
-            rows, slots = pack_rows(list(wanted))
             started = time.perf_counter()
             try:
-                got = await asyncio.wait_for(
-                    loop.run_in_executor(self._read_pool, self._read, rows, now), self.timeout_s
+                result = await asyncio.wait_for(
+                    loop.run_in_executor(self._read_pool, self._read, list(wanted), now), self.timeout_s
                 )
             except TimeoutError:
                 self._mark_down(f"lookup exceeded {self.timeout_s:.3f}s", "read")
                 result = None
             except Exception as exc:  # noqa: BLE001
-                self._read_store = None  # reopen on the next probe
+                self._read_pool.submit(self._drop_read_store)  # reopen on the next probe
                 self._mark_down(exc, "read")
                 result = None
             else:
                 metrics.FEATURE_LOOKUP.observe(time.perf_counter() - started)
-                result = {}
-                for entity, key in wanted:
-                    row = got[slots[(entity, key)]]
-                    fields = (*ENTITY_FEATURES[entity], snapshot_time_key(entity))
-                    result[(entity, key)] = {f: row[f] for f in fields if f in row}
             for pairs, _, fut in batch:
                 if fut.done():
                     continue
                 fut.set_result(None if result is None else {p: result[p] for p in pairs})
 
-    def _read(self, rows: list[dict], now: datetime | None) -> list[dict]:
+    def _read(self, pairs: list[Pair], now: datetime | None) -> dict[Pair, dict]:
         store = self._ensure_read_store()
-        return self._reader(store, rows, now)
+        return self._reader(store, pairs, now)
 
     def read_now(self, pairs: Sequence[Pair], now: datetime | None = None) -> dict[Pair, dict]:
         """Blocking read on the reader thread (tests, tools)."""
-        rows, slots = pack_rows(list(pairs))
-        got = self._read_pool.submit(self._read, rows, now).result()
-        return {(e, k): {f: got[slots[(e, k)]][f] for f in ENTITY_FEATURES[e]} for e, k in pairs}
+        got = self._read_pool.submit(self._read, list(pairs), now).result()
+        return {(e, k): {f: got[(e, k)][f] for f in ENTITY_FEATURES[e]} for e, k in pairs}
 
     # -- pushes ------------------------------------------------------------------------------
     def enqueue(self, pushes: Sequence[Push]) -> None:
@@ -289,11 +303,13 @@ class OnlineFeatureStore:
                 metrics.PUSH_LAG.observe(done - t)
 
     def _drop_push_store(self) -> None:
-        from serving.push_process import PushProcess
-
         store, self._push_store = self._push_store, None
-        if isinstance(store, PushProcess):  # end the child; an in-process FeatureStore needs nothing
-            store.close()
+        _close_child(store)
+
+    def _drop_read_store(self) -> None:
+        """On the reader thread: forget the read store (and end its child) so the next read reopens."""
+        store, self._read_store = self._read_store, None
+        _close_child(store)
 
     def _requeue(self, batch: dict[Pair, tuple[Push, float]]) -> None:
         with self._push_lock:
@@ -307,4 +323,20 @@ class OnlineFeatureStore:
         self._push_wakeup.set()
         self._push_thread.join(10)
         self._drop_push_store()
+        self._read_pool.submit(self._drop_read_store)  # after a read in progress, on its thread
         self._read_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _usable(store: Any) -> bool:
+    """False for a `FeastProcess` whose child has exited."""
+    from serving.feast_process import FeastProcess
+
+    return not isinstance(store, FeastProcess) or store.alive()
+
+
+def _close_child(store: Any) -> None:
+    """End a `FeastProcess` store's child; an in-process FeatureStore needs nothing."""
+    from serving.feast_process import FeastProcess
+
+    if isinstance(store, FeastProcess):
+        store.close()

@@ -279,6 +279,7 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
             config.feast_retry_after_s,
             config.push_interval_s,
             push_process=config.push_process,
+            read_process=config.read_process,
         )
         if not (Path(config.feature_repo) / "feature_store.yaml").exists():
             log.warning("no Feast repo at %s: every answer will be degraded", config.feature_repo)

@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         config.feast_retry_after_s,
         config.push_interval_s,
         push_process=config.push_process,
+        read_process=config.read_process,
     )
     online.open()
     model = RiskTransformer(

@@ -504,12 +504,12 @@ def test_online_store_timeout_failure_breaker_and_pushes(tmp_path):
     mode = {"read": "ok"}
     pushed = []
 
-    def reader(store, rows, now):
+    def reader(store, pairs, now):
         if mode["read"] == "slow":
             time.sleep(0.3)
         if mode["read"] == "fail":
             raise OSError("sqlite: file is not a database")
-        return [dict(ENTITY_FEATURE_DEFAULTS, user_txn_count_1h=5.0) for _ in rows]
+        return {p: dict(ENTITY_FEATURE_DEFAULTS, user_txn_count_1h=5.0) for p in pairs}
 
     online = OnlineFeatureStore(
         tmp_path,

@@ -1,18 +1,27 @@
-"""Feast pushes from a child process: the push's CPU work stays off the server's GIL.
+"""Feast reads and pushes from child processes: their CPU work stays off the server's GIL.
 
 Why: a Feast push (frame -> Arrow -> protos -> one SQLite upsert per feature row) is Python work
 that holds the GIL for milliseconds. Run on a thread of the server, every request that arrived
 during a flush waited for it: measured at concurrency 1, p99 31 ms with a flush every 0.5 s
 against 19 ms with pushes held back (docs/serving.md, benchmark notes). In its own process the
-work competes for a CPU, which the OS schedules finely, instead of for the GIL.
+work competes for a CPU, which the OS schedules finely, instead of for the GIL. An online read
+(SQLite rows -> protos -> floats) is smaller, but at concurrency 32 the reader thread waited for
+the GIL at each of its Python steps: a read round of entities new to the server took 6.6 ms on
+average, and its own CPU time was taken from the event loop. In a child the server only pickles
+the keys and unpickles the floats: a read of 32 keys costs the server 0.12 ms of CPU instead of
+1.06 ms (1.25 ms wall instead of 1.07).
 
-`PushProcess` is what `serving.online.OnlineFeatureStore` gets as its push "store" when
-`push_process` is on: its pusher thread still coalesces, retries and counts; it hands each batch
-to the child and waits (blocked on a pipe, GIL released) for the child's answer. The child,
-``python -m serving.push_process REPO``, opens its own FeatureStore and runs
-`riskops.featurestore.push_entity_state` for each batch: the same push as in-process. A child that
-dies or does not answer within `timeout_s` makes the push fail (logged, retried by the pusher on
-its next flush with a new child), never the request.
+`FeastProcess` is what `serving.online.OnlineFeatureStore` gets as its push "store" when
+`push_process` is on (the default), and as its read "store" when `read_process` is on (two
+children: a read never waits behind a push). Reads stay on a thread by default: in the child they
+cost the server far less CPU, but the whole benchmark's throughput did not move and a read at
+concurrency 1 took 0.3–0.7 ms longer (the pipe and the child's wake-up; docs/serving.md). Its pusher thread still coalesces, retries and counts; its reader
+thread still merges concurrent lookups; each hands its call to the child and waits (blocked on a
+pipe, GIL released) for the answer. The child, ``python -m serving.feast_process REPO``, opens its
+own FeatureStore and runs `riskops.featurestore.push_entity_state` or
+`serving.online.read_baselines`: the same calls as in-process. A child that dies or does not answer within `timeout_s` makes the call fail
+(and is replaced): a push is retried by the pusher on its next flush, a read answers its requests
+degraded, never failing them.
 
 The child runs with ``python -O``: Feast decorates its registry classes with typeguard's
 ``@typechecked``, and every push re-reads the feature views from the registry, so most of a small
@@ -28,7 +37,9 @@ CPU (`benchmarks/micro_push.py --flushes 20`: one flush in 20 took 203 ms agains
 frozen, the slowest of 20 took 51 ms) on the core the server's threads and its clients share.
 
 Protocol: `multiprocessing.connection` messages over the child's stdin/stdout (the child moves
-its own stdout to stderr first, so nothing else can write into the reply stream).
+its own stdout to stderr first, so nothing else can write into the reply stream): a request
+``("push", entity, rows)`` or ``("read", pairs, now)`` gets ``("ok", result)`` or
+``("error", message)``; ``None`` ends the child.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -44,12 +56,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class PushProcessError(RuntimeError):
+class FeastProcessError(RuntimeError):
     pass
 
 
-class PushProcess:
-    """A child process that owns a Feast FeatureStore and writes entity-state pushes."""
+class FeastProcess:
+    """A child process that owns a Feast FeatureStore: reads online features, writes entity states."""
 
     def __init__(self, repo: Path | str, start_timeout_s: float = 120.0, timeout_s: float = 30.0) -> None:
         self.repo = Path(repo)
@@ -57,7 +69,7 @@ class PushProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
             # -O: no typeguard instrumentation of Feast's classes in the child (see the module doc)
-            [sys.executable, "-O", "-m", "serving.push_process", str(self.repo.resolve())],
+            [sys.executable, "-O", "-m", "serving.feast_process", str(self.repo.resolve())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -69,12 +81,12 @@ class PushProcess:
         self._proc.stdout.close()
         try:
             started = self._answer(start_timeout_s, "start")
-        except PushProcessError:
+        except FeastProcessError:
             self.close()
             raise
         self.optimized = bool((started or {}).get("optimized"))  # the child's sys.flags.optimize
         self.frozen_objects = int((started or {}).get("frozen_objects", 0))  # the child's gc.freeze()
-        log.info("Feast pushes go through child process %d", self._proc.pid)
+        log.info("Feast calls go through child process %d", self._proc.pid)
 
     @property
     def pid(self) -> int:
@@ -86,26 +98,38 @@ class PushProcess:
     def _answer(self, timeout_s: float, what: str) -> Any:
         try:
             if not self._recv.poll(timeout_s):
-                raise PushProcessError(
-                    f"push process {self._proc.pid}: no answer to {what} in {timeout_s:.0f}s"
+                # a late answer would be read as the answer to the next call: end the child, so
+                # the next call fails at once and its owner starts a new one
+                self._proc.kill()
+                raise FeastProcessError(
+                    f"Feast process {self._proc.pid}: no answer to {what} in {timeout_s:.0f}s"
                 )
             status, detail = self._recv.recv()
         except (EOFError, OSError) as exc:
             code = self._proc.poll()
-            raise PushProcessError(
-                f"push process {self._proc.pid} exited (code {code}) during {what}: {exc}"
+            raise FeastProcessError(
+                f"Feast process {self._proc.pid} exited (code {code}) during {what}: {exc}"
             ) from None
         if status != "ok":
-            raise PushProcessError(f"push process: {detail}")
+            raise FeastProcessError(f"Feast process: {detail}")
         return detail
+
+    def _call(self, request: tuple, what: str) -> Any:
+        try:
+            self._send.send(request)
+        except (BrokenPipeError, OSError) as exc:
+            raise FeastProcessError(f"Feast process {self._proc.pid} is gone: {exc}") from None
+        return self._answer(self.timeout_s, what)
 
     def push(self, entity: str, rows: list[dict[str, Any]]) -> None:
         """Write `rows` (push_entity_state's records) through the child; raises when it fails."""
-        try:
-            self._send.send((entity, rows))
-        except (BrokenPipeError, OSError) as exc:
-            raise PushProcessError(f"push process {self._proc.pid} is gone: {exc}") from None
-        self._answer(self.timeout_s, f"a push of {len(rows)} {entity} states")
+        self._call(("push", entity, rows), f"a push of {len(rows)} {entity} states")
+
+    def read(
+        self, pairs: list[tuple[str, str]], now: datetime | None
+    ) -> dict[tuple[str, str], dict[str, float]]:
+        """`serving.online.read_baselines(store, pairs, now)` in the child."""
+        return self._call(("read", pairs, now), f"a read of {len(pairs)} entities")
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._proc.poll() is None:
@@ -125,9 +149,16 @@ class PushProcess:
                 pass
 
 
-def push_with(store: Any, entity: str, rows: list[dict]) -> None:
-    """`OnlineFeatureStore` pusher for a PushProcess store."""
+def push_with(store: FeastProcess, entity: str, rows: list[dict]) -> None:
+    """`OnlineFeatureStore` pusher for a FeastProcess store."""
     store.push(entity, rows)
+
+
+def read_with(
+    store: FeastProcess, pairs: list[tuple[str, str]], now: datetime | None
+) -> dict[tuple[str, str], dict[str, float]]:
+    """`OnlineFeatureStore` reader for a FeastProcess store."""
+    return store.read(pairs, now)
 
 
 def _child(repo: str) -> int:
@@ -138,6 +169,7 @@ def _child(repo: str) -> int:
     try:
         from riskops.featurestore import open_store, push_entity_state
         from serving.gc_control import HeapFreezer
+        from serving.online import read_baselines
 
         store = open_store(Path(repo))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs it
@@ -148,20 +180,23 @@ def _child(repo: str) -> int:
     frozen = freezer.start()
     reply.send(("ok", {"optimized": sys.flags.optimize > 0, "frozen_objects": frozen}))
     while True:
-        freezer.freeze_survivors()  # between pushes
+        freezer.freeze_survivors()  # between calls
         try:
             msg = requests.recv()
         except EOFError:  # the server went away
             return 0
         if msg is None:
             return 0
-        entity, rows = msg
         try:
-            push_entity_state(store, entity, rows)
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not end the process
+            if msg[0] == "read":
+                result = read_baselines(store, msg[1], msg[2])
+            else:
+                push_entity_state(store, msg[1], msg[2])
+                result = None
+        except Exception as exc:  # noqa: BLE001 - one bad call must not end the process
             reply.send(("error", f"{type(exc).__name__}: {exc}"))
         else:
-            reply.send(("ok", None))
+            reply.send(("ok", result))
 
 
 if __name__ == "__main__":

@@ -471,6 +471,12 @@ def batch_stats(before: dict, after: dict) -> dict:
         "feast online read (per read, shared by waiting requests)": mean_ms("riskops_feature_lookup_seconds"),
         "model call per batch (predict_proba + reasons)": mean_ms("riskops_model_batch_seconds"),
         "prediction log write + fsync (per group)": mean_ms("riskops_prediction_log_write_seconds"),
+        # the server's collector pauses (serving.gc_control), all generations, per request answered
+        "garbage collection (per request)": round(
+            1000 * sum(d(f'riskops_gc_pause_seconds_sum{{generation="{g}"}}') for g in "012") / requests, 3
+        )
+        if (requests := d(f"request_preprocess_seconds_count{model}"))
+        else None,
     }
     return {
         "stage_mean_ms": stages,

@@ -38,7 +38,7 @@ class ServingConfig:
     feast_retry_after_s: float = 5.0  # after a failure, skip Feast (answer degraded) this long
     push_interval_s: float = 0.5  # entity state pushes are coalesced and flushed this often
     push_process: bool = True  # run the pushes' Feast work in a child process (serving/feast_process.py)
-    read_process: bool = False  # online reads in a child process (serving/feast_process.py); measured: no gain here
+    read_process: bool = False  # online reads in a child process (serving/feast_process.py): no gain here
     entity_cache_size: int = 200_000  # entity tracks kept in memory (LRU) across the four entities
     # model batching
     max_batch_rows: int = 256  # rows scored together (requests are merged up to this)

@@ -13,14 +13,15 @@ the keys and unpickles the floats: a read of 32 keys costs the server 0.12 ms of
 
 `FeastProcess` is what `serving.online.OnlineFeatureStore` gets as its push "store" when
 `push_process` is on (the default), and as its read "store" when `read_process` is on (two
-children: a read never waits behind a push). Reads stay on a thread by default: in the child they
-cost the server far less CPU, but the whole benchmark's throughput did not move and a read at
-concurrency 1 took 0.3–0.7 ms longer (the pipe and the child's wake-up; docs/serving.md). Its pusher thread still coalesces, retries and counts; its reader
-thread still merges concurrent lookups; each hands its call to the child and waits (blocked on a
-pipe, GIL released) for the answer. The child, ``python -m serving.feast_process REPO``, opens its
-own FeatureStore and runs `riskops.featurestore.push_entity_state` or
-`serving.online.read_baselines`: the same calls as in-process. A child that dies or does not answer within `timeout_s` makes the call fail
-(and is replaced): a push is retried by the pusher on its next flush, a read answers its requests
+children: a read never waits behind a push). Reads stay on a thread by default: in the child
+they cost the server far less CPU, but the whole benchmark's throughput did not move and a read
+at concurrency 1 took 0.3–0.7 ms longer (the pipe and the child's wake-up; docs/serving.md).
+The pusher thread still coalesces, retries and counts, the reader thread still merges concurrent
+lookups; each hands its call to the child and waits (blocked on a pipe, GIL released) for the
+answer. The child, ``python -m serving.feast_process REPO``, opens its own FeatureStore and runs
+`riskops.featurestore.push_entity_state` or `serving.online.read_baselines`: the same calls as
+in-process. A child that dies or does not answer within `timeout_s` makes the call fail (and is
+replaced): a push is retried by the pusher on its next flush, a read answers its requests
 degraded, never failing them.
 
 The child runs with ``python -O``: Feast decorates its registry classes with typeguard's
@@ -31,10 +32,11 @@ not instrument, and ``assert`` statements are skipped; the push path's own check
 (`riskops.featurestore.push_entity_state`) raise errors rather than assert.
 
 The child's heap is frozen (`gc.freeze()`) once Feast is loaded, and again after each full
-collection, by the same policy the server follows (`serving.gc_control.HeapFreezer`): otherwise every few seconds
-a full collection walked the ~320,000 objects of Feast, pandas and pyarrow, a burst of ~160 ms of
-CPU (`benchmarks/micro_push.py --flushes 20`: one flush in 20 took 203 ms against a median of 44;
-frozen, the slowest of 20 took 51 ms) on the core the server's threads and its clients share.
+collection, by the same policy the server follows (`serving.gc_control.HeapFreezer`): otherwise
+every few seconds a full collection walked the ~320,000 objects of Feast, pandas and pyarrow, a
+burst of ~160 ms of CPU (`benchmarks/micro_push.py --flushes 20`: one flush in 20 took 203 ms
+against a median of 44; frozen, the slowest of 20 took 51 ms) on the core the server's threads
+and its clients share.
 
 Protocol: `multiprocessing.connection` messages over the child's stdin/stdout (the child moves
 its own stdout to stderr first, so nothing else can write into the reply stream): a request

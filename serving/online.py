@@ -307,7 +307,7 @@ class OnlineFeatureStore:
         _close_child(store)
 
     def _drop_read_store(self) -> None:
-        """On the reader thread: forget the read store (and end its child) so the next read reopens."""
+        """Forget the read store (and end its child) so the next read reopens it."""
         store, self._read_store = self._read_store, None
         _close_child(store)
 
@@ -323,8 +323,9 @@ class OnlineFeatureStore:
         self._push_wakeup.set()
         self._push_thread.join(10)
         self._drop_push_store()
-        self._read_pool.submit(self._drop_read_store)  # after a read in progress, on its thread
         self._read_pool.shutdown(wait=False, cancel_futures=True)
+        # a read in progress on the reader thread then gets an error, which nobody waits for
+        self._drop_read_store()
 
 
 def _usable(store: Any) -> bool:

@@ -18,9 +18,11 @@ scoring routes (v1 predict/explain, v2 infer), ``POST /v1/feedback`` and ``POST 
 
 It also counts requests by route and status and observes latency (``riskops_http_*``).
 
-`DirectV1Predict` (innermost, `rest_front(direct_v1_predict=True)`) hands v1 predict to KServe's
-own endpoint function without FastAPI's per-request routing; `rest_front` adjusts the rest of the
-REST server KServe builds (event loop, log lines).
+`V1PredictFront` (`rest_front(direct_v1_predict=True)`) is the ASGI app uvicorn serves: it hands
+``POST /v1/models/<name>:predict`` through `RequestGuard` to KServe's own endpoint function
+(`DirectV1Predict`) without FastAPI's application, middleware stack and router, and everything else
+to KServe's FastAPI app unchanged; `rest_front` adjusts the rest of the REST server KServe builds
+(event loop, log lines).
 """
 
 from __future__ import annotations
@@ -179,22 +181,48 @@ class RequestGuard:
         return scope, replay
 
 
+class V1PredictFront:
+    """The ASGI app uvicorn serves: v1 predict past FastAPI's layers, every other request to FastAPI.
+
+    For ``POST /v1/models/<name>:predict`` KServe's FastAPI app first checks on every request
+    whether OpenTelemetry is configured (FastAPI's native telemetry: three provider look-ups, each
+    reading ``os.environ``), then runs Starlette's ``ServerErrorMiddleware``, FastAPI's
+    ``ExceptionTelemetryMiddleware`` and ``AppBodyLimitMiddleware`` around our `RequestGuard`: ~4% of
+    the event loop's GIL time at concurrency 32, with nothing to do for this route (`RequestGuard`
+    limits the body and answers every exception itself). Here the route goes straight to
+    ``RequestGuard(DirectV1Predict)`` (scope ``app`` set to the FastAPI app, as Starlette would);
+    every other request, method and scope type (lifespan included) goes to the FastAPI app, whose
+    own `RequestGuard` (`install_guards`) guards the other routes. `tests/test_http_front.py`.
+    """
+
+    def __init__(self, fastapi_app: Any, dataplane: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = fastapi_app
+        self.v1_predict = RequestGuard(DirectV1Predict(fastapi_app, dataplane, fastapi_app), max_body_bytes)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and _V1_PREDICT.match(scope["path"]):
+            scope["app"] = self.app
+            await self.v1_predict(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 class DirectV1Predict:
     """``POST /v1/models/<name>:predict`` handed straight to KServe's own endpoint function.
 
     For every request FastAPI matches the path against each of KServe's routes in turn, solves the
     endpoint's dependencies (path parameter, Request) and wraps the call in its exception and
     exit-stack layers: at concurrency 32 that was ~30% of the event loop's GIL time, more than the
-    model (py-spy, docs/serving.md "v1 predict without FastAPI's router"). This innermost middleware recognises the one hot
+    model (py-spy, docs/serving.md "v1 predict without FastAPI's router"). This layer (inside
+    `RequestGuard`, in `V1PredictFront`) recognises the one hot
     path and calls the same ``V1Endpoints.predict`` of KServe's v1 router (model readiness, decode,
     ``DataPlane.infer``, encode, ORJSONResponse) with a Starlette ``Request`` on the same scope; an
     exception gets the app's handler for its class, as Starlette's ExceptionMiddleware would give it
     (KServe's for InvalidInput, ModelNotFound ..., ours for RequestError, PredictionLogError).
-    ``Exception`` itself is left to the outer layers (`RequestGuard`, then Starlette's error
-    middleware), as on the routed path. Everything else (other routes, methods, v2, explain) goes
-    to FastAPI unchanged. It sits inside `RequestGuard`, so content type, size and JSON syntax are
-    still checked first. `tests/test_http_front.py` and `tests/test_serving_http.py` hold both
-    paths to the same answers.
+    ``Exception`` itself is left to `RequestGuard` (500), as on the routed path. Anything else
+    (other routes, methods) goes to `app`. Inside `RequestGuard`, so content type, size and JSON
+    syntax are still checked first. `tests/test_http_front.py` and `tests/test_serving_http.py`
+    hold both paths to the same answers.
     """
 
     def __init__(self, app: Any, dataplane: Any, fastapi_app: Any) -> None:
@@ -293,6 +321,7 @@ def rest_front(
     access_log: bool = True,
     kserve_timing_log: bool = True,
     direct_v1_predict: bool = False,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Iterator[None]:
     """Adjust the REST server that `ModelServer.start()` builds (KServe 0.21 exposes none of these).
 
@@ -306,7 +335,8 @@ def rest_front(
     access_log: uvicorn's access log line per request.
     kserve_timing_log: KServe's TimingMiddleware, added whatever ``enable_latency_logging`` says:
       per request two log lines (wall and CPU time) and two ``getrusage`` calls.
-    direct_v1_predict: v1 predict through `DirectV1Predict` instead of FastAPI's router.
+    direct_v1_predict: uvicorn serves `V1PredictFront` around KServe's app: v1 predict through
+      `RequestGuard` (limit `max_body_bytes`) and `DirectV1Predict`, not FastAPI's app and router.
     """
     if event_loop not in EVENT_LOOPS:
         raise ValueError(f"event_loop must be one of {EVENT_LOOPS}, got {event_loop!r}")
@@ -321,17 +351,17 @@ def rest_front(
             super().__init__(*args, **kwargs)
             if host:
                 self.config.host = host
+            if direct_v1_predict:  # uvicorn loads config.app when it starts: the front wraps KServe's app
+                from uvicorn.importer import import_from_string
+
+                self.config.app = V1PredictFront(
+                    import_from_string(self.config.app), self.dataplane, max_body_bytes
+                )
 
         def _add_middlewares(self, app) -> None:
             super()._add_middlewares(app)
             if not kserve_timing_log:
                 app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
-            if direct_v1_predict:  # innermost: after RequestGuard and anything else already added
-                from starlette.middleware import Middleware
-
-                app.user_middleware.append(
-                    Middleware(DirectV1Predict, dataplane=self.dataplane, fastapi_app=app)
-                )
 
     original_server, original_policy = model_server.RESTServer, asyncio.get_event_loop_policy()
     model_server.RESTServer = _FrontRESTServer
@@ -371,6 +401,7 @@ def front_options(config: Any) -> dict[str, Any]:
         "access_log": config.access_log,
         "kserve_timing_log": config.kserve_timing_log,
         "direct_v1_predict": config.direct_v1_predict,
+        "max_body_bytes": config.max_body_bytes,
     }
 
 

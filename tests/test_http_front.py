@@ -1,9 +1,11 @@
-"""`serving.http.DirectV1Predict`: v1 predict without FastAPI's router answers as the routed path does.
+"""`serving.http.V1PredictFront` / `DirectV1Predict`: v1 predict without FastAPI's app and router
+answers as the routed path does.
 
 In process, over ASGI: two apps built by the same calls as KServe's `RESTServer.create_application`
 (middlewares, endpoints, exception handlers) inside `rest_front`, with a real KServe `Model`, a
-real `DataPlane` and our `RequestGuard`; one with the direct path, one without. The same requests
-must get the same status, body and content type. The real server is held to the same in
+real `DataPlane` and our `RequestGuard`; one with the direct path, one without; each called as
+uvicorn would call it (the REST server's ``config.app``). The same requests must get the same
+status, body and content type. The real server is held to the same in
 `tests/test_serving_http.py::test_direct_v1_predict_answers_like_fastapis_router`.
 """
 
@@ -59,7 +61,7 @@ def _build(direct: bool, without_v1_routes: bool = False):
                 stack.enter_context(mock.patch.object(rest_server, "register_v1_endpoints", lambda *a: None))
             server._register_endpoints(app)
         server._add_exception_handlers(app)
-    return app
+    return server.config.app  # what uvicorn serves
 
 
 def _call(app, requests: list[tuple[str, str, bytes, dict]]) -> list[tuple[int, str, bytes]]:
@@ -118,12 +120,35 @@ def test_direct_v1_predict_needs_no_route():
 
 
 @pytest.mark.parametrize("direct", [False, True])
-def test_the_front_installs_the_direct_path_innermost_only_when_asked(direct):
-    from serving.http import DirectV1Predict, RequestGuard
+def test_the_front_serves_the_direct_path_only_when_asked(direct):
+    from fastapi import FastAPI
 
-    app = _build(direct=direct)
-    classes = [m.cls for m in app.user_middleware]
-    assert RequestGuard in classes
-    assert (DirectV1Predict in classes) is direct
-    if direct:
-        assert classes[-1] is DirectV1Predict  # inside the guard: its checks still come first
+    from serving.http import DirectV1Predict, RequestGuard, V1PredictFront
+
+    served = _build(direct=direct)
+    fastapi_app = served.app if direct else served
+    assert isinstance(fastapi_app, FastAPI)
+    # the other routes keep their guard inside FastAPI's stack
+    assert RequestGuard in [m.cls for m in fastapi_app.user_middleware]
+    assert DirectV1Predict not in [m.cls for m in fastapi_app.user_middleware]
+    assert isinstance(served, V1PredictFront) is direct
+    if direct:  # the guard first: its checks come before KServe's endpoint
+        assert isinstance(served.v1_predict, RequestGuard)
+        assert isinstance(served.v1_predict.app, DirectV1Predict)
+
+
+def test_the_direct_path_keeps_the_configured_body_limit():
+    """The guard of the direct path is built by `rest_front`, apart from `install_guards`' one: same limit."""
+    from kserve import model_server
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+
+    from serving.http import rest_front
+
+    with rest_front("127.0.0.1", direct_v1_predict=True, max_body_bytes=64):
+        server = model_server.RESTServer(
+            _build(direct=False), DataPlane(model_registry=ModelRepository()), None, http_port=0
+        )
+    body = b'{"instances": [' + b"1, " * 40 + b"1]}"
+    (status, _, answer) = _call(server.config.app, [("POST", "/v1/models/echo:predict", body, JSON)])[0]
+    assert status == 413 and b"exceeds the limit of 64 bytes" in answer, answer

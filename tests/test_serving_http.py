@@ -274,6 +274,31 @@ def test_the_http_front_writes_no_log_line_per_request(served):
     assert after == counted + 5
 
 
+def test_kserve_stage_histograms_are_observed(served):
+    """`RiskService.__call__` runs KServe's stages itself: each still lands in KServe's own
+    ``request_*_seconds{model_name}`` histogram, once per request, a failing stage included."""
+    stages = ("preprocess", "predict", "explain", "postprocess")
+
+    def counts() -> dict[str, float]:
+        text = httpx.get(served.url + "/metrics").text
+        return {s: _metric(text, f'request_{s}_seconds_count{{model_name="{MODEL}"}}') for s in stages}
+
+    before = counts()
+    assert predict(served, [tx()]).status_code == 200
+    assert predict(served, [tx(amount=-1.0)]).status_code == 400  # fails in preprocess
+    explained = httpx.post(
+        f"{served.url}/v1/models/{MODEL}:explain", json={"instances": [tx()]}, timeout=60
+    )
+    assert explained.status_code == 200
+    after = counts()
+    assert {s: after[s] - before[s] for s in stages} == {
+        "preprocess": 3,
+        "predict": 1,
+        "explain": 1,
+        "postprocess": 2,
+    }
+
+
 def _metric(text: str, name: str) -> float:
     lines = [line for line in text.splitlines() if line.startswith(name + " ")]
     return float(lines[0].split()[-1]) if lines else 0.0

@@ -90,7 +90,7 @@ def feature_dtype(name: str) -> str:
 
 
 class _Window:
-    __slots__ = ("span", "events", "count", "amount", "amount_sq", "refunds", "dims", "distinct")
+    __slots__ = ("span", "events", "count", "amount", "amount_sq", "refunds", "distinct", "counted")
 
     def __init__(self, span_us: int, dims: tuple[int, ...]):
         self.span = span_us
@@ -99,20 +99,24 @@ class _Window:
         self.amount = 0  # integer micro-units
         self.amount_sq = 0  # integer micro-units squared
         self.refunds = 0
-        self.dims = dims
         self.distinct: tuple[dict[str, int], ...] = tuple([{} for _ in dims])
+        # (event column, its distinct-value counter) pairs, zipped once instead of on every event
+        self.counted: tuple[tuple[int, dict[str, int]], ...] = tuple(zip(dims, self.distinct, strict=True))
 
     def add(self, ev: tuple) -> None:
+        """Include `ev` and drop what left the window at its time (one call per window and event)."""
         self.events.append(ev)
         self.count += 1
         a = ev[_AMOUNT]
         self.amount += a
         self.amount_sq += a * a
         self.refunds += ev[_REFUND]
-        for d, counter in zip(self.dims, self.distinct, strict=True):
+        for d, counter in self.counted:
             v = ev[d]
             if v:
                 counter[v] = counter.get(v, 0) + 1
+        if self.events[0][_T] <= ev[_T] - self.span:
+            self.advance(ev[_T])
 
     def advance(self, now_us: int) -> None:
         """Drop events with time <= now - span."""
@@ -125,7 +129,7 @@ class _Window:
             self.amount -= a
             self.amount_sq -= a * a
             self.refunds -= ev[_REFUND]
-            for d, counter in zip(self.dims, self.distinct, strict=True):
+            for d, counter in self.counted:
                 v = ev[d]
                 if v:
                     c = counter[v] - 1
@@ -148,17 +152,23 @@ class _Window:
 
 
 # ---------------------------------------------------------------------------------------------
-# The feature names of the contract, compiled into getters
+# The feature names of the contract, compiled into code
 # ---------------------------------------------------------------------------------------------
 
 Getter = Callable[["EntityWindowState"], float]
+# The names the feature expressions may use besides the state: what `_compiled` evaluates them with.
+EXPRESSION_NAMES: dict[str, Any] = {"nan": math.nan, "MONEY_SCALE": MONEY_SCALE, "US_PER_SECOND": US_PER_SECOND}
 
 
-def _compile(entity: str) -> tuple[dict[str, tuple[str, ...]], list[Getter]]:
-    """Parse ENTITY_FEATURES[entity] into the windows needed and one getter per feature."""
+def _compile(entity: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str | None, str]]]:
+    """Parse ENTITY_FEATURES[entity] into the windows needed and, per feature, its live value as a
+    Python expression: (window or None, template) where ``{w}`` stands for that window's `_Window`
+    and ``{s}`` for the `EntityWindowState`. The one definition of every feature's arithmetic:
+    the getters, the snapshot values and serving's combine (serving.entity_state) are compiled
+    from these templates."""
     prefix = entity + "_"
     windows: dict[str, list[str]] = {}
-    getters: list[Getter] = []
+    exprs: list[tuple[str | None, str]] = []
 
     def need(w: str, dim: str | None = None) -> None:
         if w not in WINDOW_SECONDS:
@@ -172,43 +182,80 @@ def _compile(entity: str) -> tuple[dict[str, tuple[str, ...]], list[Getter]]:
             raise ValueError(f"feature {name!r} does not start with {prefix!r}")
         rest = name[len(prefix) :]
         if rest == "last_event_epoch":
-            getters.append(
-                lambda s: s.last_event_us / US_PER_SECOND if s.last_event_us is not None else math.nan
-            )
+            exprs.append((None, "({s}.last_event_us / US_PER_SECOND if {s}.last_event_us is not None else nan)"))
             continue
         stem, _, w = rest.rpartition("_")
         need(w)
         if stem == "txn_count":
-            getters.append(lambda s, w=w: float(s.windows[w].count))
+            exprs.append((w, "float({w}.count)"))
         elif stem == "amount_sum":
-            getters.append(lambda s, w=w: s.windows[w].amount / MONEY_SCALE)
+            exprs.append((w, "{w}.amount / MONEY_SCALE"))  # int / int: correctly rounded
         elif stem == "amount_mean":
-            getters.append(lambda s, w=w: s.windows[w].mean())
+            exprs.append((w, "{w}.mean()"))
         elif stem == "amount_std":
-            getters.append(lambda s, w=w: s.windows[w].std())
+            exprs.append((w, "{w}.std()"))
         elif stem == "refund_rate":
-            getters.append(
-                lambda s, w=w: (s.windows[w].refunds / s.windows[w].count) if s.windows[w].count else 0.0
-            )
+            exprs.append((w, "({w}.refunds / {w}.count if {w}.count else 0.0)"))
         elif stem.startswith("distinct_") and stem[len("distinct_") :] in _DISTINCT_DIMS:
             dim = _DISTINCT_DIMS[stem[len("distinct_") :]]
             need(w, dim)
-            pos = windows[w].index(dim)
-            getters.append(lambda s, w=w, pos=pos: float(len(s.windows[w].distinct[pos])))
+            exprs.append((w, f"float(len({{w}}.distinct[{windows[w].index(dim)}]))"))
         else:
             raise ValueError(f"feature {name!r}: no aggregate known for {stem!r}")
-    return {w: tuple(d) for w, d in windows.items()}, getters
+    return {w: tuple(d) for w, d in windows.items()}, exprs
 
 
-_SPECS: dict[str, tuple[dict[str, tuple[str, ...]], list[Getter]]] = {e: _compile(e) for e in ENTITIES}
+def window_local(w: str) -> str:
+    """The local variable name compiled code binds window `w`'s `_Window` to ("1h" -> ``w_1h``)."""
+    return f"w_{w}"
+
+
+def expression(template: tuple[str | None, str], state: str = "s", window: str | None = None) -> str:
+    """A feature's expression over the state named `state` (its window read as `window`, default
+    ``state.windows["<w>"]``)."""
+    w, text = template
+    if w is not None and window is None:
+        window = f"{state}.windows[{w!r}]"
+    return text.format(s=state, w=window)
+
+
+def compile_function(source: str, name: str, namespace: dict[str, Any]) -> Callable:
+    """Define the function `name` from generated `source` (kept as ``__source__`` for reading)."""
+    scope = dict(namespace)
+    exec(compile(source, f"<riskops generated {name}>", "exec"), scope)  # noqa: S102 - our own templates
+    fn = scope[name]
+    fn.__source__ = source
+    return fn
+
+
+def _values_function(entity: str, exprs: list[tuple[str | None, str]]) -> Callable[[Any], list[float]]:
+    """One straight-line function returning every feature's live value, in ENTITY_FEATURES order."""
+    used = list(dict.fromkeys(w for w, _ in exprs if w is not None))
+    lines = [f"def values_{entity}(s):", "    W = s.windows"]
+    lines += [f"    {window_local(w)} = W[{w!r}]" for w in used]
+    lines.append("    return [")
+    lines += [f"        {expression(t, 's', window_local(t[0]) if t[0] else None)}," for t in exprs]
+    lines.append("    ]")
+    return compile_function("\n".join(lines) + "\n", f"values_{entity}", EXPRESSION_NAMES)
+
+
+_SPECS: dict[str, tuple[dict[str, tuple[str, ...]], list[tuple[str | None, str]]]] = {
+    e: _compile(e) for e in ENTITIES
+}
+_GETTERS: dict[str, tuple[Getter, ...]] = {
+    e: tuple(eval(f"lambda s: {expression(t)}", dict(EXPRESSION_NAMES)) for t in exprs)  # noqa: S307
+    for e, (_, exprs) in _SPECS.items()
+}
+_VALUES: dict[str, Callable[[Any], list[float]]] = {e: _values_function(e, exprs) for e, (_, exprs) in _SPECS.items()}
 
 
 def feature_getters(entity: str) -> tuple[Getter, ...]:
-    """The live value of each feature of ``ENTITY_FEATURES[entity]`` (in that order) from a state.
+    """The live value of each feature of ``ENTITY_FEATURES[entity]`` (in that order) from a state."""
+    return _GETTERS[entity]
 
-    The same getters `EntityWindowState.snapshot` uses; serving combines them with an online
-    baseline feature by feature without building the snapshot dict first.
-    """
+
+def feature_expressions(entity: str) -> tuple[tuple[str | None, str], ...]:
+    """Each feature's (window, expression template), in ENTITY_FEATURES order (see `_compile`)."""
     return tuple(_SPECS[entity][1])
 
 
@@ -291,16 +338,15 @@ class EntityWindowState:
     1.0
     """
 
-    __slots__ = ("entity", "windows", "_getters", "_names", "_wlist", "_longest", "last_event_us", "clock_us")
+    __slots__ = ("entity", "windows", "_values_of", "_names", "_wlist", "last_event_us", "clock_us")
 
     def __init__(self, entity: str):
         if entity not in _SPECS:
             raise ValueError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
         self.entity = entity
-        _, getters = _SPECS[entity]
         self.windows: dict[str, _Window] = {w: _Window(span, dims) for w, span, dims in _WINDOW_ARGS[entity]}
         self._wlist = tuple(self.windows.values())
-        self._getters = getters
+        self._values_of = _VALUES[entity]
         self._names = ENTITY_FEATURES[entity]
         self.last_event_us: int | None = None
         self.clock_us: int | None = None  # the latest time the state was advanced to
@@ -318,11 +364,10 @@ class EntityWindowState:
         self.clock_us = t
         for win in self._wlist:
             win.add(ev)
-            win.advance(t)
         self.last_event_us = t
 
     def _values(self) -> list[float]:
-        return [g(self) for g in self._getters]
+        return self._values_of(self)
 
     # -- public API --
 

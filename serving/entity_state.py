@@ -45,13 +45,16 @@ from typing import Any
 
 from riskops.aggregates import (
     ENTITIES,
+    EXPRESSION_NAMES,
     WINDOW_SECONDS,
     EntityWindowState,
-    Getter,
+    compile_function,
     event_tuple,
-    feature_getters,
+    expression,
+    feature_expressions,
     from_epoch_us,
     to_epoch_us,
+    window_local,
     with_time,
 )
 from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
@@ -229,101 +232,130 @@ class FrozenBaseline:
 
     def aged_sum(self, name: str, anchor_us: int, window_s: float) -> float:
         """`aged_baseline_sum(name, raw, t_us, anchor_us, window_s)`."""
-        found = self.shells[name]
-        if found is None:
-            return 0.0
-        total, parts = found
-        if self.t_us is None:
-            return total
-        elapsed = (anchor_us - self.t_us) / US
-        if elapsed <= 0:
-            return total
-        kept = 0.0
-        for delta, inner_s, shell_s in parts:
-            share = (window_s - inner_s - elapsed) / (shell_s - inner_s)
-            if share > 0:
-                kept += delta * (share if share < 1.0 else 1.0)
-        return kept
+        elapsed = 0.0 if self.t_us is None else (anchor_us - self.t_us) / US
+        return _aged(self.shells[name], elapsed, window_s)
 
 
-# One rule per feature: (live state, frozen baseline, anchor in us) -> the combined value. Built
-# once per entity from the feature's kind, so a combine reads each live value through its getter
-# and does a few float operations, instead of building the live snapshot dict and dispatching on
-# the kind per feature (benchmarks/micro_entity_state.py).
-Rule = Callable[[EntityWindowState, FrozenBaseline, int], float]
+# `combine` of one entity type is one generated function (as `dataclasses` writes `__init__`): for
+# every feature, its live value (the offline backfill's own expression,
+# `riskops.aggregates.feature_expressions`) joined with the frozen baseline by the rule of its
+# kind, with the baseline's age and each window's kept share worked out once per call instead of
+# once per feature, and no call per feature but the rule's arithmetic
+# (benchmarks/micro_entity_state.py; `COMBINE_SOURCE[entity]` shows the code).
 
 
-def _rule(entity: str, name: str, kind: str, w: str | None, getters: Mapping[str, Getter]) -> Rule:
-    live = getters[name]
-    if kind == "last":
-
-        def last(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
-            lv = live(st)
-            if _finite(lv):
-                return lv
-            b = fb.values[name]
-            return math.nan if b is None else b
-
-        return last
-    assert w is not None
-    window_s = WINDOW_SECONDS[w]
-    span_us = window_s * US
-    if kind == "add":
-
-        def add(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
-            return fb.aged_sum(name, anchor, window_s) + live(st)
-
-        return add
-
-    def keep_of(fb: FrozenBaseline, anchor: int) -> float:  # baseline_share, inlined arithmetic
-        t = fb.t_us
-        return 1.0 if t is None else min(1.0, max(0.0, 1.0 - (anchor - t) / span_us))
-
-    if kind == "max":
-        # distinct counts: the overlap of the two parts is unknown, so the larger one counts, and
-        # the baseline in full while its window lasts (an aged baseline under a small live part
-        # under-counted: measured as drift of merchant_distinct_users_24h after a restart)
-        def larger(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
-            b = fb.values[name]
-            return max(b if b is not None and keep_of(fb, anchor) > 0 else 0.0, live(st))
-
-        return larger
-    # mean, std, rate: pooled, weighted by the event counts of both parts
-    mean_name = name.replace("_amount_std_", "_amount_mean_")
-    live_mean = getters.get(mean_name) if kind == "std" else None
-
-    def pooled(st: EntityWindowState, fb: FrozenBaseline, anchor: int) -> float:
-        lv = live(st)
-        b = fb.values[name]
-        if b is None:
-            return lv
-        n_base = keep_of(fb, anchor) * fb.base_n
-        if n_base <= 0:
-            return lv
-        n_live = float(st.windows[w].count)
-        if n_live <= 0 or not _finite(lv):
-            return b
-        if kind != "std":
-            return (n_base * b + n_live * lv) / (n_base + n_live)
-        # std: pooled from both parts' means and stds
-        mb = fb.values.get(mean_name)
-        ml = live_mean(st) if live_mean is not None else None
-        if mb is None or not _finite(ml):
-            return lv
-        n = n_base + n_live
-        m = (n_base * mb + n_live * ml) / n
-        var = (n_base * (b * b + mb * mb) + n_live * (lv * lv + ml * ml)) / n - m * m
-        return math.sqrt(max(var, 0.0))
-
-    return pooled
+def _aged(found: tuple[float, list[tuple[float, float, float]]] | None, elapsed_s: float, window_s: float) -> float:
+    """`aged_baseline_sum` over a `FrozenBaseline.shells` entry, `elapsed_s` after the snapshot."""
+    if found is None:
+        return 0.0
+    total, parts = found
+    if elapsed_s <= 0:
+        return total
+    kept = 0.0
+    for delta, inner_s, shell_s in parts:
+        share = (window_s - inner_s - elapsed_s) / (shell_s - inner_s)
+        if share > 0:
+            kept += delta * (share if share < 1.0 else 1.0)
+    return kept
 
 
-def _rules(entity: str) -> tuple[tuple[str, Rule], ...]:
-    getters = dict(zip(ENTITY_FEATURES[entity], feature_getters(entity), strict=True))
-    return tuple((name, _rule(entity, name, kind, w, getters)) for name, kind, w in _SPECS[entity])
+def _last(live: float, base: float | None) -> float:
+    if _finite(live):
+        return live
+    return math.nan if base is None else base
 
 
-_RULES = {e: _rules(e) for e in ENTITIES}
+def _larger(base: float | None, keep: float, live: float) -> float:
+    # distinct counts: the overlap of the two parts is unknown, so the larger one counts, and
+    # the baseline in full while its window lasts (an aged baseline under a small live part
+    # under-counted: measured as drift of merchant_distinct_users_24h after a restart)
+    return max(base if base is not None and keep > 0 else 0.0, live)
+
+
+def _pooled(base: float | None, n_base: float, live: float, n_live: float) -> float:
+    """mean, rate: pooled, weighted by the event counts of both parts."""
+    if base is None or n_base <= 0:
+        return live
+    if n_live <= 0 or not _finite(live):
+        return base
+    return (n_base * base + n_live * live) / (n_base + n_live)
+
+
+def _pooled_std(
+    base: float | None, base_mean: float | None, n_base: float, live: float, live_mean: float | None, n_live: float
+) -> float:
+    """std: pooled from both parts' means and standard deviations."""
+    if base is None or n_base <= 0:
+        return live
+    if n_live <= 0 or not _finite(live):
+        return base
+    if base_mean is None or not _finite(live_mean):
+        return live
+    n = n_base + n_live
+    m = (n_base * base_mean + n_live * live_mean) / n
+    var = (n_base * (base * base + base_mean * base_mean) + n_live * (live * live + live_mean * live_mean)) / n - m * m
+    return math.sqrt(max(var, 0.0))
+
+
+def _combine_source(entity: str) -> str:
+    """The source of ``combine_<entity>(s, fb, anchor)``: the features of live state `s` joined
+    with FrozenBaseline `fb`, windows anchored at `anchor` (us)."""
+    exprs = dict(zip(ENTITY_FEATURES[entity], feature_expressions(entity), strict=True))
+    specs = _SPECS[entity]
+
+    def live(name: str) -> str:
+        w, _ = exprs[name]
+        return expression(exprs[name], "s", window_local(w) if w else None)
+
+    lines = [
+        f"def combine_{entity}(s, fb, anchor):",
+        "    t = fb.t_us",
+        "    elapsed = 0.0 if t is None else (anchor - t) / US",
+        "    vals = fb.values",
+        "    shells = fb.shells",
+        "    base_n = fb.base_n",
+        "    W = s.windows",
+    ]
+    lines += [f"    {window_local(w)} = W[{w!r}]" for w in dict.fromkeys(w for _, _, w in specs if w)]
+    for w in dict.fromkeys(w for _, kind, w in specs if kind in ("max", "mean", "std", "rate")):
+        # baseline_share of window w (the same arithmetic, once per call)
+        span_us = WINDOW_SECONDS[w] * US
+        lines.append(f"    keep_{w} = 1.0 if t is None else min(1.0, max(0.0, 1.0 - (anchor - t) / {span_us}))")
+    lines.append("    return {")
+    for name, kind, w in specs:
+        if kind == "last":
+            value = f"_last({live(name)}, vals[{name!r}])"
+        elif kind == "add":
+            value = f"_aged(shells[{name!r}], elapsed, {WINDOW_SECONDS[w]}) + {live(name)}"
+        elif kind == "max":
+            value = f"_larger(vals[{name!r}], keep_{w}, {live(name)})"
+        elif kind == "std":
+            mean_name = name.replace("_amount_std_", "_amount_mean_")
+            live_mean = live(mean_name) if mean_name in exprs else "None"
+            value = (
+                f"_pooled_std(vals[{name!r}], vals.get({mean_name!r}), keep_{w} * base_n, {live(name)},"
+                f" {live_mean}, float({window_local(w)}.count))"
+            )
+        else:  # mean, rate
+            value = f"_pooled(vals[{name!r}], keep_{w} * base_n, {live(name)}, float({window_local(w)}.count))"
+        lines.append(f"        {name!r}: {value},")
+    lines.append("    }")
+    return "\n".join(lines) + "\n"
+
+
+_COMBINE_NAMES = {
+    **EXPRESSION_NAMES,
+    "US": US,
+    "_aged": _aged,
+    "_last": _last,
+    "_larger": _larger,
+    "_pooled": _pooled,
+    "_pooled_std": _pooled_std,
+}
+_COMBINE: dict[str, Callable[[EntityWindowState, FrozenBaseline, int], dict[str, float]]] = {
+    e: compile_function(_combine_source(e), f"combine_{e}", _COMBINE_NAMES) for e in ENTITIES
+}
+COMBINE_SOURCE: dict[str, str] = {e: fn.__source__ for e, fn in _COMBINE.items()}
 
 
 def combine(
@@ -346,8 +378,7 @@ def combine(
         return {f: float(raw.get(f, ENTITY_FEATURE_DEFAULTS[f])) for f in ENTITY_FEATURES[entity]}
     if not isinstance(baseline, FrozenBaseline):
         baseline = FrozenBaseline(entity, baseline, baseline_t_us)
-    anchor = state.last_event_us
-    return {name: rule(state, baseline, anchor) for name, rule in _RULES[entity]}
+    return _COMBINE[entity](state, baseline, state.last_event_us)
 
 
 def snapshot_time_us(entity: str, baseline: Mapping[str, Any], default_us: int) -> int:
@@ -385,12 +416,15 @@ class _Track:
         return self.features
 
 
-@dataclass
+@dataclass(slots=True)
 class Push:
     entity: str
     key: str
     event_timestamp: datetime
     features: dict[str, float]
+
+
+_KEY_FIELDS = tuple((entity, ENTITY_KEYS[entity]) for entity in ENTITIES)
 
 
 class EntityTracker:
@@ -407,10 +441,10 @@ class EntityTracker:
     def keys_of(record: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(entity, key) pairs of a hashed record; a missing key belongs to no entity."""
         out = []
-        for entity in ENTITIES:
-            v = record.get(ENTITY_KEYS[entity])
+        for entity, field in _KEY_FIELDS:
+            v = record.get(field)
             if v is not None and v != "":
-                out.append((entity, str(v)))
+                out.append((entity, v if type(v) is str else str(v)))
         return out
 
     def untracked(self, records: list[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -90,7 +90,7 @@ def feature_dtype(name: str) -> str:
 
 
 class _Window:
-    __slots__ = ("span", "events", "count", "amount", "amount_sq", "refunds", "distinct", "counted")
+    __slots__ = ("span", "events", "count", "amount", "amount_sq", "refunds", "dims", "distinct")
 
     def __init__(self, span_us: int, dims: tuple[int, ...]):
         self.span = span_us
@@ -99,9 +99,10 @@ class _Window:
         self.amount = 0  # integer micro-units
         self.amount_sq = 0  # integer micro-units squared
         self.refunds = 0
-        self.distinct: tuple[dict[str, int], ...] = tuple([{} for _ in dims])
-        # (event column, its distinct-value counter) pairs, zipped once instead of on every event
-        self.counted: tuple[tuple[int, dict[str, int]], ...] = tuple(zip(dims, self.distinct, strict=True))
+        # a window that counts no distinct values shares the empty tuple: every container a new
+        # entity allocates is walked by the garbage collector while the tracker keeps it
+        self.dims = dims
+        self.distinct: tuple[dict[str, int], ...] = tuple([{} for _ in dims]) if dims else ()
 
     def add(self, ev: tuple) -> None:
         """Include `ev` and drop what left the window at its time (one call per window and event)."""
@@ -111,10 +112,11 @@ class _Window:
         self.amount += a
         self.amount_sq += a * a
         self.refunds += ev[_REFUND]
-        for d, counter in self.counted:
-            v = ev[d]
-            if v:
-                counter[v] = counter.get(v, 0) + 1
+        if self.dims:
+            for d, counter in zip(self.dims, self.distinct, strict=True):
+                v = ev[d]
+                if v:
+                    counter[v] = counter.get(v, 0) + 1
         if self.events[0][_T] <= ev[_T] - self.span:
             self.advance(ev[_T])
 
@@ -129,7 +131,7 @@ class _Window:
             self.amount -= a
             self.amount_sq -= a * a
             self.refunds -= ev[_REFUND]
-            for d, counter in self.counted:
+            for d, counter in zip(self.dims, self.distinct, strict=True):
                 v = ev[d]
                 if v:
                     c = counter[v] - 1

@@ -80,7 +80,7 @@ class RiskService(Model):
             self._score_batch, predictor.executor, config.max_batch_rows, config.batch_wait_ms / 1000
         )
         self.ready = predictor.holder.loaded
-        self._stage_timers: metrics.StageTimers | None = None
+        self._stage_timers = metrics.stage_timers(self.name)
 
     def load(self) -> bool:
         self.ready = self.predictor.holder.loaded
@@ -98,8 +98,6 @@ class RiskService(Model):
         model call without its per-request overhead"); `test_kserve_stage_histograms_are_observed`.
         """
         timers = self._stage_timers
-        if timers is None:
-            timers = self._stage_timers = metrics.stage_timers(self.name)
         explain = verb == InferenceVerb.EXPLAIN
         if not explain and verb != InferenceVerb.PREDICT:
             raise NotImplementedError(f"{verb} is not supported by {self.name}")

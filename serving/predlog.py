@@ -9,7 +9,9 @@ Durability ("acknowledged => durable"): records go to one writer thread (group c
 every record waiting, writes them with a single ``os.write`` on an ``O_APPEND`` descriptor (every
 record is one complete line inside that write), calls ``fsync``, and only then resolves the
 futures the request handlers await. Concurrent requests share one fsync instead of paying one
-each. A crash can leave at most a torn last line; `read_prediction_log` skips it (and counts
+each. Request handlers await `append_async`: its futures belong to their event loop and a commit
+settles all of a loop's waiters with one ``call_soon_threadsafe`` (no `concurrent.futures.Future`
+per request, chained to an asyncio one, each waking the loop on its own). A crash can leave at most a torn last line; `read_prediction_log` skips it (and counts
 any unparsable line) instead of failing.
 
 Record fields (see `record_columns`): request_id, logged_at, event_timestamp, transaction_id,
@@ -21,6 +23,7 @@ and ``features`` (the numeric model inputs, flattened by the reader as ``model.<
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import logging
 import os
@@ -93,16 +96,28 @@ class PredictionLog:
     def append(self, records: Iterable[dict]) -> cf.Future:
         """Queue records; the future resolves (to the record count) once they are on disk."""
         fut: cf.Future = cf.Future()
+        self._enqueue(records, fut)
+        return fut
+
+    def append_async(self, records: Iterable[dict]) -> asyncio.Future:
+        """`append` for a coroutine on the running loop: await it; resolves once on disk."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._enqueue(records, (loop, fut))
+        return fut
+
+    def _enqueue(
+        self, records: Iterable[dict], waiter: cf.Future | tuple[asyncio.AbstractEventLoop, asyncio.Future]
+    ) -> None:
         if self._closed:
-            fut.set_exception(PredictionLogError("prediction log is closed"))
-            return fut
+            _settle_now(waiter, exc=PredictionLogError("prediction log is closed"))
+            return
         try:
             data = b"".join(encode_record(r) for r in records)
         except (TypeError, orjson.JSONEncodeError) as exc:
-            fut.set_exception(PredictionLogError(f"record not serialisable: {exc}"))
-            return fut
-        self._queue.put((data, data.count(b"\n"), fut))
-        return fut
+            _settle_now(waiter, exc=PredictionLogError(f"record not serialisable: {exc}"))
+            return
+        self._queue.put((data, data.count(b"\n"), waiter))
 
     def write(self, records: Iterable[dict], timeout: float | None = 30.0) -> int:
         """Blocking append."""
@@ -178,13 +193,44 @@ class PredictionLog:
             self._size += len(data)
         except OSError as exc:
             log.error("prediction log write failed: %s", exc)
-            err = PredictionLogError(f"prediction log write failed: {exc}")
-            for _, _, fut in batch:
-                fut.set_exception(err)
+            _settle_batch(batch, PredictionLogError(f"prediction log write failed: {exc}"))
             return
         metrics.PREDICTION_LOG_FSYNC.observe(time.perf_counter() - started)
         metrics.PREDICTION_LOG_RECORDS.inc(n)
-        for _, count, fut in batch:
+        _settle_batch(batch, None)
+
+
+def _settle_now(waiter: Any, result: Any = None, exc: BaseException | None = None) -> None:
+    """Settle one waiter on the caller's thread (the event loop's own, for a loop future)."""
+    fut = waiter if isinstance(waiter, cf.Future) else waiter[1]
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _settle_batch(batch: list, exc: BaseException | None) -> None:
+    """From the writer thread: settle a commit's waiters, one hand-off per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, int]]] = {}
+    for _, count, waiter in batch:
+        if isinstance(waiter, cf.Future):
+            _settle_now(waiter, count, exc)
+        else:
+            by_loop.setdefault(waiter[0], []).append((waiter[1], count))
+    for loop, waiting in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, waiting, exc)
+        except RuntimeError:  # the loop was closed meanwhile: nobody awaits these any more
+            pass
+
+
+def _settle_on_loop(waiting: list[tuple[asyncio.Future, int]], exc: BaseException | None) -> None:
+    for fut, count in waiting:
+        if fut.done():  # the awaiting request was cancelled (client gone)
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
             fut.set_result(count)
 
 

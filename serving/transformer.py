@@ -19,7 +19,6 @@ the fail-mode decision floor (default ``review``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextvars
 import itertools
 import logging
@@ -265,7 +264,7 @@ class RiskTransformer(Model):
         """Log durably, raise alerts, shape the response."""
         p = scored.prepared
         if self.prediction_log is not None:
-            await asyncio.wrap_future(self.prediction_log.append(self.log_records(scored)))
+            await self.prediction_log.append_async(self.log_records(scored))
         if self.alerts is not None:
             for rec, res in zip(p.records, scored.results, strict=True):
                 if res["decision"] == "block" or res.get("above_review"):

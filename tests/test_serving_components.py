@@ -27,12 +27,13 @@ from riskops.features import (
     snapshot_time_key,
     take_rows,
 )
+from serving import metrics
 from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
 from serving.entity_state import EntityTracker, combine
 from serving.online import OnlineFeatureStore
 from serving.policy import PolicySource, Thresholds, describe, top_reasons
-from serving.predlog import PredictionLog, read_prediction_log
+from serving.predlog import PredictionLog, PredictionLogError, read_prediction_log
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -329,7 +330,11 @@ def test_generated_combine_follows_the_documented_rules():
                 r = rng.random()
                 if r < 0.1:
                     continue
-                base[f] = rng.choice([np.nan, np.inf, None]) if r < 0.18 else float(rng.choice([0, 1, 3, 7.5, 420.25]))
+                base[f] = (
+                    rng.choice([np.nan, np.inf, None])
+                    if r < 0.18
+                    else float(rng.choice([0, 1, 3, 7.5, 420.25]))
+                )
             t_base = None if rng.random() < 0.1 else t0 - int(rng.integers(0, 40 * 86_400)) * 1_000_000
             st = EntityWindowState(entity)
             t = t0
@@ -501,6 +506,65 @@ def test_prediction_log_group_commit_rotation_and_torn_line(tmp_path):
         fh.write(b'{"request_id": "torn", "transaction_id": "t-tor')
     assert len(read_prediction_log(tmp_path / "log")) == 40
     assert read_prediction_log(tmp_path / "nothing").empty
+
+
+def test_prediction_log_async_waiters_settle_after_the_write_once_per_commit(tmp_path):
+    plog = PredictionLog(tmp_path / "log", fsync=False)
+
+    def commits() -> float:
+        return next(
+            s.value for s in metrics.PREDICTION_LOG_FSYNC.collect()[0].samples if s.name.endswith("_count")
+        )
+
+    async def scenario() -> tuple[list[int], int, list[int]]:
+        loop = asyncio.get_running_loop()
+        handoffs = 0
+        plain = loop.call_soon_threadsafe
+
+        def counting(*args, **kwargs):
+            nonlocal handoffs
+            handoffs += 1
+            return plain(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting
+        before = commits()
+        # queued first, so its commit is counted by the time the last waiter resolves
+        gone = plog.append_async([{"transaction_id": "cancelled"}])
+        gone.cancel()  # a client that went away: its record is still written, nobody is woken for it
+        waiters = [plog.append_async([{"transaction_id": f"t{i}"}] * (1 + i % 3)) for i in range(40)]
+        counts = await asyncio.gather(*waiters)
+        # every awaited record is on disk by the time its waiter resolves
+        on_disk = sorted(
+            int(t[1:]) for t in read_prediction_log(tmp_path / "log")["transaction_id"] if t != "cancelled"
+        )
+        return counts, handoffs - (commits() - before), on_disk
+
+    counts, extra_handoffs, on_disk = asyncio.run(scenario())
+    assert counts == [1 + i % 3 for i in range(40)]
+    assert extra_handoffs == 0  # one wake-up of the loop per commit, not one per waiter
+    assert sorted(set(on_disk)) == list(range(40)) and len(on_disk) == sum(counts)
+    plog.close()
+
+    async def after_close():
+        return await plog.append_async([{"transaction_id": "late"}])
+
+    with pytest.raises(PredictionLogError, match="closed"):
+        asyncio.run(after_close())
+
+
+def test_prediction_log_write_failure_fails_async_waiters(tmp_path):
+    (tmp_path / "not-a-dir").write_text("")
+    plog = PredictionLog(tmp_path / "log", fsync=False)
+    plog.directory = tmp_path / "not-a-dir"  # opening a segment under a file fails (ENOTDIR)
+
+    async def scenario():
+        return await asyncio.gather(
+            *(plog.append_async([{"transaction_id": f"t{i}"}]) for i in range(5)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, PredictionLogError) and "write failed" in str(o) for o in outcomes)
+    plog.close()
 
 
 def test_prediction_log_unserialisable_record_fails_its_future(tmp_path):

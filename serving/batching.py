@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from serving.handoff import run_on
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,6 @@ class MicroBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             if self.wait_s > 0 and sum(n for _, n, _ in self._pending) < self.max_rows:
                 await asyncio.sleep(self.wait_s)
@@ -72,7 +73,7 @@ class MicroBatcher:
             self.batches += 1
             self.jobs += len(jobs)
             try:
-                results = await loop.run_in_executor(self.executor, self.process, jobs)
+                results = await run_on(self.executor, self.process, jobs)
                 if len(results) != len(jobs):
                     raise RuntimeError(f"batch returned {len(results)} results for {len(jobs)} jobs")
             except Exception as exc:  # noqa: BLE001
@@ -82,7 +83,7 @@ class MicroBatcher:
                 log.warning("batch of %d jobs failed (%s); retrying them one by one", len(jobs), exc)
                 for job, _, fut in batch:
                     try:
-                        (res,) = await loop.run_in_executor(self.executor, self.process, [job])
+                        (res,) = await run_on(self.executor, self.process, [job])
                     except Exception as one_exc:  # noqa: BLE001
                         _set(fut, exc=one_exc)
                     else:

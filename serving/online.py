@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures as cf
 import functools
 import logging
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 from riskops.features import ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
 from serving import metrics
 from serving.entity_state import Push
+from serving.handoff import WorkerThread
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class OnlineFeatureStore:
             if read_process:
                 # a stuck child is replaced after 5 s; requests do not wait for it (timeout_s)
                 self._opener, self._reader = functools.partial(FeastProcess, timeout_s=5.0), read_with
-        self._read_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="riskops-feast-read")
+        self._read_pool = WorkerThread("riskops-feast-read")
         self._read_store: Any = None
         self._down_until = 0.0
         self.last_error: str | None = None
@@ -182,7 +182,6 @@ class OnlineFeatureStore:
         return await fut
 
     async def _read_rounds(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending, []
             if not self.available:
@@ -199,7 +198,7 @@ class OnlineFeatureStore:
             started = time.perf_counter()
             try:
                 result = await asyncio.wait_for(
-                    loop.run_in_executor(self._read_pool, self._read, list(wanted), now), self.timeout_s
+                    self._read_pool.call(self._read, list(wanted), now), self.timeout_s
                 )
             except TimeoutError:
                 self._mark_down(f"lookup exceeded {self.timeout_s:.3f}s", "read")

@@ -22,7 +22,6 @@ once, so in-flight requests finish on the model they started with.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures as cf
 import logging
 import threading
@@ -42,6 +41,7 @@ from serving import metrics
 from serving.batching import MicroBatcher
 from serving.catalogue import Catalogue
 from serving.config import ServingConfig
+from serving.handoff import WorkerThread, run_on
 from serving.policy import PolicySource, read_model_policy, top_reasons
 from serving.validation import RequestError
 
@@ -242,7 +242,7 @@ class RiskPredictor(Model):
         self.policy = policy
         self.config = config or ServingConfig()
         # all model calls run on this one thread: RiskScorer's text cache is not thread-safe
-        self.executor = executor or cf.ThreadPoolExecutor(1, thread_name_prefix="riskops-model")
+        self.executor = executor or WorkerThread("riskops-model")
         self._batcher: MicroBatcher | None = None
         self.ready = holder.loaded
 
@@ -376,8 +376,7 @@ class RiskPredictor(Model):
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict:
         frame, _ = payload
-        loop = asyncio.get_running_loop()
-        return {"explanations": await loop.run_in_executor(self.executor, self.explain_frame, frame)}
+        return {"explanations": await run_on(self.executor, self.explain_frame, frame)}
 
 
 # ---------------------------------------------------------------------------------------------

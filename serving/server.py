@@ -39,6 +39,7 @@ from serving.batching import MicroBatcher
 from serving.canary import CanaryController
 from serving.catalogue import Catalogue
 from serving.config import ServingConfig, apply_runtime_settings, load_config, setup_logging
+from serving.handoff import run_on
 from serving.online import OnlineFeatureStore
 from serving.predictor import LoadedModel, ModelHolder, RegistryWatcher, RiskPredictor, load_model
 from serving.predlog import PredictionLog, read_prediction_log
@@ -148,12 +149,11 @@ class RiskService(Model):
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Explained:
         prepared: Prepared = payload
-        loop = asyncio.get_running_loop()
 
         def run() -> list[dict]:
             return self.predictor.explain_frame(model_frame([prepared]))
 
-        return Explained(prepared, await loop.run_in_executor(self.predictor.executor, run))
+        return Explained(prepared, await run_on(self.predictor.executor, run))
 
     async def postprocess(
         self, result: Any, headers: dict[str, str] | None = None, response_headers=None
@@ -182,7 +182,6 @@ class RiskService(Model):
         """
         catalogue = self.catalogue
         new = await asyncio.to_thread(catalogue.add, texts)
-        loop = asyncio.get_running_loop()
         encoded = 0
         step = max(1, self.config.catalogue_chunk)
         for start in range(0, len(new), step):
@@ -191,7 +190,7 @@ class RiskService(Model):
             def encode(chunk: list[str] = chunk) -> int:
                 return sum(lm.scorer.warm_cache(chunk) for lm in self._models_to_warm())
 
-            encoded += await loop.run_in_executor(self.predictor.executor, encode)
+            encoded += await run_on(self.predictor.executor, encode)
         metrics.CATALOGUE_TEXTS.set(len(catalogue))
         return {
             "received": len(texts),

@@ -451,6 +451,9 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
+_PREPROCESS_COUNT = 'request_preprocess_seconds_count{model_name="' + MODEL + '"}'
+
+
 def batch_stats(before: dict, after: dict) -> dict:
     def d(k):
         return after.get(k, 0.0) - before.get(k, 0.0)
@@ -662,6 +665,8 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
 
         asyncio.run(run(None, args.warmup * 5 // n, False))
         log(f"server pids {[p.pid for p in procs]}: measuring {args.c32_seconds:g} s at concurrency 32")
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        metrics0 = [scrape(b) for b in bases]
         server0, machine0 = [_tree_cpu_seconds(p.pid) for p in procs], _machine_idle()
         client0 = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
@@ -669,6 +674,7 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
         wall = time.perf_counter() - started
         client1 = resource.getrusage(resource.RUSAGE_SELF)
         server1, machine1 = [_tree_cpu_seconds(p.pid) for p in procs], _machine_idle()
+        metrics1 = [scrape(b) for b in bases]
     finally:
         for proc in procs:
             stop_server(proc)
@@ -685,12 +691,21 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
         "load_generator": round(client, 2),
         "idle": round(idle_share * (os.cpu_count() or 1), 2),
     }
+    # the first server's stages and collector pauses over the measured seconds
+    res.update(batch_stats(metrics0[0], metrics1[0]))
+    answered = metrics1[0].get(_PREPROCESS_COUNT, 0.0) - metrics0[0].get(_PREPROCESS_COUNT, 0.0)
+    res["gc_ms_per_request"] = {
+        g: round(1000 * (metrics1[0].get(k, 0.0) - metrics0[0].get(k, 0.0)) / answered, 4) if answered else None
+        for g in "012"
+        for k in [f'riskops_gc_pause_seconds_sum{{generation="{g}"}}']
+    }
     results["ours"] = {"c32": res}
     return write_results(
         results,
         f"\nours ({n} server{'s' if n > 1 else ''}), c32 closed loop: {res['throughput_rps']} req/s"
         f" {res['throughput_rps_per_server'] if n > 1 else ''}, p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms,"
-        f" {res['errors']} errors; CPU cores: {res['cpu_cores']}",
+        f" {res['errors']} errors; CPU cores: {res['cpu_cores']}; collector pauses per request by generation"
+        f" (ms): {res['gc_ms_per_request']}; mean batch rows {res['mean_batch_rows']}",
         work,
         args,
     )

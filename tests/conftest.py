@@ -59,3 +59,23 @@ def cv_quality():
 def bench_serving():
     with _benchmark_script("bench_serving") as module:
         yield module
+
+
+@pytest.fixture
+def count_wakeups():
+    """`install(loop) -> count()`: counts the loop's `call_soon_threadsafe` calls from then on
+    (how another thread hands a result back to it, each one waking it)."""
+
+    def install(loop):
+        calls = 0
+        plain = loop.call_soon_threadsafe
+
+        def counting(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            return plain(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting
+        return lambda: calls
+
+    return install

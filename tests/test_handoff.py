@@ -11,7 +11,7 @@ import pytest
 from serving.handoff import WorkerThread, run_on
 
 
-def test_calls_run_in_order_on_the_one_thread_and_wake_the_loop_once_each():
+def test_calls_run_in_order_on_the_one_thread_and_wake_the_loop_once_each(count_wakeups):
     worker = WorkerThread("test-worker")
     seen: list[tuple[int, str]] = []
 
@@ -23,20 +23,12 @@ def test_calls_run_in_order_on_the_one_thread_and_wake_the_loop_once_each():
 
     async def scenario() -> tuple[list, int]:
         loop = asyncio.get_running_loop()
-        wakeups = 0
-        plain = loop.call_soon_threadsafe
-
-        def counting(*args, **kwargs):
-            nonlocal wakeups
-            wakeups += 1
-            return plain(*args, **kwargs)
-
-        loop.call_soon_threadsafe = counting
+        wakeups = count_wakeups(loop)
         out = await asyncio.gather(*(run_on(worker, work, i) for i in range(6)), return_exceptions=True)
         direct = worker.call(work, 6)
         assert isinstance(direct, asyncio.Future) and direct.get_loop() is loop  # the loop's own future
         assert await direct == 60
-        return out, wakeups
+        return out, wakeups()
 
     out, wakeups = asyncio.run(scenario())
     assert out[:3] == [0, 10, 20] and out[4:] == [40, 50]

@@ -508,7 +508,7 @@ def test_prediction_log_group_commit_rotation_and_torn_line(tmp_path):
     assert read_prediction_log(tmp_path / "nothing").empty
 
 
-def test_prediction_log_async_waiters_settle_after_the_write_once_per_commit(tmp_path):
+def test_prediction_log_async_waiters_settle_after_the_write_once_per_commit(tmp_path, count_wakeups):
     plog = PredictionLog(tmp_path / "log", fsync=False)
 
     def commits() -> float:
@@ -517,16 +517,7 @@ def test_prediction_log_async_waiters_settle_after_the_write_once_per_commit(tmp
         )
 
     async def scenario() -> tuple[list[int], int, list[int]]:
-        loop = asyncio.get_running_loop()
-        handoffs = 0
-        plain = loop.call_soon_threadsafe
-
-        def counting(*args, **kwargs):
-            nonlocal handoffs
-            handoffs += 1
-            return plain(*args, **kwargs)
-
-        loop.call_soon_threadsafe = counting
+        handoffs = count_wakeups(asyncio.get_running_loop())
         before = commits()
         # queued first, so its commit is counted by the time the last waiter resolves
         gone = plog.append_async([{"transaction_id": "cancelled"}])
@@ -537,7 +528,7 @@ def test_prediction_log_async_waiters_settle_after_the_write_once_per_commit(tmp
         on_disk = sorted(
             int(t[1:]) for t in read_prediction_log(tmp_path / "log")["transaction_id"] if t != "cancelled"
         )
-        return counts, handoffs - (commits() - before), on_disk
+        return counts, handoffs() - (commits() - before), on_disk
 
     counts, extra_handoffs, on_disk = asyncio.run(scenario())
     assert counts == [1 + i % 3 for i in range(40)]

@@ -693,11 +693,13 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
     }
     # the first server's stages and collector pauses over the measured seconds
     res.update(batch_stats(metrics0[0], metrics1[0]))
-    answered = metrics1[0].get(_PREPROCESS_COUNT, 0.0) - metrics0[0].get(_PREPROCESS_COUNT, 0.0)
+    def delta(key: str) -> float:
+        return metrics1[0].get(key, 0.0) - metrics0[0].get(key, 0.0)
+
+    answered = delta(_PREPROCESS_COUNT)
     res["gc_ms_per_request"] = {
-        g: round(1000 * (metrics1[0].get(k, 0.0) - metrics0[0].get(k, 0.0)) / answered, 4) if answered else None
+        g: round(1000 * delta(f'riskops_gc_pause_seconds_sum{{generation="{g}"}}') / answered, 4) if answered else None
         for g in "012"
-        for k in [f'riskops_gc_pause_seconds_sum{{generation="{g}"}}']
     }
     results["ours"] = {"c32": res}
     return write_results(

@@ -41,12 +41,11 @@ class WorkerThread(cf.Executor):
 
     def call(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future:
         """Run ``fn(*args)`` on the worker; await the result on the running loop."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.put((fn, args, None, (loop, fut)))
+            self._queue.put((fn, args, None, fut))
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -69,7 +68,7 @@ class WorkerThread(cf.Executor):
             if isinstance(waiter, cf.Future):
                 waiter.cancel()
             else:
-                _to_loop(waiter[0], waiter[1].cancel)
+                _to_loop(waiter.get_loop(), waiter.cancel)
 
     def _run(self) -> None:
         while True:
@@ -87,15 +86,14 @@ class WorkerThread(cf.Executor):
                 else:
                     waiter.set_result(result)
                 continue
-            loop, fut = waiter
-            if fut.cancelled():  # its awaiter gave up (a timeout): skip work nobody will read
+            if waiter.cancelled():  # its awaiter gave up (a timeout): skip work nobody will read
                 continue
             try:
                 result = fn(*args)
             except BaseException as exc:  # noqa: BLE001
-                _to_loop(loop, _settle, fut, None, exc)
+                settle_on_loop(waiter.get_loop(), [(waiter, None)], exc)
             else:
-                _to_loop(loop, _settle, fut, result, None)
+                settle_on_loop(waiter.get_loop(), [(waiter, result)])
 
 
 def _to_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
@@ -105,8 +103,25 @@ def _to_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
         pass
 
 
-def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
-    if fut.done():  # cancelled meanwhile
+def settle_on_loop(
+    loop: asyncio.AbstractEventLoop,
+    results: list[tuple[asyncio.Future, Any]],
+    exc: BaseException | None = None,
+) -> None:
+    """From another thread: settle `loop`'s futures, each with its result (or all with `exc`),
+    waking the loop once."""
+    _to_loop(loop, _settle_each, results, exc)
+
+
+def _settle_each(results: list[tuple[asyncio.Future, Any]], exc: BaseException | None) -> None:
+    for fut, result in results:
+        settle(fut, result, exc)
+
+
+def settle(fut: asyncio.Future | cf.Future, result: Any = None, exc: BaseException | None = None) -> None:
+    """Resolve `fut` on its own thread (the loop's, for an asyncio future), unless it is done
+    already (cancelled by a client that went away)."""
+    if fut.done():
         return
     if isinstance(exc, StopIteration):  # an asyncio future refuses it (it would end the awaiting coroutine)
         exc = RuntimeError(f"the call raised StopIteration: {exc!r}")

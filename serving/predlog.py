@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from serving import metrics
+from serving.handoff import settle, settle_on_loop
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +102,18 @@ class PredictionLog:
 
     def append_async(self, records: Iterable[dict]) -> asyncio.Future:
         """`append` for a coroutine on the running loop: await it; resolves once on disk."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._enqueue(records, (loop, fut))
+        fut = asyncio.get_running_loop().create_future()
+        self._enqueue(records, fut)
         return fut
 
-    def _enqueue(
-        self, records: Iterable[dict], waiter: cf.Future | tuple[asyncio.AbstractEventLoop, asyncio.Future]
-    ) -> None:
+    def _enqueue(self, records: Iterable[dict], waiter: cf.Future | asyncio.Future) -> None:
         if self._closed:
-            _settle_now(waiter, exc=PredictionLogError("prediction log is closed"))
+            settle(waiter, exc=PredictionLogError("prediction log is closed"))
             return
         try:
             data = b"".join(encode_record(r) for r in records)
         except (TypeError, orjson.JSONEncodeError) as exc:
-            _settle_now(waiter, exc=PredictionLogError(f"record not serialisable: {exc}"))
+            settle(waiter, exc=PredictionLogError(f"record not serialisable: {exc}"))
             return
         self._queue.put((data, data.count(b"\n"), waiter))
 
@@ -200,38 +198,16 @@ class PredictionLog:
         _settle_batch(batch, None)
 
 
-def _settle_now(waiter: Any, result: Any = None, exc: BaseException | None = None) -> None:
-    """Settle one waiter on the caller's thread (the event loop's own, for a loop future)."""
-    fut = waiter if isinstance(waiter, cf.Future) else waiter[1]
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
 def _settle_batch(batch: list, exc: BaseException | None) -> None:
     """From the writer thread: settle a commit's waiters, one hand-off per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, int]]] = {}
     for _, count, waiter in batch:
         if isinstance(waiter, cf.Future):
-            _settle_now(waiter, count, exc)
+            settle(waiter, count, exc)
         else:
-            by_loop.setdefault(waiter[0], []).append((waiter[1], count))
+            by_loop.setdefault(waiter.get_loop(), []).append((waiter, count))
     for loop, waiting in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle_on_loop, waiting, exc)
-        except RuntimeError:  # the loop was closed meanwhile: nobody awaits these any more
-            pass
-
-
-def _settle_on_loop(waiting: list[tuple[asyncio.Future, int]], exc: BaseException | None) -> None:
-    for fut, count in waiting:
-        if fut.done():  # the awaiting request was cancelled (client gone)
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(count)
+        settle_on_loop(loop, waiting, exc)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,9 +119,6 @@ class RiskService(Model):
             timers.postprocess.observe(perf_counter() - t2)
         return response, {}
 
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
-        return await self.transformer.prepare(payload, headers)
-
     async def predict(
         self, payload: Any, headers: dict[str, str] | None = None, response_headers=None
     ) -> Scored:

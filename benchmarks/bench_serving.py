@@ -647,8 +647,13 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
     ports = [free_port() for _ in range(n)]
     procs = []
     try:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        chosen = any(item.startswith("server_cpu=") for item in args.set)
         for k, (h, port) in enumerate(zip(homes, ports, strict=True)):
-            procs.append(start_server(make_cmd(port, h), port, work / f"ours{k}.log"))
+            cmd = make_cmd(port, h)
+            if n > 1 and cpus and not chosen:  # each server on a CPU of its own, not all on "auto"'s one
+                cmd += ["--set", f"server_cpu={cpus[-1 - k % len(cpus)]}"]
+            procs.append(start_server(cmd, port, work / f"ours{k}.log"))
         predicts = [f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict" for port in ports]
         if not args.no_catalogue:
             for port in ports:

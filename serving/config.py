@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from riskops.config import MODEL_NAME, Paths, load_yaml
+from serving.cpus import parse_setting
 
 FAIL_MODES = ("approve", "review", "block")
 DECISIONS = ("approve", "review", "block")  # in order of severity
@@ -48,6 +49,9 @@ class ServingConfig:
     # the GIL up and waited up to the interval to get it back from the event loop (docs/serving.md)
     switch_interval_ms: float = 1.0
     gc_freeze: bool = True  # freeze long-lived objects out of the collector's walks (serving/gc_control.py)
+    # the server's threads on one CPU, its Feast child processes on the others: "auto", "off" or a
+    # CPU number (serving/cpus.py; applied by the server's entry points only)
+    server_cpu: str | int = "auto"
     # HTTP front (serving.http.rest_front): per-request costs of KServe's defaults, see docs/serving.md
     event_loop: str = "uvloop"  # "uvloop" or "asyncio" (KServe's default, whatever its event_loop flag says)
     access_log: bool = False  # uvicorn's access log line per request (counts, latencies: /metrics)
@@ -78,6 +82,7 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.fail_mode not in FAIL_MODES:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
+        object.__setattr__(self, "server_cpu", parse_setting(self.server_cpu))
         if self.event_loop not in EVENT_LOOPS:
             raise ValueError(f"event_loop must be one of {EVENT_LOOPS}, got {self.event_loop!r}")
         if self.reasons_for not in ("flagged", "all"):

@@ -55,6 +55,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from serving.cpus import helper_env, pin_helper
+
 log = logging.getLogger(__name__)
 
 
@@ -68,7 +70,8 @@ class FeastProcess:
     def __init__(self, repo: Path | str, start_timeout_s: float = 120.0, timeout_s: float = 30.0) -> None:
         self.repo = Path(repo)
         self.timeout_s = timeout_s
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # helper_env: the CPUs a pinned server leaves to its helpers (serving/cpus.py)
+        env = {**os.environ, **helper_env(), "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
             # -O: no typeguard instrumentation of Feast's classes in the child (see the module doc)
             [sys.executable, "-O", "-m", "serving.feast_process", str(self.repo.resolve())],
@@ -88,6 +91,7 @@ class FeastProcess:
             raise
         self.optimized = bool((started or {}).get("optimized"))  # the child's sys.flags.optimize
         self.frozen_objects = int((started or {}).get("frozen_objects", 0))  # the child's gc.freeze()
+        self.cpus = (started or {}).get("cpus")  # the CPUs the child may run on
         log.info("Feast calls go through child process %d", self._proc.pid)
 
     @property
@@ -168,6 +172,7 @@ def _child(repo: str) -> int:
     reply = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
     requests = Connection(os.dup(0), writable=False)
+    pin_helper()  # off the server's CPU when the server is pinned (serving/cpus.py)
     try:
         from riskops.featurestore import open_store, push_entity_state
         from serving.gc_control import HeapFreezer
@@ -180,7 +185,8 @@ def _child(repo: str) -> int:
     # freeze what is loaded now, and the survivors of each later full collection (module doc)
     freezer = HeapFreezer()
     frozen = freezer.start()
-    reply.send(("ok", {"optimized": sys.flags.optimize > 0, "frozen_objects": frozen}))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    reply.send(("ok", {"optimized": sys.flags.optimize > 0, "frozen_objects": frozen, "cpus": cpus}))
     while True:
         freezer.freeze_survivors()  # between calls
         try:

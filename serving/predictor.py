@@ -402,12 +402,14 @@ def main(argv: list[str] | None = None) -> None:
     from kserve import ModelServer
 
     from serving.config import apply_runtime_settings, load_config, setup_logging
+    from serving.cpus import pin_server
     from serving.http import front_options, install_guards, rest_front
 
     args, _ = build_parser().parse_known_args(argv)
     setup_logging()
     config = load_config(args.serving_config, model_name=args.model_name)
     apply_runtime_settings(config)
+    pin_server(config.server_cpu)  # before threads start (serving/cpus.py: "auto" skips a shared pod)
     holder = ModelHolder()
     if args.registry:
         watcher = RegistryWatcher(

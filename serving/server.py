@@ -338,6 +338,7 @@ def serve(
     """
     from kserve import ModelServer
 
+    from serving.cpus import pin_server
     from serving.gc_control import GcController
     from serving.http import front_options, install_guards, rest_front
     from serving.routes import install_routes
@@ -349,6 +350,7 @@ def serve(
         model_version=model_version,
         **overrides,
     ).with_home(home)
+    pin_server(config.server_cpu)  # before build_service starts threads and the Feast child: they inherit it
     service = build_service(config, home)
     install_guards(config.max_body_bytes)
     install_routes(service)

@@ -397,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from riskops.config import paths
     from serving.config import apply_runtime_settings, load_config, setup_logging
+    from serving.cpus import pin_server
     from serving.http import front_options, install_guards, rest_front
 
     args, _ = build_parser().parse_known_args(argv)
@@ -410,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         args.serving_config, model_name=args.model_name, feature_repo=args.feature_repo
     ).with_home(home)
     apply_runtime_settings(config, model=False)
+    pin_server(config.server_cpu)  # before threads start (serving/cpus.py: "auto" skips a shared pod)
     online = OnlineFeatureStore(
         config.feature_repo,
         config.feast_timeout_s,

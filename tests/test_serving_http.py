@@ -274,6 +274,40 @@ def test_the_http_front_writes_no_log_line_per_request(served):
     assert after == counted + 5
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4: the parent's pid
+                out.append(int(d))
+    return out
+
+
+def test_the_server_threads_share_one_cpu_and_the_feast_child_the_others(served):
+    """serving/cpus.py with the default `server_cpu: auto`: every thread of the server on one CPU
+    (hand-offs between them stay on it), the Feast push child on the others. On a machine where
+    auto does not pin (one CPU, a shared quota) everything keeps the CPUs it was given."""
+    from serving.cpus import cgroup_cpu_quota, plan_cpus
+
+    allowed = os.sched_getaffinity(0)  # the server inherited this process's CPUs
+    plan = plan_cpus("auto", allowed, cgroup_cpu_quota())
+    assert f"CPUs: {plan.reason}" in served.log.read_text(errors="replace")
+    assert predict(served, [tx()]).status_code == 200  # the Feast child is up by now
+    pid = served.proc.pid
+    threads = {int(t): os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+    assert len(threads) >= 4  # event loop, model thread, Feast threads, prediction log ...
+    children = _children(pid)
+    assert children, "no Feast child process"
+    for cpus in threads.values():
+        assert cpus == (plan.server if plan.pinned else allowed)
+    for child in children:
+        assert os.sched_getaffinity(child) == (plan.helpers if plan.pinned else allowed)
+
+
 def test_kserve_stage_histograms_are_observed(served):
     """`RiskService.__call__` runs KServe's stages itself: each still lands in KServe's own
     ``request_*_seconds{model_name}`` histogram, once per request, a failing stage included."""

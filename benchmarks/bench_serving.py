@@ -652,7 +652,7 @@ def c32_probe(make_cmd, home_root: Path, work: Path, bodies: Bodies, results: di
         for k, (h, port) in enumerate(zip(homes, ports, strict=True)):
             cmd = make_cmd(port, h)
             if n > 1 and cpus and not chosen:  # each server on a CPU of its own, not all on "auto"'s one
-                cmd += ["--set", f"server_cpu={cpus[-1 - k % len(cpus)]}"]
+                cmd += ["--set", f"server_cpu={cpus[k % len(cpus)]}"]
             procs.append(start_server(cmd, port, work / f"ours{k}.log"))
         predicts = [f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict" for port in ports]
         if not args.no_catalogue:

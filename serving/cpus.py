@@ -147,7 +147,7 @@ def pin_server(setting: str | int) -> CpuPlan:
         plan = CpuPlan(None, None, "not pinned: this platform cannot set CPU affinity")
     else:
         plan = plan_cpus(setting, os.sched_getaffinity(0), cgroup_cpu_quota())
-    if plan.server is not None:
+    if plan.pinned:
         # every thread that exists now (imports may have started some), not just this one
         for tid in os.listdir("/proc/self/task"):
             try:

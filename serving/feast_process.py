@@ -91,7 +91,6 @@ class FeastProcess:
             raise
         self.optimized = bool((started or {}).get("optimized"))  # the child's sys.flags.optimize
         self.frozen_objects = int((started or {}).get("frozen_objects", 0))  # the child's gc.freeze()
-        self.cpus = (started or {}).get("cpus")  # the CPUs the child may run on
         log.info("Feast calls go through child process %d", self._proc.pid)
 
     @property
@@ -185,8 +184,7 @@ def _child(repo: str) -> int:
     # freeze what is loaded now, and the survivors of each later full collection (module doc)
     freezer = HeapFreezer()
     frozen = freezer.start()
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    reply.send(("ok", {"optimized": sys.flags.optimize > 0, "frozen_objects": frozen, "cpus": cpus}))
+    reply.send(("ok", {"optimized": sys.flags.optimize > 0, "frozen_objects": frozen}))
     while True:
         freezer.freeze_survivors()  # between calls
         try:

@@ -5,18 +5,18 @@
 Per dataset (one time-ordered split each; validation = the END of the training period; the test
 period is scored once per model, after every choice has been made on validation):
 
-* the transformer — ULB (no text): the FT-Transformer (riskops.tabular); synthetic (text +
-  tabular): the fine-tuned MiniLM risk model through ``components.train.train_model``;
+* the transformer — ULB (no text): the FT-Transformer (riskops.training.tabular); synthetic (text +
+  tabular): the fine-tuned MiniLM risk model through ``riskops.training.finetune.train_model``;
 * LightGBM, tuned honestly: a grid over num_leaves / learning_rate / min_child_samples, each with
   early stopping on validation PR-AUC, the grid point chosen by validation PR-AUC;
 * logistic regression (C chosen on validation), Isolation Forest (fitted on legitimate rows),
-  the autoencoder anomaly detector (riskops.anomaly, legitimate rows only);
+  the autoencoder anomaly detector (riskops.training.anomaly, legitimate rows only);
 * the blend: transformer + autoencoder, rank blend, weight chosen on validation PR-AUC; and an
   ensemble transformer + LightGBM (same rank blend) — both clearly labelled as blends;
 * rules (synthetic only: the rule book is written for the e-commerce features).
 
 Reported on test: AUC-ROC, AUPRC (average precision), recall at 1% FPR, precision at a 1% review
-budget — on the raw scores — and ECE after calibration (riskops.calibration: temperature / Platt /
+budget — on the raw scores — and ECE after calibration (riskops.training.calibration: temperature / Platt /
 isotonic chosen by cross-fitted validation NLL; ranking metrics are not computed on calibrated
 scores because isotonic steps create ties). Train time is wall-clock on this machine (and CPU
 seconds: on a shared machine wall time says more about the neighbours than the model).
@@ -57,12 +57,12 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISAB
                "DO_NOT_TRACK": "1", "FEAST_USAGE": "False", "TOKENIZERS_PARALLELISM": "false"}.items():  # fmt: skip
     os.environ.setdefault(_k, _v)
 
-from riskops import datasets as D  # noqa: E402
-from riskops.anomaly import AutoencoderConfig, blend, choose_blend_weight, fit_autoencoder  # noqa: E402
-from riskops.calibration import choose_calibrator, expected_calibration_error, reliability_plot  # noqa: E402
-from riskops.ensemble import choose_ensemble_weights, fit_rank_ensemble  # noqa: E402
-from riskops.metrics import score_metrics  # noqa: E402
-from riskops.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
+from riskops.data import datasets as D  # noqa: E402
+from riskops.training.anomaly import AutoencoderConfig, blend, choose_blend_weight, fit_autoencoder  # noqa: E402
+from riskops.training.calibration import choose_calibrator, expected_calibration_error, reliability_plot  # noqa: E402
+from riskops.training.ensemble import choose_ensemble_weights, fit_rank_ensemble  # noqa: E402
+from riskops.training.metrics import score_metrics  # noqa: E402
+from riskops.training.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -403,7 +403,7 @@ def blends(runs: list[ModelRun], y_val: np.ndarray, transformer: str | None = No
 
 
 def stacks(by: dict[str, ModelRun], y_val: np.ndarray, tname: str) -> list[ModelRun]:
-    """Rank ensembles of the transformer with LightGBM and logistic regression (riskops.ensemble):
+    """Rank ensembles of the transformer with LightGBM and logistic regression (riskops.training.ensemble):
     equal weights (nothing tuned) and simplex-grid weights chosen on validation PR-AUC."""
     members = list(dict.fromkeys(n for n in (tname, "lightgbm", "logistic_regression") if n in by))
     if len(members) < 3:
@@ -427,15 +427,15 @@ def stacks(by: dict[str, ModelRun], y_val: np.ndarray, tname: str) -> list[Model
 
 def synthetic_frames(transactions: pd.DataFrame, work: Path) -> pd.DataFrame:
     """Transactions -> the pipeline's training frame (Feast point-in-time entity features)."""
-    from components.features import build_features
+    from riskops.features.build import build_features
 
     return build_features(transactions, work).training_frame
 
 
 def run_synthetic(cfg: D.DatasetConfig, args, out_dir: Path, work: Path) -> dict:
-    from riskops import baselines as B
-    from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_model_frame
-    from riskops.generator import GeneratorConfig, generate
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_model_frame
+    from riskops.training import baselines as B
 
     gen = dict(cfg.source.generator or {})
     if args.synthetic_rows:
@@ -459,10 +459,10 @@ def run_synthetic(cfg: D.DatasetConfig, args, out_dir: Path, work: Path) -> dict
         todo = "TODO(lead): transformer skipped (--skip-synthetic-transformer); run without it for the row"
     else:
         try:
-            from components.train import TrainConfig, train_model
-            from riskops.model import RiskScorer
+            from riskops.training.finetune import TrainConfig, train_model
+            from riskops.training.model import RiskScorer
         except ImportError as exc:  # the API is not there yet: say so instead of inventing numbers
-            todo = f"TODO(lead): components.train.train_model not importable ({exc}); no transformer row"
+            todo = f"TODO(lead): riskops.training.finetune.train_model not importable ({exc}); no transformer row"
         else:
             tc = TrainConfig(encoder="tiny" if args.quick else args.synthetic_encoder, epochs=1 if args.quick else args.synthetic_epochs,
                              max_train_rows=4000 if args.quick else args.synthetic_max_train_rows, num_threads=THREADS,
@@ -566,7 +566,7 @@ def leave_one_type_out(
     alone, and two channels — the supervised score at half the budget OR the autoencoder at the
     other half. AUPRC of each alone and of a fixed 50/50 rank blend are reported too.
     """
-    from riskops import baselines as B
+    from riskops.training import baselines as B
 
     legit_val = y["val"] == 0
     ae_val, ae_test = ae_scores["val"], ae_scores["test"]
@@ -621,9 +621,9 @@ def leave_one_type_out(
 
 def run_unseen_fraud(args, out_dir: Path, work: Path) -> dict:
     """Supervised models never see a fraud_ring label; the ring appears only in the test segment."""
-    from riskops import baselines as B
-    from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_model_frame
-    from riskops.generator import GeneratorConfig, generate_with_drift
+    from riskops.data.generator import GeneratorConfig, generate_with_drift
+    from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_model_frame
+    from riskops.training import baselines as B
 
     rows = 8000 if args.quick else args.scenario_rows
     tx = generate_with_drift(GeneratorConfig(rows=rows, seed=11), "fraud_ring", max(rows // 4, 500))
@@ -813,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-lr", type=float, default=3e-4)
     ap.add_argument("--ft-max-seconds", type=float, default=900.0)
     ap.add_argument("--ft-numeric", default="quantile", choices=NUMERIC_TRANSFORMS,
-                    help="the FT-Transformer's numeric preprocessing (riskops.tabular.FTTransformerConfig)")  # fmt: skip
+                    help="the FT-Transformer's numeric preprocessing (riskops.training.tabular.FTTransformerConfig)")  # fmt: skip
     ap.add_argument("--synthetic-rows", type=int, default=None)
     ap.add_argument("--synthetic-encoder", default="minilm", choices=("minilm", "tiny"))
     ap.add_argument("--synthetic-epochs", type=int, default=2)

@@ -17,7 +17,7 @@ separates what the front saves from what our own work costs (`--no-front-floor` 
 
 Data: the synthetic generator; the older part builds the Feast repo (offline + online store), the
 newer part is replayed in time order as requests (known users and merchants, new ones too).
-Before measuring, the replayed world's product catalogue (`riskops.generator.product_catalogue`) is
+Before measuring, the replayed world's product catalogue (`riskops.data.generator.product_catalogue`) is
 sent to our server's `POST /v1/catalogue`, as a shop's product feed would, so its texts are encoded
 before their first order (`--no-catalogue` to measure without).
 Model: a trained MiniLM champion from the riskops registry ($RISKOPS_HOME or ./.riskops) when one
@@ -117,8 +117,8 @@ def free_port() -> int:
 
 def registry_minilm() -> tuple[Path, str] | None:
     """The riskops registry's champion, if it is a trained MiniLM model."""
-    from riskops.config import paths
-    from riskops.registry import ModelRegistry, RegistryError
+    from riskops.registry.store import ModelRegistry, RegistryError
+    from riskops.settings import paths
 
     try:
         mv = ModelRegistry(paths().registry).resolve("champion")
@@ -130,10 +130,10 @@ def registry_minilm() -> tuple[Path, str] | None:
 
 def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed: int, warm_texts: int):
     """Feast repo from the older half of the data, a model in a fresh registry; returns (home, replay, model)."""
-    from components.features import build_features
-    from riskops.config import paths
-    from riskops.generator import GeneratorConfig, generate
-    from riskops.registry import ModelRegistry
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.features.build import build_features
+    from riskops.registry.store import ModelRegistry
+    from riskops.settings import paths
 
     home = paths(work / "home")
     df = generate(GeneratorConfig(rows=rows, seed=seed)).sort_values("event_timestamp", kind="stable")
@@ -152,7 +152,7 @@ def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed:
         src, model_info = found[0], {"source": f"registry champion {found[1]} ({found[0]})"}
     else:
         enc = "minilm" if encoder == "minilm" else "tiny"
-        from components.train import TrainConfig, train_from_training_set
+        from riskops.training.finetune import TrainConfig, train_from_training_set
 
         t = time.perf_counter()
         steps = 30 if enc == "minilm" else None
@@ -179,8 +179,8 @@ def setup_home(work: Path, rows: int, encoder: str, model_dir: str | None, seed:
     if warm_texts > 0:
         # Optional (the product catalogue feed is the default way, see main): replace the copy's
         # warm texts (its training world's) with this world's most frequent history texts.
-        from riskops.features import TEXT_COLUMN, build_model_frame
-        from riskops.model import WARM_TEXTS_FILE
+        from riskops.features.contract import TEXT_COLUMN, build_model_frame
+        from riskops.training.model import WARM_TEXTS_FILE
 
         texts = build_model_frame(history)[TEXT_COLUMN].value_counts().index[:warm_texts].tolist()
         (mv.path / WARM_TEXTS_FILE).write_text(json.dumps(texts))
@@ -194,7 +194,7 @@ def feed_catalogue(url: str, rows: int, seed: int, chunk: int = 2000) -> dict:
     """POST the replayed world's product catalogue to /v1/catalogue, as a shop's product feed would."""
     import httpx
 
-    from riskops.generator import GeneratorConfig, product_catalogue
+    from riskops.data.generator import GeneratorConfig, product_catalogue
 
     products = product_catalogue(GeneratorConfig(rows=rows, seed=seed))
     cols = ["product_title", "product_category", "merchant_category"]
@@ -497,7 +497,7 @@ def staleness(url: str, repo: Path, probes: int, t_base: datetime) -> dict:
     """Score a new user's transaction, then poll a separate Feast client until its state is visible."""
     import httpx
 
-    from riskops.featurestore import online_features, open_store
+    from riskops.features.store import online_features, open_store
     from serving.examples import example_transaction
 
     store = open_store(repo)
@@ -788,7 +788,7 @@ def write_results(results: dict, table: str, work: Path, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from riskops.model import WARM_TEXTS_LIMIT
+    from riskops.training.model import WARM_TEXTS_LIMIT
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -988,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ours"]["open"].update(batch_stats(before, scrape(url)))
         results["ours"]["open"]["load_avg_after"] = os.getloadavg()[0]
         log(f"  open loop {args.rps:g}/s: {results['ours']['open']}")
-        from serving.predlog import read_prediction_log
+        from riskops.monitoring.prediction_log import read_prediction_log
 
         results["ours"]["prediction_log_records"] = len(read_prediction_log(home.prediction_log))
     finally:

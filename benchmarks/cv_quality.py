@@ -10,7 +10,7 @@ before it and scores the window: three folds on ULB hold 97 + 25 + 36 = 158 frau
 
 It compares LightGBM (a few settings, each at several round counts: no early stopping on the
 scored window, which would leak), logistic regression (C grid) and equal-weight rank ensembles
-of the best of each (riskops.ensemble), with and without hour-of-day features (sin/cos of the
+of the best of each (riskops.training.ensemble), with and without hour-of-day features (sin/cos of the
 event time's hour). ``--ft`` adds the FT-Transformer with the quality benchmark's settings (early
 stopped on the last 15% of the rows before each window, never on the window) and the rank
 average of all three families. ``--trees`` adds the tree and neighbour families AutoML systems
@@ -40,9 +40,9 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 from bench_quality import LGB_BASE, RESULTS, _lgb_frame, logistic_pipeline  # noqa: E402
 
-from riskops import datasets as D  # noqa: E402
-from riskops.ensemble import fit_rank_ensemble  # noqa: E402
-from riskops.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
+from riskops.data import datasets as D  # noqa: E402
+from riskops.training.ensemble import fit_rank_ensemble  # noqa: E402
+from riskops.training.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
 
 log = logging.getLogger("cv_quality")
 
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-pos-weight", default="sqrt", choices=("sqrt", "balanced", "none"),
                     help="the FT-Transformer's fraud class weight")  # fmt: skip
     ap.add_argument("--ft-numeric", default="quantile", choices=NUMERIC_TRANSFORMS,
-                    help="the FT-Transformer's numeric preprocessing (riskops.tabular)")  # fmt: skip
+                    help="the FT-Transformer's numeric preprocessing (riskops.training.tabular)")  # fmt: skip
     ap.add_argument(
         "--ft-hour", action="store_true", help="give the FT-Transformer the hour-of-day features too"
     )

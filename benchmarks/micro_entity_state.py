@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(args.code).resolve()))
 
-    from riskops.features import ENTITY_FEATURES, snapshot_time_key
-    from riskops.generator import GeneratorConfig, generate
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.features.contract import ENTITY_FEATURES, snapshot_time_key
     from riskops.pii import hash_record
     from serving.entity_state import EntityTracker
     from serving.validation import validate_instances

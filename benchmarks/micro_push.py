@@ -1,8 +1,8 @@
 """Micro-benchmark: the CPU of one coalesced push flush, as the server's push child spends it.
 
-Builds a Feast repo (generated history, `riskops.featurestore.apply`, SQLite online store in WAL
+Builds a Feast repo (generated history, `riskops.features.store.apply`, SQLite online store in WAL
 mode) in a temporary folder, then times flushes of entity states through
-`riskops.featurestore.push_entity_state` (Feast's `push`), the call the push child
+`riskops.features.store.push_entity_state` (Feast's `push`), the call the push child
 (`serving/feast_process.py`) makes once per entity per flush. The default sizes are what a 0.5 s
 flush holds at ~300 requests/s (~150 users, devices and IPs, ~40 merchants). Run it under
 `python -O` as the child runs (typeguard off, see docs/serving.md); `--profile` prints cProfile's
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="cProfile 5 more flushes, print the top 25")
     args = p.parse_args(argv)
 
-    from riskops import featurestore as fs
-    from riskops.features import ENTITY_FEATURES, ENTITY_KEYS
-    from riskops.generator import GeneratorConfig, generate
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.features import store as fs
+    from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS
     from riskops.pii import hash_pii
 
     sizes = {"user": args.users, "merchant": args.merchants, "device": args.users, "ip": args.users}

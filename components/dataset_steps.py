@@ -21,7 +21,7 @@ from components.common import step_component
 def ingest_dataset_op(dataset: Output[Dataset], dataset_config: str, max_rows: int = 0) -> None:
     """Load the configured source, check the mapping, hash PII, keep mapped columns (newest max_rows)."""
     from riskops.byod import load_canonical, parse_config
-    from riskops.datasets import summary
+    from riskops.data.datasets import summary
 
     config = parse_config(dataset_config)
     df = load_canonical(config, max_rows=max_rows)
@@ -49,8 +49,8 @@ def validate_dataset_op(
 
     import pandas as pd
 
-    from components.validate import DataValidationError, ValidationConfig
     from riskops.byod import parse_config, validate_dataset
+    from riskops.data.validation import DataValidationError, ValidationConfig
 
     config = parse_config(dataset_config)
     validation = ValidationConfig(
@@ -146,8 +146,8 @@ def evaluate_dataset_op(
 
     import pandas as pd
 
-    from components.evaluate import HTML_NAME, render_html
     from riskops.byod import evaluate_dataset, parse_config
+    from riskops.training.evaluate import HTML_NAME, render_html
 
     config = parse_config(dataset_config)
     with tempfile.TemporaryDirectory(prefix="riskops-eval-") as tmp:

@@ -1,25 +1,11 @@
-"""Pipeline step 0: bring transactions in (the built-in generator or the user's own file)."""
+"""Pipeline step 0 as a KFP component: bring transactions in (the built-in generator or the user's own file).
 
+The logic lives in `riskops.data.ingest`; this module only declares the component.
+"""
 
-from pathlib import Path
-
-import pandas as pd
 from kfp.dsl import Dataset, Output
 
 from components.common import step_component
-
-
-def load_transactions(
-    source: str, rows: int = 20_000, seed: int = 7, fraud_rate: float = 0.015, input_path: str = ""
-) -> pd.DataFrame:
-    """'synthetic' -> the generator; 'file' -> a Parquet/JSONL file with the schema's columns."""
-    from riskops.generator import GeneratorConfig, generate
-
-    if source == "synthetic":
-        return generate(GeneratorConfig(rows=rows, seed=seed, fraud_rate=fraud_rate))
-    if source == "file":
-        return read_raw(input_path)
-    raise ValueError(f"unknown source {source!r}: use 'synthetic' or 'file'")
 
 
 @step_component()
@@ -31,28 +17,8 @@ def ingest_transactions_op(
     fraud_rate: float = 0.015,
     input_path: str = "",
 ) -> None:
-    from components.ingest import load_transactions
+    from riskops.data.ingest import load_transactions
 
     df = load_transactions(source, rows=rows, seed=seed, fraud_rate=fraud_rate, input_path=input_path)
     df.to_parquet(transactions.path, index=False)
     transactions.metadata.update({"rows": len(df), "source": source})
-
-
-def read_raw(path: str | Path) -> pd.DataFrame:
-    """Read a file as it is: no type coercion, so the GX gate (not a parser) reports what is wrong."""
-    if not path:
-        raise ValueError("source 'file' needs input_path (a .parquet or .jsonl file)")
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"input file not found: {p}")
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    if p.suffix in (".jsonl", ".json"):
-        df = pd.read_json(p, lines=True, dtype=False, convert_dates=False)
-        if "event_timestamp" in df.columns:
-            try:  # JSON has no timestamp type; ISO strings become UTC times, anything else stays for GX to report
-                df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True, format="ISO8601")
-            except (ValueError, TypeError):
-                pass
-        return df
-    raise ValueError(f"unsupported input file type {p.suffix!r}: use .parquet or .jsonl")

@@ -1,122 +1,11 @@
-"""Pipeline step 5: register the evaluated model and decide whether it becomes the champion.
+"""Pipeline step 5 as a KFP component: register the evaluated model and decide whether it becomes the champion.
 
-The decision here is deliberately simple (first model, or an explicit `always`); the
-champion/challenger gate on a shared labelled window belongs to the retraining loop.
+The logic lives in `riskops.registry.register`; this module only declares the component.
 """
-
-import json
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.common import step_component
-from riskops.registry import CHALLENGER, CHAMPION, ModelRegistry
-
-PROMOTION_POLICIES = ("if-none", "always", "never")
-
-
-@dataclass
-class RegistrationResult:
-    version: str
-    path: str
-    alias: str  # "champion" or "challenger"
-    previous_champion: str | None
-    reason: str
-
-
-def model_card(evaluation: dict, data_summary: dict, git_commit: str, version: str) -> str:
-    """A short human-readable card written next to the weights."""
-    rows = [f"# risk-model {version}", ""]
-    rows += [
-        "## Data",
-        f"- window: {data_summary.get('start', '?')} .. {data_summary.get('end', '?')}",
-        f"- rows: {data_summary.get('rows', '?')} (train {data_summary.get('train_rows', '?')},"
-        f" validation {data_summary.get('val_rows', '?')}, test {data_summary.get('test_rows', '?')})",
-        f"- fraud rate: {data_summary.get('fraud_rate', float('nan')):.4f}",
-        "",
-        "## Test metrics (time-based split: trained on the past, tested on the future)",
-        "| model | ROC-AUC | PR-AUC | recall@1%FPR | precision@budget |",
-        "|---|---|---|---|---|",
-    ]
-    for name, m in evaluation.get("models", {}).items():
-        rows.append(
-            f"| {name} | {m.get('roc_auc', float('nan')):.4f} | {m.get('pr_auc', float('nan')):.4f} |"
-            f" {m.get('recall_at_1pct_fpr', float('nan')):.4f} | {m.get('precision_at_review_budget', float('nan')):.4f} |"
-        )
-    thresholds = evaluation.get("policy_thresholds", {})
-    rows += [
-        "",
-        "## Decision policy (set on validation data)",
-        f"- review at score >= {thresholds.get('review', 'n/a')}",
-        f"- block at score >= {thresholds.get('block', 'n/a')}",
-        "",
-        f"git commit: `{git_commit or 'unknown'}`",
-        "",
-    ]
-    return "\n".join(rows)
-
-
-def register_model(
-    model_dir: Path,
-    evaluation: dict,
-    registry_root: Path,
-    promotion: str = "if-none",
-    git_commit: str = "",
-    reference_file: Path | None = None,
-) -> RegistrationResult:
-    """Copy the model into the registry with its metrics, policy and card; set an alias.
-
-    ``reference_file`` (the evaluate step's monitoring reference) is stored in the version folder
-    as ``reference.parquet``, where `riskops monitor` looks for the champion's reference.
-    """
-    if promotion not in PROMOTION_POLICIES:
-        raise ValueError(f"promotion must be one of {PROMOTION_POLICIES}, got {promotion!r}")
-    model_dir = Path(model_dir)
-    if reference_file is not None:
-        from riskops.monitoring.drift import REFERENCE_FILE
-
-        shutil.copyfile(reference_file, model_dir / REFERENCE_FILE)
-    thresholds = evaluation.get("policy_thresholds")
-    if thresholds:
-        # serving reads the policy from the model folder; operators may override it in a config file
-        (model_dir / "policy.json").write_text(json.dumps(thresholds, indent=2))
-    (model_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=float))
-
-    registry = ModelRegistry(registry_root)
-    champion = registry.champion()
-    transformer_metrics = evaluation.get("models", {}).get("transformer", {})
-    mv = registry.register(
-        model_dir,
-        metrics=transformer_metrics,
-        tags={"git_commit": git_commit, "data": evaluation.get("data", {})},
-    )
-    (mv.path / "MODEL_CARD.md").write_text(
-        model_card(evaluation, evaluation.get("data", {}), git_commit, mv.version)
-    )
-
-    if champion is None and promotion != "never":
-        alias, reason = CHAMPION, "first model in the registry"
-    elif promotion == "always":
-        alias, reason = CHAMPION, "promotion policy 'always'"
-    else:
-        alias, reason = (
-            CHALLENGER,
-            (
-                f"champion {champion.version} kept; the champion/challenger gate decides promotion"
-                if champion
-                else "promotion policy 'never'"
-            ),
-        )
-    registry.set_alias(alias, mv.version)
-    return RegistrationResult(
-        version=mv.version,
-        path=str(mv.path),
-        alias=alias,
-        previous_champion=champion.version if champion else None,
-        reason=reason,
-    )
 
 
 @step_component()
@@ -134,7 +23,7 @@ def register_model_op(
     from dataclasses import asdict
     from pathlib import Path
 
-    from components.register import register_model
+    from riskops.registry.register import register_model
 
     evaluation_doc = json.loads(Path(evaluation.path).read_text())
     result = register_model(

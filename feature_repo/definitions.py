@@ -1,11 +1,11 @@
 """Feast objects for riskops: four entities, their parquet sources, push sources and feature views.
 
-Everything is derived from the feature contract in riskops.features (ENTITY_KEYS, ENTITY_FEATURES),
-so adding a feature there and in riskops.aggregates is enough; nothing here names a feature.
+Everything is derived from the feature contract in riskops.features.contract (ENTITY_KEYS, ENTITY_FEATURES),
+so adding a feature there and in riskops.features.aggregates is enough; nothing here names a feature.
 
 * Entities `user`, `merchant`, `device`, `ip` (join keys user_id, merchant_id, device_id, ip_hash).
 * FileSource `<entity>_source` over `data/<entity>_features.parquet` (written by
-  riskops.featurestore.write_feature_sources). A relative path is resolved by Feast against the
+  riskops.features.store.write_feature_sources). A relative path is resolved by Feast against the
   repo directory; set RISKOPS_FEATURE_DATA_DIR to read the parquet files from elsewhere (the
   absolute path is then stored in the registry at apply time).
 * PushSource `<entity>_push` wrapping the FileSource, so serving can push fresh entity state with
@@ -14,7 +14,7 @@ so adding a feature there and in riskops.aggregates is enough; nothing here name
   window empty, so defaults are the right answer).
 
 No FeatureService on purpose: Feast 0.67 lists every feature service on each `push` (to refresh
-precomputed vectors), which costs serving latency for nothing here; riskops.featurestore builds the
+precomputed vectors), which costs serving latency for nothing here; riskops.features.store builds the
 feature references from the contract instead.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64, Int64, String
 
-from riskops.aggregates import feature_dtype
-from riskops.features import ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features.aggregates import feature_dtype
+from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS
 
 DATA_DIR_ENV = "RISKOPS_FEATURE_DATA_DIR"
 FEATURE_TTL = timedelta(days=30)
@@ -54,7 +54,7 @@ def _build(entity: str) -> tuple[Entity, FileSource, PushSource, FeatureView]:
         name=f"{entity}_source",
         path=source_path(entity),
         timestamp_field=TIMESTAMP_FIELD,
-        description=f"{entity} state after each of its events (riskops.aggregates)",
+        description=f"{entity} state after each of its events (riskops.features.aggregates)",
     )
     push = PushSource(name=f"{entity}_push", batch_source=batch)
     view = FeatureView(

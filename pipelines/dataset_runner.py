@@ -24,8 +24,8 @@ from pipelines.training_pipeline import (
     compile_dataset_pipeline,
 )
 from riskops.byod import check_source, config_text, registry_name, resolve_config, slug
-from riskops.config import Paths
-from riskops.datasets import DatasetConfig
+from riskops.data.datasets import DatasetConfig
+from riskops.settings import Paths
 
 
 def dataset_parameters(paths: Paths, config: DatasetConfig, reports_dir: Path, **overrides) -> dict:
@@ -110,11 +110,11 @@ def cli_parameters(args) -> dict:
 
 
 def cli_run(args) -> int:
-    """The `riskops pipeline run --dataset CONFIG` command (printing shared with riskops.cli)."""
-    from riskops.cli import _console, _print_failure, _print_metrics_table
-    from riskops.config import paths
-    from riskops.datasets import MappingError
-    from riskops.registry import ModelRegistry
+    """The `riskops pipeline run --dataset CONFIG` command (printing shared with cli.main)."""
+    from cli.main import _console, _print_failure, _print_metrics_table
+    from riskops.data.datasets import MappingError
+    from riskops.registry.store import ModelRegistry
+    from riskops.settings import paths
 
     console = _console()
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.training_pipeline import PIPELINE_NAME, PROFILES, build_pipeline, compile_pipeline
-from riskops.config import PROJECT_ROOT, Paths
+from riskops.settings import PROJECT_ROOT, Paths
 
 
 class PipelineFailed(RuntimeError):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kfp import dsl, kubernetes
 
+from components.build_features import build_features_op
 from components.dataset_steps import (
     dataset_features_op,
     evaluate_dataset_op,
@@ -19,7 +20,6 @@ from components.dataset_steps import (
     validate_dataset_op,
 )
 from components.evaluate import evaluate_model_op
-from components.features import build_features_op
 from components.ingest import ingest_transactions_op
 from components.register import register_model_op
 from components.train import train_model_op

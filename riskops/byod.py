@@ -1,6 +1,6 @@
 """Bring your own data through the pipeline: what the dataset-driven steps do, as plain functions.
 
-A dataset config (riskops.datasets) maps a user's columns to roles; every step adapts to it:
+A dataset config (riskops.data.datasets) maps a user's columns to roles; every step adapts to it:
 
 * **ingest** (:func:`load_canonical`) — read the source, check the mapping (``MappingError`` names
   every missing or mistyped column), hash PII, keep only the mapped columns, sort by event time,
@@ -12,14 +12,14 @@ A dataset config (riskops.datasets) maps a user's columns to roles; every step a
   finite, categorical and text columns strings. A failure names the expectation, column, count
   and example rows/values, like the built-in gate.
 * **features** (:func:`build_dataset_features`) — windowed per-entity aggregates through Feast
-  (the same riskops.aggregates code and Feast repo as the built-in schema) for the MAPPED entities
+  (the same riskops.features.aggregates code and Feast repo as the built-in schema) for the MAPPED entities
   only, and only the aggregates the mapping can support (:func:`aggregate_feature_names`): no
   entities, no aggregates and no Feast at all (e.g. ULB); no ``amount`` column, no amount sums.
 * **train** (:func:`train_dataset_model`) — text columns mapped: the text + tabular transformer
-  (riskops.model.RiskModel fine-tuned by components.train.train_model, with this dataset's own
-  numeric/categorical columns); no text: the FT-Transformer (riskops.tabular) with Platt /
-  temperature calibration chosen on validation (riskops.calibration).
-* **evaluate** (:func:`evaluate_dataset`) — the config's time split (riskops.datasets.fdb_split +
+  (riskops.training.model.RiskModel fine-tuned by riskops.training.finetune.train_model, with this dataset's own
+  numeric/categorical columns); no text: the FT-Transformer (riskops.training.tabular) with Platt /
+  temperature calibration chosen on validation (riskops.training.calibration).
+* **evaluate** (:func:`evaluate_dataset`) — the config's time split (riskops.data.datasets.fdb_split +
   train_val_split), the model vs LightGBM and logistic regression fitted on the same rows, the
   decision policy set on validation, metrics on the test period.
 * **register** (:func:`register_dataset_model`) — a registry version under the dataset's own model
@@ -41,8 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from riskops.config import MODEL_NAME, PROJECT_ROOT
-from riskops.datasets import (
+from riskops.data.datasets import (
     ENTITY_ROLES,
     DatasetConfig,
     builtin_config,
@@ -52,7 +51,8 @@ from riskops.datasets import (
     train_val_split,
     validate_mapping,
 )
-from riskops.features import ENTITY_FEATURES, ENTITY_KEYS, TEXT_COLUMN
+from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS, TEXT_COLUMN
+from riskops.settings import MODEL_NAME, PROJECT_ROOT
 
 MODEL_META = "byod_model.json"
 CALIBRATION_NAME = "calibration.json"
@@ -135,7 +135,7 @@ def mapped_columns(config: DatasetConfig) -> list[str]:
 
 
 def aggregate_feature_names(config: DatasetConfig) -> list[str]:
-    """The windowed aggregates the mapping supports (riskops.features.ENTITY_FEATURES names).
+    """The windowed aggregates the mapping supports (riskops.features.contract.ENTITY_FEATURES names).
 
     Only mapped entities; amount sums/means/stds only with an amount column; distinct counts only
     of mapped entities; refund rates and shipping-country counts never (no such roles). The raw
@@ -208,7 +208,7 @@ def load_canonical(config: DatasetConfig, max_rows: int = 0) -> pd.DataFrame:
 
 def build_dataset_suite(config: DatasetConfig, validation):
     """GX ExpectationSuite for a canonical dataset frame (``validation``: ValidationConfig)."""
-    from components.validate import _FLOAT_TYPES, _INT_TYPES, _import_gx, _time_window
+    from riskops.data.validation import _FLOAT_TYPES, _INT_TYPES, _import_gx, _time_window
 
     gx = _import_gx()
     import great_expectations.expectations as gxe
@@ -258,7 +258,7 @@ def validate_dataset(df: pd.DataFrame, config: DatasetConfig, validation, report
     """Run the generated suite; write validation_report.{json,html}; return a ValidationResult."""
     from datetime import UTC, datetime
 
-    from components.validate import (
+    from riskops.data.validation import (
         COLUMNS_EXPECTATION,
         REPORT_HTML,
         REPORT_JSON,
@@ -333,7 +333,7 @@ def validate_dataset(df: pd.DataFrame, config: DatasetConfig, validation, report
 
 
 def entity_events(df: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
-    """The frame riskops.aggregates reads: canonical key names, an amount (0 without one), row ids."""
+    """The frame riskops.features.aggregates reads: canonical key names, an amount (0 without one), row ids."""
     amount = amount_column(config)
     events = pd.DataFrame(
         {
@@ -359,13 +359,13 @@ def build_dataset_features(
 
     No mapped entity: ``df`` unchanged and Feast is not touched. Otherwise the entity states are
     written as the Feast repo's offline sources, applied, joined back point in time
-    (riskops.featurestore.training_frame) and the mapped views are materialized online.
+    (riskops.features.store.training_frame) and the mapped views are materialized online.
     """
     names = aggregate_feature_names(config)
     if not config.entities:
         return df.copy(), {"aggregates": [], "entities": [], "feast": False,
                            "note": "no entities mapped: no windowed aggregates"}  # fmt: skip
-    from riskops import featurestore as fs
+    from riskops.features import store as fs
 
     if repo_dir is None:
         raise ValueError("entities are mapped: a Feast repo folder is needed")
@@ -478,7 +478,7 @@ def train_dataset_model(
             "label": config.label}  # fmt: skip
     t0 = time.perf_counter()
     if text:
-        from components.train import TrainConfig, train_model
+        from riskops.training.finetune import TrainConfig, train_model
 
         vocabs = vocabularies(fit, categorical)
         tc = TrainConfig(
@@ -495,8 +495,8 @@ def train_dataset_model(
         info = {"val_pr_auc": result.val_pr_auc, "best_epoch": result.best_epoch, "n_train": result.n_train,
                 "calibration": result.calibration.get("method", "temperature")}  # fmt: skip
     else:
-        from riskops.calibration import choose_calibrator
-        from riskops.tabular import FTTransformerConfig, fit_ft_transformer
+        from riskops.training.calibration import choose_calibrator
+        from riskops.training.tabular import FTTransformerConfig, fit_ft_transformer
 
         n_pos = int(y_fit.sum())
         legit = max(max_train_rows - n_pos, 1000) if max_train_rows else None
@@ -533,14 +533,14 @@ class DatasetScorer:
             self.meta["text"],
         )
         if self.kind == "ft_transformer":
-            from riskops.calibration import TemperatureCalibrator
-            from riskops.tabular import FittedTabularModel
+            from riskops.training.calibration import TemperatureCalibrator
+            from riskops.training.tabular import FittedTabularModel
 
             self.model = FittedTabularModel.load(d)
             params = json.loads((d / CALIBRATION_NAME).read_text())["params"]
             self.calibrator = TemperatureCalibrator(params["temperature"], params["bias"], params["kind"])
         else:
-            from riskops.model import RiskScorer
+            from riskops.training.model import RiskScorer
 
             self.model = RiskScorer.load(d, device="cpu")
 
@@ -576,10 +576,10 @@ def _ap(y: np.ndarray, s: np.ndarray) -> float:
 
 def fit_lightgbm(fit, y_fit, val, y_val, numeric, categorical, grid=LGB_GRID, rounds=1000, patience=50):
     """A small grid, each point early-stopped on validation PR-AUC; the best point by validation PR-AUC."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see riskops.baselines
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see riskops.training.baselines
     import lightgbm as lgb
 
-    from riskops.baselines import NUM_THREADS
+    from riskops.training.baselines import NUM_THREADS
 
     vocabs = vocabularies(fit, categorical)
     xf, xv = _lgb_frame(fit, numeric, categorical, vocabs), _lgb_frame(val, numeric, categorical, vocabs)
@@ -657,10 +657,10 @@ def evaluate_dataset(
 
     Same split as training; baselines fit on the fit part (LightGBM early-stopped on validation,
     C chosen on validation); the decision policy is set on validation. Returns the
-    components.evaluate.EvaluationResult (evaluation.json, metrics table, PR curve, histogram).
+    riskops.training.evaluate.EvaluationResult (evaluation.json, metrics table, PR curve, histogram).
     """
-    from components.evaluate import LIGHTGBM, RATIO_KEY, TRANSFORMER, evaluate_models, metrics_table
-    from riskops.metrics import policy_report, thresholds_for_policy
+    from riskops.training.evaluate import LIGHTGBM, RATIO_KEY, TRANSFORMER, evaluate_models, metrics_table
+    from riskops.training.metrics import policy_report, thresholds_for_policy
 
     fit, val, test = split_frame(df, config)
     y_fit, y_val, y_test = _labels(fit, config), _labels(val, config), _labels(test, config)
@@ -682,7 +682,7 @@ def evaluate_dataset(
     models = result.document["models"]
     kind = scorer.kind
     models[TRANSFORMER]["note"] = (
-        "FT-Transformer (riskops/tabular.py, no text columns mapped), Platt/temperature-calibrated on validation"
+        "FT-Transformer (riskops/training/tabular.py, no text columns mapped), Platt/temperature-calibrated on validation"
         if kind == "ft_transformer"
         else f"text + tabular transformer ({scorer.meta.get('encoder')} encoder on {', '.join(scorer.text)}), "
         "calibrated on validation"
@@ -748,8 +748,8 @@ def register_dataset_model(
     promotion: str = "if-none", git_commit: str = "",
 ):  # fmt: skip
     """A registry version under ``risk-model-<dataset>`` with metrics, policy and model card."""
-    from components.register import PROMOTION_POLICIES, RegistrationResult, model_card
-    from riskops.registry import CHALLENGER, CHAMPION, ModelRegistry
+    from riskops.registry.register import PROMOTION_POLICIES, RegistrationResult, model_card
+    from riskops.registry.store import CHALLENGER, CHAMPION, ModelRegistry
 
     if promotion not in PROMOTION_POLICIES:
         raise ValueError(f"promotion must be one of {PROMOTION_POLICIES}, got {promotion!r}")

@@ -10,15 +10,15 @@ canary starts.
   A ``challenger`` alias that differs from the served champion is loaded and warmed off the
   request path (a challenger that fails to load is logged, reported by ``GET /v1/canary`` and
   never touches the champion); then the canary is *active*.
-* While active, every scored row is routed by `riskops.promotion.CanaryRouter.arm(transaction_id)`
+* While active, every scored row is routed by `riskops.lifecycle.promotion.CanaryRouter.arm(transaction_id)`
   (keyed hash: a retried request gets the same arm). Rows of one batch are scored by their arm's
   model; the answer's ``model_version`` and the prediction log's ``arm`` say which served it.
   A challenger that raises or returns a non-finite / out-of-range score is counted as an error and
   the row is answered by the champion (clients never see a broken challenger).
-* `riskops.promotion.CanaryState` keeps per-arm counters; labelled outcomes (``POST /v1/feedback``)
+* `riskops.lifecycle.promotion.CanaryState` keeps per-arm counters; labelled outcomes (``POST /v1/feedback``)
   for recently served transactions are joined on transaction_id from a bounded in-memory map.
 * Each poll calls ``decide()``; ``promote`` / ``rollback`` go through
-  `riskops.promotion.apply_canary_decision` (the champion alias moves to the challenger, or the
+  `riskops.lifecycle.promotion.apply_canary_decision` (the champion alias moves to the challenger, or the
   challenger alias is removed; the decision is appended to ``<home>/promotion/decisions.jsonl``
   with ``kind: canary``) and an alert (kind ``canary``) is raised. On promotion the already warm
   challenger is swapped in as the champion at once (the registry watcher then sees nothing to do),
@@ -40,9 +40,8 @@ from typing import Any
 
 import pandas as pd
 
-from riskops.config import PROJECT_ROOT, Paths, load_yaml
-from riskops.features import ColumnFrame, take_rows
-from riskops.promotion import (
+from riskops.features.contract import ColumnFrame, take_rows
+from riskops.lifecycle.promotion import (
     CanaryDecision,
     CanaryRouter,
     CanarySettings,
@@ -50,7 +49,8 @@ from riskops.promotion import (
     PromotionSettings,
     apply_canary_decision,
 )
-from riskops.registry import CHALLENGER, CHAMPION, ModelRegistry
+from riskops.registry.store import CHALLENGER, CHAMPION, ModelRegistry
+from riskops.settings import PROJECT_ROOT, Paths, load_yaml
 from serving import metrics
 from serving.predictor import LoadedModel, ModelHolder, load_model
 

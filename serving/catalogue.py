@@ -1,6 +1,6 @@
 """The product catalogue: texts to encode before the first order for them arrives.
 
-The model reads a short text per transaction (`riskops.features.transaction_text`: product title,
+The model reads a short text per transaction (`riskops.features.contract.transaction_text`: product title,
 product category, merchant category) and caches each distinct text's embedding; a text not in the
 cache costs a MiniLM forward pass on the request path (~15-20 ms on this machine, the p99 of
 single requests). A shop knows its products before they are bought, so its product feed can send
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from riskops.features import transaction_text
+from riskops.features.contract import transaction_text
 from serving.validation import Problem, RequestError
 
 log = logging.getLogger(__name__)

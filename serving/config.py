@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from riskops.config import MODEL_NAME, Paths, load_yaml
+from riskops.settings import MODEL_NAME, Paths, load_yaml
 from serving.cpus import parse_setting
 
 FAIL_MODES = ("approve", "review", "block")

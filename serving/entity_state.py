@@ -9,7 +9,7 @@ The choice made here (docs/serving.md, "Entity state"):
 
 * The first time this process sees an entity, its online snapshot is read from Feast and kept as
   a frozen **baseline** (defaults for a never-seen entity). From then on the process records the
-  entity's events in its own `riskops.aggregates.EntityWindowState` (**live** part, exact, the
+  entity's events in its own `riskops.features.aggregates.EntityWindowState` (**live** part, exact, the
   same code as the offline backfill).
 * The features of an entity are `combine(baseline, live)`: counts and sums add up; distinct
   counts take the larger of the two (the overlap is unknown); means, standard deviations and
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from riskops.aggregates import (
+from riskops.features.aggregates import (
     ENTITIES,
     EXPRESSION_NAMES,
     WINDOW_SECONDS,
@@ -57,7 +57,7 @@ from riskops.aggregates import (
     window_local,
     with_time,
 )
-from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
+from riskops.features.contract import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
 
 US = 1_000_000
 
@@ -82,7 +82,7 @@ def _parse(entity: str) -> list[tuple[str, str, str | None]]:
             kind = "std"
         elif stem == "refund_rate":
             kind = "rate"
-        else:  # pragma: no cover - riskops.aggregates rejects unknown features first
+        else:  # pragma: no cover - riskops.features.aggregates rejects unknown features first
             raise ValueError(f"no combine rule for {name}")
         out.append((name, kind, w))
     return out
@@ -238,7 +238,7 @@ class FrozenBaseline:
 
 # `combine` of one entity type is one generated function (as `dataclasses` writes `__init__`): for
 # every feature, its live value (the offline backfill's own expression,
-# `riskops.aggregates.feature_expressions`) joined with the frozen baseline by the rule of its
+# `riskops.features.aggregates.feature_expressions`) joined with the frozen baseline by the rule of its
 # kind, with the baseline's age and each window's kept share worked out once per call instead of
 # once per feature, and no call per feature but the rule's arithmetic
 # (benchmarks/micro_entity_state.py; `COMBINE_SOURCE[entity]` shows the code).

@@ -19,7 +19,7 @@ at concurrency 1 took 0.3–0.7 ms longer (the pipe and the child's wake-up; doc
 The pusher thread still coalesces, retries and counts, the reader thread still merges concurrent
 lookups; each hands its call to the child and waits (blocked on a pipe, GIL released) for the
 answer. The child, ``python -m serving.feast_process REPO``, opens its own FeatureStore and runs
-`riskops.featurestore.push_entity_state` or `serving.online.read_baselines`: the same calls as
+`riskops.features.store.push_entity_state` or `serving.online.read_baselines`: the same calls as
 in-process. A child that dies or does not answer within `timeout_s` makes the call fail (and is
 replaced): a push is retried by the pusher on its next flush, a read answers its requests
 degraded, never failing them.
@@ -29,7 +29,7 @@ The child runs with ``python -O``: Feast decorates its registry classes with typ
 push's CPU went to run-time type checks of Feast's own objects (a flush of four one-row pushes:
 45 ms of CPU, 16 ms with ``-O``; four 100-row pushes: 77 ms, 50 ms). Under ``-O`` typeguard does
 not instrument, and ``assert`` statements are skipped; the push path's own checks
-(`riskops.featurestore.push_entity_state`) raise errors rather than assert.
+(`riskops.features.store.push_entity_state`) raise errors rather than assert.
 
 The child's heap is frozen (`gc.freeze()`) once Feast is loaded, and again after each full
 collection, by the same policy the server follows (`serving.gc_control.HeapFreezer`): otherwise
@@ -173,7 +173,7 @@ def _child(repo: str) -> int:
     requests = Connection(os.dup(0), writable=False)
     pin_helper()  # off the server's CPU when the server is pinned (serving/cpus.py)
     try:
-        from riskops.featurestore import open_store, push_entity_state
+        from riskops.features.store import open_store, push_entity_state
         from serving.gc_control import HeapFreezer
         from serving.online import read_baselines
 

@@ -1,6 +1,6 @@
 """Feast online store access for serving: batched reads with a deadline, and coalesced pushes.
 
-* Reads: concurrent requests' lookups are merged into one `riskops.featurestore.online_features`
+* Reads: concurrent requests' lookups are merged into one `riskops.features.store.online_features`
   call on a dedicated reader thread (the SDK call is blocking). A read slower than `timeout_s`, or
   one that raises, makes the waiting requests *degraded* (they are scored with default features
   and the fail-mode decision floor); after a failure Feast is skipped for `retry_after_s` so an
@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from riskops.features import ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
+from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
 from serving import metrics
 from serving.entity_state import Push
 from serving.handoff import WorkerThread
@@ -40,7 +40,7 @@ class FeastUnavailable(RuntimeError):
 
 
 def _default_opener(repo: Path):
-    from riskops.featurestore import open_store
+    from riskops.features.store import open_store
 
     return open_store(repo)
 
@@ -51,7 +51,7 @@ def read_baselines(store: Any, pairs: list[Pair], now: datetime | None) -> dict[
     Runs where the store is (the reader thread, or the read child of `serving.feast_process`),
     so the event loop only receives the answer.
     """
-    from riskops.featurestore import online_features
+    from riskops.features.store import online_features
 
     rows, slots = pack_rows(pairs)
     got = online_features(store, rows, now=now)
@@ -65,7 +65,7 @@ def read_baselines(store: Any, pairs: list[Pair], now: datetime | None) -> dict[
 
 
 def _default_pusher(store: Any, entity: str, rows: list[dict]) -> None:
-    from riskops.featurestore import push_entity_state
+    from riskops.features.store import push_entity_state
 
     push_entity_state(store, entity, rows)
 

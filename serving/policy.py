@@ -10,7 +10,7 @@ Thresholds, lowest to highest precedence:
    restart needed. A broken file is logged and the last good policy is kept.
 
 Decisions: ``block`` if score >= block, ``review`` if score >= review, else ``approve``
-(riskops.metrics.thresholds_for_policy's convention). When the entity features could not be read
+(riskops.training.metrics.thresholds_for_policy's convention). When the entity features could not be read
 (Feast down), the answer is ``degraded`` and its decision is at least `fail_mode` (default
 ``review``): fail_mode "approve" keeps the score's decision, "block" blocks everything degraded.
 """

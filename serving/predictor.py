@@ -1,6 +1,6 @@
 """KServe predictor: the risk model, the decision policy and the reasons.
 
-Input: model frames (the output of riskops.features.build_model_frame, made by the transformer).
+Input: model frames (the output of riskops.features.contract.build_model_frame, made by the transformer).
 Output per row: ``risk_score`` (calibrated probability), ``decision`` (approve/review/block from
 the policy), ``reasons`` (top contributing features from the model's integrated-gradients
 explanation, described for a person, e.g. ``user_txn_count_1h=7 (high)``), ``model_version``
@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 from kserve import Model
 
-from riskops.config import MODEL_NAME
-from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, ColumnFrame
+from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, ColumnFrame
+from riskops.settings import MODEL_NAME
 from serving import metrics
 from serving.batching import MicroBatcher
 from serving.catalogue import Catalogue
@@ -53,7 +53,7 @@ DEGRADED_KEY = "_degraded"
 
 @dataclass(frozen=True)
 class LoadedModel:
-    scorer: Any  # riskops.model.RiskScorer
+    scorer: Any  # riskops.training.model.RiskScorer
     version: str
     path: Path
     policy: dict[str, float] = field(default_factory=dict)  # the version's policy.json
@@ -71,7 +71,7 @@ def load_model(
     extra_texts: texts to pre-encode besides the model's own warm texts (the product catalogue).
     """
     if loader is None:
-        from riskops.model import RiskScorer
+        from riskops.training.model import RiskScorer
 
         loader = RiskScorer.load
     path = Path(path)
@@ -84,7 +84,7 @@ def load_model(
 
 
 def warm_up(lm: LoadedModel, extra_texts: Sequence[str] = ()) -> None:
-    from riskops.features import build_model_frame
+    from riskops.features.contract import build_model_frame
     from riskops.pii import hash_record
     from serving.examples import example_transaction
 
@@ -175,7 +175,7 @@ class RegistryWatcher:
 
     def check_once(self) -> bool:
         """Swap if the alias points elsewhere; True when a swap happened."""
-        from riskops.registry import ModelRegistry, RegistryError
+        from riskops.registry.store import ModelRegistry, RegistryError
 
         with self.holder.update_lock:
             try:

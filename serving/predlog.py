@@ -11,8 +11,8 @@ record is one complete line inside that write), calls ``fsync``, and only then r
 futures the request handlers await. Concurrent requests share one fsync instead of paying one
 each. Request handlers await `append_async`: its futures belong to their event loop and a commit
 settles all of a loop's waiters with one ``call_soon_threadsafe`` (no `concurrent.futures.Future`
-per request, chained to an asyncio one, each waking the loop on its own). A crash can leave at most a torn last line; `read_prediction_log` skips it (and counts
-any unparsable line) instead of failing.
+per request, chained to an asyncio one, each waking the loop on its own). A crash can leave at most a torn last line; the reader
+(`riskops.monitoring.prediction_log`) skips it, and any unparsable line, instead of failing.
 
 Record fields (see `record_columns`): request_id, logged_at, event_timestamp, transaction_id,
 model_version, arm (champion / challenger while a canary runs, else null), risk_score, decision,
@@ -42,8 +42,6 @@ from serving.handoff import settle, settle_on_loop
 
 log = logging.getLogger(__name__)
 
-SEGMENT_GLOB = "predictions-*.jsonl"
-MODEL_PREFIX = "model."
 _STOP = object()
 
 
@@ -208,90 +206,3 @@ def _settle_batch(batch: list, exc: BaseException | None) -> None:
             by_loop.setdefault(waiter.get_loop(), []).append((waiter, count))
     for loop, waiting in by_loop.items():
         settle_on_loop(loop, waiting, exc)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading (monitoring)
-# ---------------------------------------------------------------------------------------------
-
-
-def iter_records(directory: Path | str) -> Iterable[dict]:
-    """Every complete record of every segment, in segment then line order.
-
-    A last line without its newline (a torn write) is skipped; so is any line that does not
-    parse (logged), so one damaged record never hides the rest of the log.
-    """
-    d = Path(directory)
-    if not d.exists():
-        return
-    for path in sorted(d.glob(SEGMENT_GLOB)):
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        if lines and lines[-1]:
-            log.warning("%s: skipping a torn last line (%d bytes)", path.name, len(lines[-1]))
-        for i, line in enumerate(lines[:-1]):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                log.warning("%s:%d: skipping an unparsable line", path.name, i + 1)
-                continue
-            if isinstance(rec, dict):
-                yield rec
-
-
-def flatten_record(rec: dict) -> dict:
-    out = {k: v for k, v in rec.items() if k not in ("transaction", "entity_features", "features")}
-    for k, v in (rec.get("transaction") or {}).items():
-        out.setdefault(k, v)
-    for k, v in (rec.get("entity_features") or {}).items():
-        out.setdefault(k, v)
-    for k, v in (rec.get("features") or {}).items():
-        out[MODEL_PREFIX + k] = v
-    return out
-
-
-def read_prediction_log(directory: Path | str) -> Any:
-    """All prediction records under `directory` as a pandas DataFrame (one row per scored instance).
-
-    Columns: request_id, logged_at (UTC datetime), event_timestamp (UTC datetime),
-    transaction_id, model_version, risk_score, decision, degraded, reasons (list), the hashed
-    transaction fields (amount, currency, user_id, ip_hash, ...), the entity features under their
-    training-frame names (user_txn_count_1h, ...) and the numeric model inputs as ``model.<name>``.
-    An empty or missing log gives an empty frame with the core columns.
-    """
-    import numpy as np
-    import pandas as pd
-
-    rows = [flatten_record(r) for r in iter_records(directory)]
-    if not rows:
-        return pd.DataFrame(columns=list(CORE_COLUMNS))
-    df = pd.DataFrame.from_records(rows)
-    for col in ("logged_at", "event_timestamp"):
-        if col in df.columns:
-            df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
-    for col in df.columns:
-        if df[col].dtype == object and col not in ("reasons",):
-            # JSON null in a numeric column comes back as None: make it NaN
-            try:
-                if all(v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in df[col]):
-                    df[col] = df[col].astype("float64")
-            except (TypeError, ValueError):
-                pass
-    if "risk_score" in df.columns:
-        df["risk_score"] = df["risk_score"].astype(np.float64)
-    return df
-
-
-CORE_COLUMNS: tuple[str, ...] = (
-    "request_id",
-    "logged_at",
-    "event_timestamp",
-    "transaction_id",
-    "model_version",
-    "risk_score",
-    "decision",
-    "degraded",
-    "reasons",
-)

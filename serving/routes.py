@@ -6,7 +6,7 @@
                    "source": "chargeback", "reported_at": "2026-01-09T10:00:00Z"}, ...]}
 
 (a bare list of records or one record object are accepted too). Records are validated by
-`riskops.feedback.validate_records`; one bad record answers **400** naming it and its field
+`riskops.monitoring.feedback.validate_records`; one bad record answers **400** naming it and its field
 (``feedback[1]: is_fraud ...``) and stores nothing. Otherwise they are appended to the feedback
 store with ``fsync`` before **200** ``{"accepted": n}``. The body goes through serving.http's guard
 like a scoring request (JSON Content-Type else 415, ``max_body_bytes`` else 413, parseable JSON
@@ -75,7 +75,7 @@ def feedback_records(payload: Any) -> list:
 
 def validated_feedback(records: list) -> list[dict]:
     """Normalised records, or RequestError (400) with one problem per bad field, rows 0-based."""
-    from riskops.feedback import FeedbackError, validate_records
+    from riskops.monitoring.feedback import FeedbackError, validate_records
 
     try:
         return validate_records(records, default_source="api", row_offset=0, row_label="feedback")
@@ -88,7 +88,7 @@ def install_routes(service: RiskService, app: Any = None) -> Any:
     """Add the feedback and canary routes (once per app; before the server starts)."""
     from fastapi.responses import ORJSONResponse
 
-    from riskops.feedback import append_feedback
+    from riskops.monitoring.feedback import append_feedback
 
     if app is None:
         from kserve.model_server import app as kserve_app

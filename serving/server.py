@@ -31,8 +31,8 @@ from typing import Any
 from kserve import Model
 from kserve.model import InferenceVerb
 
-from riskops.config import Paths, paths
-from riskops.registry import CHAMPION
+from riskops.registry.store import CHAMPION
+from riskops.settings import Paths, paths
 from serving import metrics
 from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
@@ -42,7 +42,7 @@ from serving.config import ServingConfig, apply_runtime_settings, load_config, s
 from serving.handoff import run_on
 from serving.online import OnlineFeatureStore
 from serving.predictor import LoadedModel, ModelHolder, RegistryWatcher, RiskPredictor, load_model
-from serving.predlog import PredictionLog, read_prediction_log
+from serving.predlog import PredictionLog
 from serving.transformer import (
     Explained,
     Prepared,
@@ -55,7 +55,7 @@ from serving.transformer import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RiskService", "build_service", "read_prediction_log", "serve"]
+__all__ = ["RiskService", "build_service", "serve"]
 
 
 class RiskService(Model):
@@ -232,7 +232,7 @@ def _initial_model(
     config: ServingConfig, home: Paths, catalogue: Catalogue
 ) -> tuple[ModelHolder, RegistryWatcher | None]:
     """Load the model named by config.model_version: a version (pinned), an alias (followed) or a folder."""
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     ref = config.model_version
     holder = ModelHolder()

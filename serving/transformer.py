@@ -2,7 +2,7 @@
 
     preprocess:  body -> validate (serving.validation) -> hash PII (riskops.pii.hash_record)
                  -> entity features (in-process entity state + Feast online store, see
-                    serving.entity_state) -> model frame (riskops.features.build_model_frame)
+                    serving.entity_state) -> model frame (riskops.features.contract.build_model_frame)
     predict:     the predictor (over REST v1 when split; in-process in serving.server)
     postprocess: prediction log (durable before the answer), alerts, response shaping (v1 / v2)
 
@@ -34,7 +34,7 @@ import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
-from riskops.features import (
+from riskops.features.contract import (
     NUMERIC_FEATURES,
     ColumnFrame,
     build_model_frame_records,
@@ -106,7 +106,7 @@ def model_frame(prepared: list[Prepared]) -> pd.DataFrame:
 
 def model_batch(prepared: list[Prepared]) -> tuple[ColumnFrame, np.ndarray]:
     """`model_frame` as a ColumnFrame, and its NUMERIC_FEATURES matrix (the scoring batch's inputs,
-    `riskops.features.model_frame_and_numeric`)."""
+    `riskops.features.contract.model_frame_and_numeric`)."""
     return model_frame_and_numeric(_feature_rows(prepared))
 
 
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from kserve import ModelServer
 
-    from riskops.config import paths
+    from riskops.settings import paths
     from serving.config import apply_runtime_settings, load_config, setup_logging
     from serving.cpus import pin_server
     from serving.http import front_options, install_guards, rest_front

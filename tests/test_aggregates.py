@@ -1,4 +1,4 @@
-"""riskops.aggregates: exact windowed aggregates, offline == incremental."""
+"""riskops.features.aggregates: exact windowed aggregates, offline == incremental."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskops.aggregates import (
+from riskops.features.aggregates import (
     EntityWindowState,
     compute_entity_features,
     event_order,
     feature_dtype,
 )
-from riskops.features import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features.contract import ENTITY_FEATURE_DEFAULTS, ENTITY_FEATURES, ENTITY_KEYS
 
 T0 = pd.Timestamp("2024-03-01T12:00:00Z")
 H = pd.Timedelta(hours=1)
@@ -222,7 +222,7 @@ def test_speed_50k():
 def test_from_epoch_us_inverts_to_epoch_us():
     from datetime import UTC, datetime
 
-    from riskops.aggregates import from_epoch_us, to_epoch_us
+    from riskops.features.aggregates import from_epoch_us, to_epoch_us
 
     for t in (datetime(2026, 1, 9, 12, 30, 1, 123456, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)):
         assert from_epoch_us(to_epoch_us(t)) == t and from_epoch_us(to_epoch_us(t)).tzinfo is not None

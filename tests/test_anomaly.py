@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from riskops.anomaly import AnomalyDetector, AutoencoderConfig, blend, choose_blend_weight, fit_autoencoder
+from riskops.training.anomaly import (
+    AnomalyDetector,
+    AutoencoderConfig,
+    blend,
+    choose_blend_weight,
+    fit_autoencoder,
+)
 
 
 def _normal(n: int, seed: int) -> pd.DataFrame:

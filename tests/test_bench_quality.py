@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_byod_pipeline import shop_config, shop_orders
 
-from riskops.datasets import DatasetConfig
+from riskops.data.datasets import DatasetConfig
 
 
 def test_quick_tabular_run_scores_every_model_and_checks_the_goal(bench_quality, tmp_path):
@@ -50,7 +50,7 @@ def test_alert_threshold_flags_the_share_of_legitimate_validation_rows(bench_qua
 
 
 def test_quick_synthetic_run_holds_out_each_fraud_type_in_turn(bench_quality, tmp_path):
-    from riskops.datasets import builtin_config
+    from riskops.data.datasets import builtin_config
 
     args = argparse.Namespace(quick=True, no_progress=True, save_models=False, synthetic_rows=6000,
                               skip_synthetic_transformer=True)  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from riskops import byod
-from riskops.datasets import DatasetConfig, MappingError
+from riskops.data.datasets import DatasetConfig, MappingError
 
 TITLES_LEGIT = ["wireless mouse", "running shoes", "coffee beans 1kg", "paperback novel", "garden hose",
                 "yoga mat", "desk lamp", "phone case"]  # fmt: skip
@@ -92,7 +92,7 @@ def shop_csv(tmp_path):
 
 
 def test_missing_or_mistyped_mapped_columns_fail_fast_naming_them(tmp_path, shop_csv, capsys):
-    from riskops.cli import main
+    from cli.main import main
 
     bad = shop_config(shop_csv, numeric=["order_total", "pay_method"], categorical=["country", "coupon_code"])
     path = write_config(tmp_path, bad, "bad.yaml")
@@ -204,7 +204,7 @@ def test_dataset_pipeline_yaml_is_checked_in_and_strict(tmp_path):
 
 
 def test_generated_gx_suite_names_bad_columns_and_rows(tmp_path, shop_csv):
-    from components.validate import ValidationConfig
+    from riskops.data.validation import ValidationConfig
 
     config = DatasetConfig.from_dict(shop_config(shop_csv))
     df = byod.load_canonical(config)
@@ -232,8 +232,8 @@ def test_generated_gx_suite_names_bad_columns_and_rows(tmp_path, shop_csv):
 @pytest.mark.slow
 def test_own_csv_through_the_real_pipeline_registers_an_evaluated_version(riskops_home, tmp_path, shop_csv):
     from pipelines.dataset_runner import run_dataset_local
-    from riskops.config import paths
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
+    from riskops.settings import paths
 
     path = write_config(tmp_path, shop_config("orders.csv"))  # relative to the config file
     home = paths()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from riskops.calibration import (
+from riskops.training.calibration import (
     IsotonicCalibrator,
     choose_calibrator,
     expected_calibration_error,

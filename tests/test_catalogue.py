@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from riskops.features import transaction_text
+from riskops.features.contract import transaction_text
 from serving.catalogue import Catalogue, product_texts
 from serving.validation import RequestError
 
@@ -39,8 +39,8 @@ def test_catalogue_keeps_distinct_texts_across_restarts_and_skips_a_torn_line(tm
 
 def test_a_model_loaded_later_encodes_the_catalogue_before_it_serves(tmp_path):
     """What a hot swap or a canary challenger gets: load_model(..., extra_texts=catalogue)."""
-    from components.train import TrainConfig, train_from_training_set
-    from riskops.generator import GeneratorConfig, generate, product_catalogue
+    from riskops.data.generator import GeneratorConfig, generate, product_catalogue
+    from riskops.training.finetune import TrainConfig, train_from_training_set
     from serving.predictor import load_model
 
     config = GeneratorConfig(rows=600, seed=4, fraud_rate=0.05)
@@ -57,7 +57,7 @@ def test_a_model_loaded_later_encodes_the_catalogue_before_it_serves(tmp_path):
 
 
 def test_the_generator_catalogue_covers_its_traffic():
-    from riskops.generator import GeneratorConfig, generate, product_catalogue
+    from riskops.data.generator import GeneratorConfig, generate, product_catalogue
 
     config = GeneratorConfig(rows=3000, seed=8)
     catalogue = set(product_texts(product_catalogue(config).to_dict("records")))

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from riskops.cli import build_parser, main
+from cli.main import build_parser, main
 
 SUBCOMMANDS = [
     ["generate"], ["validate"], ["features"], ["train"], ["pipeline"], ["pipeline", "compile"],
@@ -22,7 +22,7 @@ def test_every_subcommand_explains_itself(argv, capsys):
 
 
 def test_console_script_is_installed_and_lists_commands():
-    out = subprocess.run([sys.executable, "-m", "riskops.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True, check=True)
     for cmd in ("generate", "validate", "features", "train", "pipeline", "models", "demo"):
         assert cmd in out.stdout
 
@@ -38,7 +38,7 @@ def test_models_list_on_empty_registry_says_what_to_do(capsys, tmp_path, monkeyp
 def test_generate_writes_parquet_and_jsonl(tmp_path, capsys):
     import pandas as pd
 
-    from riskops.generator import read_transactions
+    from riskops.data.generator import read_transactions
 
     for ext in ("parquet", "jsonl"):
         out = tmp_path / f"t.{ext}"
@@ -53,7 +53,7 @@ def test_a_failed_gate_prints_the_data_as_written_not_as_markup(tmp_path, capsys
     """Examples quoted from the data ("[red]", "[/]") must print verbatim, never crash rich."""
     import json
 
-    from riskops.cli import _print_failure
+    from cli.main import _print_failure
 
     (tmp_path / "validation_report.html").write_text("<html></html>")
     failure = {"expectation": "expect_column_values_to_be_in_set", "column": "currency",
@@ -76,7 +76,7 @@ def test_demos_clean_up_on_sigterm(tmp_path):
     marker = tmp_path / "cleaned"
     code = (
         "import time\n"
-        "from riskops.cli import exit_on_sigterm\n"
+        "from cli.main import exit_on_sigterm\n"
         "exit_on_sigterm()\n"
         "try:\n"
         "    print('ready', flush=True)\n"

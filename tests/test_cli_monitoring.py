@@ -16,10 +16,10 @@ import pytest
 import yaml
 from test_monitoring import _model_frame, _write_log
 
-from riskops.cli import build_parser, main
-from riskops.config import paths
-from riskops.feedback import load_feedback
-from riskops.generator import write_transactions
+from cli.main import build_parser, main
+from riskops.data.generator import write_transactions
+from riskops.monitoring.feedback import load_feedback
+from riskops.settings import paths
 
 _SETUP: dict = {}
 
@@ -28,10 +28,10 @@ def _world(tmp_root):
     """Generated once per session: model frames, scores, the reference folder, thresholds."""
     if _SETUP:
         return _SETUP
-    from riskops.baselines import fit_logistic_regression
-    from riskops.generator import GeneratorConfig, generate_with_drift
-    from riskops.metrics import thresholds_for_policy
+    from riskops.data.generator import GeneratorConfig, generate_with_drift
     from riskops.monitoring.drift import save_reference
+    from riskops.training.baselines import fit_logistic_regression
+    from riskops.training.metrics import thresholds_for_policy
 
     raw = generate_with_drift(GeneratorConfig(rows=8000, seed=5), "new_payment_method", 1500)
     frame = _model_frame(raw)
@@ -60,7 +60,7 @@ def world_root(tmp_path_factory):
 @pytest.fixture
 def drifted_home(world_root, tmp_path):
     """A home with a champion + reference and a prediction log that ends 1,000 rows into the drift."""
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     w = _world(world_root)
     home = paths()

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from riskops import datasets as ds
-from riskops.datasets import DatasetConfig, MappingError
+from riskops.data import datasets as ds
+from riskops.data.datasets import DatasetConfig, MappingError
 
 
 def _frame(n: int = 200, seed: int = 0) -> pd.DataFrame:

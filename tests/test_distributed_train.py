@@ -1,6 +1,6 @@
 """Distributed (DDP) fine-tuning: two CPU processes with gloo, launched the way the PyTorchJob does.
 
-`torchrun --standalone --nproc-per-node 2 -m components.train --distributed ...` runs the real
+`torchrun --standalone --nproc-per-node 2 -m riskops.training.finetune --distributed ...` runs the real
 entry point on a small hand-made training set with the tiny random encoder. The ranks exchange a
 SHA-256 of their final state_dict (training.json keeps every rank's); the test recomputes the
 digest from the model file rank 0 wrote and checks that both ranks match it, that the model was
@@ -26,10 +26,10 @@ from planted import planted_signal_transactions
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from components.train import build_parser, main, resolve_uri, set_seed, shard_batch, state_digest
-from riskops.features import build_model_frame
-from riskops.model import ModelConfig, RiskModel, RiskScorer
-from riskops.splits import time_split
+from riskops.data.splits import time_split
+from riskops.features.contract import build_model_frame
+from riskops.training.finetune import build_parser, main, resolve_uri, set_seed, shard_batch, state_digest
+from riskops.training.model import ModelConfig, RiskModel, RiskScorer
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -57,7 +57,7 @@ def ddp_run(tmp_path_factory):
     df.to_parquet(tmp / "training_set.parquet")
     cmd = [
         str(TORCHRUN), "--standalone", "--nproc-per-node", "2",
-        "-m", "components.train", "--distributed",
+        "-m", "riskops.training.finetune", "--distributed",
         "--training_set", (tmp / "training_set.parquet").as_uri(),
         "--model_dir", str(tmp / "model"),
         "--output_uri", (tmp / "uploaded").as_uri(),
@@ -151,7 +151,7 @@ def test_the_pytorchjob_runs_this_entry_point_with_flags_it_accepts():
     for rtype in ("Master", "Worker"):
         (c,) = job["spec"]["pytorchReplicaSpecs"][rtype]["template"]["spec"]["containers"]
         i = c["args"].index("-m")
-        assert c["command"] == ["torchrun"] and c["args"][i + 1] == "components.train"
+        assert c["command"] == ["torchrun"] and c["args"][i + 1] == "riskops.training.finetune"
         args = build_parser().parse_args(c["args"][i + 2 :])  # exits on an unknown flag
         assert args.distributed and args.training_set.startswith("s3://")
         assert args.model_dir.startswith("/tmp/") and args.output_uri.startswith("s3://")

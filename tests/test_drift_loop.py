@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from riskops.config import paths
-from riskops.drift_demo import LoopOptions, build_timeline, run_loop, train_champion
-from riskops.feedback import load_feedback
-from riskops.registry import ModelRegistry
+from cli.drift_demo import LoopOptions, build_timeline, run_loop, train_champion
+from riskops.monitoring.feedback import load_feedback
+from riskops.registry.store import ModelRegistry
+from riskops.settings import paths
 
 pytestmark = pytest.mark.slow
 

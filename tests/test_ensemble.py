@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from riskops.ensemble import RankEnsemble, choose_ensemble_weights, fit_rank_ensemble, simplex_grid
+from riskops.training.ensemble import RankEnsemble, choose_ensemble_weights, fit_rank_ensemble, simplex_grid
 
 
 def test_simplex_grid_covers_every_weight_vector_once():

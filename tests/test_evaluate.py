@@ -1,4 +1,4 @@
-"""Baselines (riskops.baselines) and the evaluation step (components.evaluate)."""
+"""Baselines (riskops.training.baselines) and the evaluation step (riskops.training.evaluate)."""
 
 import json
 import math
@@ -8,18 +8,18 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from components.evaluate import (
+from components.evaluate import evaluate_model_op
+from riskops.data.splits import time_split
+from riskops.features.contract import build_model_frame
+from riskops.schema import CHANNELS, COUNTRIES, CURRENCIES, PAYMENT_METHODS, PRODUCT_CATEGORIES
+from riskops.training import baselines as B
+from riskops.training.evaluate import (
     RATIO_KEY,
-    evaluate_model_op,
     evaluate_models,
     render_html,
     run_evaluation,
 )
-from riskops import baselines as B
-from riskops.features import build_model_frame
-from riskops.metrics import policy_report
-from riskops.schema import CHANNELS, COUNTRIES, CURRENCIES, PAYMENT_METHODS, PRODUCT_CATEGORIES
-from riskops.splits import time_split
+from riskops.training.metrics import policy_report
 
 METRIC_KEYS = (
     "roc_auc",
@@ -91,9 +91,9 @@ def synthetic_transactions(n: int, seed: int = 0, fraud_rate: float = 0.06) -> p
 def with_prior_entity_state(transactions: pd.DataFrame) -> pd.DataFrame:
     """Transactions + entity features as training sees them: each entity's state after its
     PREVIOUS event (own event excluded), the point-in-time semantics of the Feast join, computed
-    here with riskops.aggregates directly so these tests need no feature store."""
-    from riskops.aggregates import compute_entity_features
-    from riskops.features import ENTITY_FEATURES, ENTITY_KEYS
+    here with riskops.features.aggregates directly so these tests need no feature store."""
+    from riskops.features.aggregates import compute_entity_features
+    from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS
 
     out = transactions.copy()
     for entity, states in compute_entity_features(transactions).items():
@@ -106,8 +106,8 @@ def with_prior_entity_state(transactions: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def split_frames():
-    """Generated traffic (riskops.generator: fraud typologies planted among legit look-alikes)."""
-    from riskops.generator import GeneratorConfig, generate
+    """Generated traffic (riskops.data.generator: fraud typologies planted among legit look-alikes)."""
+    from riskops.data.generator import GeneratorConfig, generate
     from riskops.pii import hash_pii
 
     raw = generate(GeneratorConfig(rows=8000, seed=1, fraud_rate=0.03))
@@ -363,7 +363,7 @@ def test_evaluate_models_rejects_misaligned_scores(tmp_path):
 
 
 class _FakeScorer:
-    """Stands in for riskops.model.RiskScorer: a fixed function of the model frame."""
+    """Stands in for riskops.training.model.RiskScorer: a fixed function of the model frame."""
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         z = (
@@ -405,7 +405,7 @@ def test_run_evaluation_end_to_end_with_a_fake_scorer(tmp_path):
     assert all(name in page for name in doc["models"]) and "block at score" in page
 
     # the register step's model card reads this document
-    from components.register import model_card
+    from riskops.registry.register import model_card
 
     card = model_card(doc, doc["data"], "abc123", "v0001")
     assert "| transformer |" in card and f"{th['review']}" in card
@@ -429,18 +429,18 @@ def test_evaluate_op_compiles_with_the_expected_interface(tmp_path):
 
 
 def test_evaluate_op_body_in_process(tmp_path, monkeypatch):
-    """The KFP adapter's own code, run in-process with a stand-in for riskops.model (no trained
+    """The KFP adapter's own code, run in-process with a stand-in for riskops.training.model (no trained
     weights, no torch import). The real RiskScorer under kfp.local is the pipeline integration test's job."""
     import sys
     import types
 
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
-    fake_model_module = types.ModuleType("riskops.model")
+    fake_model_module = types.ModuleType("riskops.training.model")
     fake_model_module.RiskScorer = type(
         "RiskScorer", (), {"load": staticmethod(lambda path, **kw: _FakeScorer())}
     )
-    monkeypatch.setitem(sys.modules, "riskops.model", fake_model_module)
+    monkeypatch.setitem(sys.modules, "riskops.training.model", fake_model_module)
     synthetic_transactions(3000, seed=9).to_parquet(tmp_path / "training_set.parquet", index=False)
     (tmp_path / "model").mkdir()
     art = {

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from riskops import featurestore as fs
-from riskops.features import ENTITY_FEATURES
-from riskops.generator import GeneratorConfig, generate
+from riskops.data.generator import GeneratorConfig, generate
+from riskops.features import store as fs
+from riskops.features.contract import ENTITY_FEATURES
 from riskops.pii import hash_pii
 from serving.entity_state import Push
 from serving.feast_process import FeastProcess, FeastProcessError

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from riskops.features import (
+from riskops.features.contract import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
     TEXT_COLUMN,
@@ -60,13 +60,13 @@ def test_model_frame_from_records_equals_the_frame_path():
     """Serving builds model frames straight from request dicts; it must be the training arithmetic."""
     import datetime as dt
 
-    from riskops.features import (
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.features.contract import (
         ALL_ENTITY_FEATURES,
         NUMERIC_FEATURES,
         build_model_frame_records,
         model_frame_and_numeric,
     )
-    from riskops.generator import GeneratorConfig, generate
     from riskops.pii import hash_pii
 
     df = hash_pii(generate(GeneratorConfig(rows=600, seed=3))).reset_index(drop=True)

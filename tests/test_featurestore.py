@@ -1,4 +1,4 @@
-"""riskops.featurestore + components.features on a real (local) Feast repo.
+"""riskops.features.store + riskops.features.build on a real (local) Feast repo.
 
 (a) point in time: a transaction sees no event after it, nor its own event, nor a tie;
 (b) nothing dropped: rows in == rows out, keys join back, never-seen entities get defaults;
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskops import featurestore as fs
-from riskops.aggregates import ENTITIES, EntityWindowState, compute_entity_features, event_order
-from riskops.features import (
+from riskops.features import store as fs
+from riskops.features.aggregates import ENTITIES, EntityWindowState, compute_entity_features, event_order
+from riskops.features.contract import (
     ALL_ENTITY_FEATURES,
     ENTITY_FEATURE_DEFAULTS,
     ENTITY_FEATURES,
@@ -380,7 +380,8 @@ def test_feast_cli_apply_on_a_repo_copy(tmp_path):
 
 
 def test_build_features_component(tmp_path):
-    from components.features import build_features, build_features_op
+    from components.build_features import build_features_op
+    from riskops.features.build import build_features
 
     raw = HISTORY.drop(columns=["ip_hash"]).assign(
         ip_address=["10.0.0.1"] * 3 + ["10.0.0.2", "10.0.0.1", "", "10.0.0.3", "10.0.0.1", "10.0.0.1"],

@@ -7,8 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from riskops.config import paths as home_paths
-from riskops.feedback import (
+from riskops.monitoring.feedback import (
     FeedbackError,
     append_feedback,
     feedback_dir,
@@ -16,6 +15,7 @@ from riskops.feedback import (
     labelled_window,
     load_feedback,
 )
+from riskops.settings import paths as home_paths
 
 
 @pytest.fixture

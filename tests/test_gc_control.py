@@ -145,8 +145,8 @@ def test_frozen_objects_are_still_freed_when_dropped(clean_gc):
 
 def test_a_dropped_model_leaves_no_cyclic_garbage(tmp_path, clean_gc):
     """A hot swap drops the old model while it is frozen: it must not need the collector to go."""
-    from components.train import TrainConfig, train_from_training_set
-    from riskops.generator import GeneratorConfig, generate
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.training.finetune import TrainConfig, train_from_training_set
     from serving.predictor import load_model
 
     df = generate(GeneratorConfig(rows=600, seed=3, fraud_rate=0.05))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from riskops import schema
-from riskops.generator import (
+from riskops.data.generator import (
     SCENARIOS,
     GeneratorConfig,
     generate,

@@ -88,7 +88,7 @@ def test_prod_gpu_training_job_and_canary(report):
         assert c["resources"]["limits"]["nvidia.com/gpu"] >= 1
         assert c["command"][0] == "torchrun"
         i = c["args"].index("-m")
-        assert c["args"][i : i + 3] == ["-m", "components.train", "--distributed"]
+        assert c["args"][i : i + 3] == ["-m", "riskops.training.finetune", "--distributed"]
         assert "--master-addr=$(MASTER_ADDR)" in c["args"][:i]
         assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
         selector = pod["nodeSelector"]
@@ -162,8 +162,8 @@ def test_policy_file_has_only_known_keys():
 
 
 def test_monitor_config_loads_with_the_monitor_code():
+    from riskops.lifecycle.retrain import RetrainSettings
     from riskops.monitoring.monitor import load_monitor_config
-    from riskops.retrain import RetrainSettings
 
     cfg = load_monitor_config(REPO / "k8s/base/config/monitor.yaml")  # unknown keys would raise
     retrain = RetrainSettings.from_dict(cfg.retrain)

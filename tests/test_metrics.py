@@ -1,4 +1,4 @@
-"""riskops.metrics against hand-computed examples and sklearn."""
+"""riskops.training.metrics against hand-computed examples and sklearn."""
 
 import math
 import warnings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from riskops.metrics import (
+from riskops.training.metrics import (
     _top_k_count,
     expected_calibration_error,
     policy_report,

@@ -1,4 +1,4 @@
-"""riskops.model: the encoder split, scoring bundle, normaliser, calibration and explanations.
+"""riskops.training.model: the encoder split, scoring bundle, normaliser, calibration and explanations.
 
 All tests use the tiny random encoder (fast); the real MiniLM is exercised in test_train.py (slow).
 """
@@ -13,14 +13,15 @@ import pytest
 import torch
 from planted import planted_signal_transactions
 
-from riskops.features import (
+from riskops.features.contract import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
     TEXT_COLUMN,
     ColumnFrame,
     build_model_frame,
 )
-from riskops.model import (
+from riskops.schema import CHANNELS, PAYMENT_METHODS
+from riskops.training.model import (
     SMALL_FRAME_ROWS,
     TEXT_ATTRIBUTION,
     ModelConfig,
@@ -32,7 +33,6 @@ from riskops.model import (
     categorical_indices,
     fit_temperature,
 )
-from riskops.schema import CHANNELS, PAYMENT_METHODS
 
 
 def make_transactions(n: int, seed: int, fraud_rate: float = 0.1) -> pd.DataFrame:
@@ -180,7 +180,7 @@ def test_text_embeddings_are_cached_lru(tokenizer, frame):
 def test_small_and_large_batches_look_texts_up_alike(scorer, frame):
     """Few-row batches (serving) find distinct texts with a dict, larger ones with pandas: the same
     embeddings row for row, repeated and missing texts included."""
-    from riskops.model import SMALL_FRAME_ROWS
+    from riskops.training.model import SMALL_FRAME_ROWS
 
     texts = frame[TEXT_COLUMN].to_numpy(dtype=object)
     small = np.array([texts[0], None, texts[1], texts[0], float("nan"), "None"], dtype=object)

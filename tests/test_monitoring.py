@@ -1,8 +1,8 @@
 """Monitoring: drift detection vs no detection over seeds, volume anomalies, rules, the monitor pass.
 
-The detection data: the built-in generator, entity features from riskops.aggregates (the state
-before each transaction, as Feast serves it), model inputs from riskops.features.build_model_frame
-and scores from a quick sklearn model (riskops.baselines logistic regression). For each seed:
+The detection data: the built-in generator, entity features from riskops.features.aggregates (the state
+before each transaction, as Feast serves it), model inputs from riskops.features.contract.build_model_frame
+and scores from a quick sklearn model (riskops.training.baselines logistic regression). For each seed:
 
 * the no-drift case is one continuous stretch of normal traffic; the reference is the 30% of it
   before the "onset" and the monitored windows are the 1,500 transactions ending 1,500 / 2,000
@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskops.config import paths as home_paths
-from riskops.features import (
+from riskops.features.contract import (
     CATEGORICAL_FEATURES,
     ENTITY_FEATURES,
     ENTITY_KEYS,
@@ -47,6 +46,7 @@ from riskops.monitoring.volume import (
     hourly_volumes,
     hourly_volumes_from_log,
 )
+from riskops.settings import paths as home_paths
 
 SEEDS = (1, 2, 3)
 BASE_ROWS, DRIFT_ROWS, WINDOW = 30_000, 4_000, 1_500  # 12 days of normal traffic, then the scenario
@@ -61,7 +61,7 @@ _CACHE: dict = {}
 
 def _model_frame(raw: pd.DataFrame) -> pd.DataFrame:
     """Transactions -> model inputs with the entity state BEFORE each event (+ id, time, label)."""
-    from riskops.aggregates import compute_entity_features
+    from riskops.features.aggregates import compute_entity_features
     from riskops.pii import hash_pii
 
     h = hash_pii(raw)
@@ -83,9 +83,9 @@ def world(seed: int, tmp_root) -> dict:
     """
     if seed in _CACHE:
         return _CACHE[seed]
-    from riskops.baselines import fit_logistic_regression
-    from riskops.generator import GeneratorConfig, generate_with_drift
-    from riskops.metrics import thresholds_for_policy
+    from riskops.data.generator import GeneratorConfig, generate_with_drift
+    from riskops.training.baselines import fit_logistic_regression
+    from riskops.training.metrics import thresholds_for_policy
 
     frames, onsets = {}, {}
     for sc in ("normal", "fraud_ring", "price_shift", "new_payment_method"):
@@ -313,9 +313,9 @@ class _Hook(BaseHTTPRequestHandler):
 def test_run_monitor_once_end_to_end(data_root, riskops_home, tmp_path):
     import shutil
 
+    from riskops.lifecycle.retrain import RetrainTrigger
     from riskops.monitoring.monitor import run_monitor_once
-    from riskops.registry import ModelRegistry
-    from riskops.retrain import RetrainTrigger
+    from riskops.registry.store import ModelRegistry
 
     paths = home_paths(riskops_home)
     w = world(SEEDS[0], data_root)
@@ -328,7 +328,7 @@ def test_run_monitor_once_end_to_end(data_root, riskops_home, tmp_path):
     reg.set_alias("champion", mv.version)
     frame, onset = w["frames"]["new_payment_method"], w["onsets"]["new_payment_method"]
     _write_log(paths.prediction_log, frame.iloc[onset - 500 : onset + 1500], mv.version, w["thresholds"])
-    from riskops.feedback import append_feedback
+    from riskops.monitoring.feedback import append_feedback
 
     labelled = frame.iloc[onset - 500 : onset + 100]  # outcomes arrive for the older part of the window
     append_feedback(paths, [{"transaction_id": t, "is_fraud": int(y), "source": "chargeback"}
@@ -363,12 +363,12 @@ def test_run_monitor_once_end_to_end(data_root, riskops_home, tmp_path):
     assert res.trigger is not None and res.trigger.reason["rules"] and res.trigger.data["rows"] > 0
     assert json.loads((res.report_dir / "verdict.json").read_text())["drift"] is True
     # the Evidently report's numbers are the fast path's numbers (same formulas, same window)
-    from riskops.monitoring.monitor import read_log_tail
+    from riskops.monitoring.prediction_log import read_prediction_log
 
     saved = json.loads((res.report_dir / "drift_metrics.json").read_text())
     assert saved["metrics"]["performance.rows"] == 600
     assert saved["metrics"]["performance.baseline_pr_auc"] == 0.3  # from the version's evaluation.json
-    fast = compute_drift(load_reference(mv.path), current_frame(read_log_tail(paths.prediction_log, WINDOW).tail(WINDOW)),
+    fast = compute_drift(load_reference(mv.path), current_frame(read_prediction_log(paths.prediction_log, newest_rows=WINDOW).tail(WINDOW)),
                          FAST)
     for k, v in fast.metrics.items():
         # performance.* needs the joined feedback labels, which only the monitor run has

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from pipelines.runner import PipelineFailed, run_local
-from riskops.config import paths
-from riskops.generator import GeneratorConfig, generate, write_transactions
-from riskops.registry import ModelRegistry
+from riskops.data.generator import GeneratorConfig, generate, write_transactions
+from riskops.registry.store import ModelRegistry
+from riskops.settings import paths
 
 pytestmark = pytest.mark.slow
 

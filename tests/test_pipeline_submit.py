@@ -172,7 +172,7 @@ def test_submit_creates_a_run_with_the_compiled_prod_gpu_spec(tmp_path):
 
 
 def test_cli_pipeline_run_host_submits_its_parameters():
-    from riskops.cli import main
+    from cli.main import main
 
     with KfpStandIn() as kfp_api:
         code = main(
@@ -206,7 +206,7 @@ def test_unreachable_host_is_a_clear_error(tmp_path):
     # and from the command line: non-zero exit, the reason on stderr
     env = {**os.environ, "PYTHONPATH": str(REPO), "RISKOPS_HOME": str(tmp_path / "home")}
     proc = subprocess.run(
-        [sys.executable, "-m", "riskops.cli", "pipeline", "run", "--host", host],
+        [sys.executable, "-m", "cli.main", "pipeline", "run", "--host", host],
         cwd=REPO,
         env=env,
         capture_output=True,

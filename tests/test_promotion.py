@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskops.config import paths as home_paths
-from riskops.promotion import (
+from riskops.lifecycle.promotion import (
     PREVIOUS_CHAMPION,
     CanaryRouter,
     CanarySettings,
@@ -19,7 +18,8 @@ from riskops.promotion import (
     compare_models,
     run_promotion_gate,
 )
-from riskops.registry import ModelRegistry
+from riskops.registry.store import ModelRegistry
+from riskops.settings import paths as home_paths
 
 
 @pytest.fixture

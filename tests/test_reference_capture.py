@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 from test_evaluate import _FakeScorer, synthetic_transactions
 
-from components.evaluate import run_evaluation
-from components.register import register_model
-from riskops.config import paths
-from riskops.features import build_model_frame
+from riskops.data.splits import time_split
+from riskops.features.contract import build_model_frame
 from riskops.monitoring.drift import REFERENCE_FILE, load_reference
-from riskops.splits import time_split
+from riskops.registry.register import register_model
+from riskops.settings import paths
+from riskops.training.evaluate import run_evaluation
 
 
 def test_evaluate_writes_the_reference_and_register_stores_it(tmp_path):

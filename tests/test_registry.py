@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from riskops.registry import CHAMPION, ModelRegistry, RegistryError
+from riskops.registry.store import CHAMPION, ModelRegistry, RegistryError
 
 
 def _model_dir(tmp_path, name="m", payload="w"):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from riskops.config import paths as home_paths
-from riskops.generator import GeneratorConfig, generate
-from riskops.registry import ModelRegistry
-from riskops.retrain import RetrainError, RetrainSettings, RetrainTrigger, build_retraining_data
+from riskops.data.generator import GeneratorConfig, generate
+from riskops.lifecycle.retrain import RetrainError, RetrainSettings, RetrainTrigger, build_retraining_data
+from riskops.registry.store import ModelRegistry
+from riskops.settings import paths as home_paths
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_build_retraining_data_labels_and_holdout(tmp_path, transactions):
 
 
 def test_retraining_with_history_trains_on_the_whole_recent_window(tmp_path, transactions):
-    from riskops.splits import time_split
+    from riskops.data.splits import time_split
 
     ts = pd.to_datetime(transactions["event_timestamp"], utc=True)
     split_at = ts.sort_values().iloc[2000]
@@ -99,14 +99,14 @@ def test_retraining_with_history_trains_on_the_whole_recent_window(tmp_path, tra
 
 
 def test_local_command_uses_real_cli_flags(paths, tmp_path):
-    from riskops.cli import build_parser
+    from cli.main import build_parser
 
     trig = RetrainTrigger(paths, {"retrain": {"pipeline_args": ["--encoder", "tiny", "--epochs", "1"]}})
-    from riskops.retrain import RetrainingData
+    from riskops.lifecycle.retrain import RetrainingData
 
     data = RetrainingData(tmp_path / "train.parquet", None, 1, 1, 0, 0, None)
     cmd = trig.local_command(data, tmp_path)
-    assert cmd[:3] == [sys.executable, "-m", "riskops.cli"]
+    assert cmd[:3] == [sys.executable, "-m", "cli.main"]
     args = build_parser().parse_args(cmd[3:])  # every flag exists in the CLI
     assert args.input == str(tmp_path / "train.parquet") and args.promotion == "never"
     assert args.encoder == "tiny" and args.epochs == 1 and args.recent_from == ""
@@ -188,7 +188,7 @@ def test_registration_found_after_success(paths, transactions, tmp_path):
     model.mkdir()
     (model / "w").write_text("1")
     script = (
-        "from riskops.registry import ModelRegistry; import sys; "
+        "from riskops.registry.store import ModelRegistry; import sys; "
         f"r = ModelRegistry({str(paths.registry)!r}); v = r.register({str(model)!r}); r.set_alias('challenger', v.version)"
     )
     trig = RetrainTrigger(paths, {"retrain": _settings(command=["{python}", "-c", script])},

@@ -1,4 +1,4 @@
-"""Promotion decisions on a cluster: the InferenceService patches (riskops/rollout.py).
+"""Promotion decisions on a cluster: the InferenceService patches (riskops/lifecycle/rollout.py).
 
 No Kubernetes API server runs here, so `FakeKubeApi` stands in for it: it holds the InferenceService
 from our own manifest (k8s/base/inferenceservice.yaml) and applies RFC 6902 patches the way the API
@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import yaml
 
-from riskops.config import paths as home_paths
-from riskops.promotion import CanaryDecision, CanaryState, apply_canary_decision, run_promotion_gate
-from riskops.registry import ModelRegistry
-from riskops.rollout import (
+from riskops.lifecycle.promotion import CanaryDecision, CanaryState, apply_canary_decision, run_promotion_gate
+from riskops.lifecycle.rollout import (
     KServeRollout,
     RolloutError,
     RolloutSettings,
     canary_patch,
     storage_uri_location,
 )
+from riskops.registry.store import ModelRegistry
+from riskops.settings import paths as home_paths
 
 REPO = Path(__file__).resolve().parent.parent
 

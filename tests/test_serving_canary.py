@@ -21,8 +21,8 @@ import yaml
 from test_serving_feedback import running_server
 from test_serving_http import MODEL, Served, build_home, logged, predict, tx
 
-from riskops.promotion import CanaryRouter
-from riskops.registry import ModelRegistry
+from riskops.lifecycle.promotion import CanaryRouter
+from riskops.registry.store import ModelRegistry
 
 CHAMPION_VERSION = "v0001"
 

@@ -19,21 +19,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskops.aggregates import EntityWindowState, compute_entity_features
-from riskops.features import (
+from riskops.features.aggregates import EntityWindowState, compute_entity_features
+from riskops.features.contract import (
     ENTITY_FEATURE_DEFAULTS,
     ENTITY_FEATURES,
     ColumnFrame,
     snapshot_time_key,
     take_rows,
 )
+from riskops.monitoring.prediction_log import read_prediction_log
 from serving import metrics
 from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
 from serving.entity_state import EntityTracker, combine
 from serving.online import OnlineFeatureStore
 from serving.policy import PolicySource, Thresholds, describe, top_reasons
-from serving.predlog import PredictionLog, PredictionLogError, read_prediction_log
+from serving.predlog import PredictionLog, PredictionLogError
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -238,7 +239,7 @@ def test_combine_ages_a_baseline_linearly_until_its_window_has_passed():
 
 def test_frozen_baseline_ages_like_aged_baseline_sum():
     """The tracker prepares each baseline once (FrozenBaseline); its ageing is aged_baseline_sum's."""
-    from riskops.aggregates import WINDOW_SECONDS
+    from riskops.features.aggregates import WINDOW_SECONDS
     from serving.entity_state import FrozenBaseline, aged_baseline_sum
 
     rng = np.random.default_rng(5)
@@ -271,7 +272,7 @@ def test_frozen_baseline_ages_like_aged_baseline_sum():
 def _reference_combine(entity: str, base: dict, t_us: int, st: EntityWindowState) -> dict[str, float]:
     """The combine rules of serving/entity_state.py's module doc, written plainly feature by feature
     over the state's snapshot: what the generated ``combine_<entity>`` functions must compute."""
-    from riskops.aggregates import WINDOW_SECONDS
+    from riskops.features.aggregates import WINDOW_SECONDS
     from serving.entity_state import _BASE_WEIGHT, aged_baseline_sum, baseline_share
 
     def num(v):
@@ -316,7 +317,7 @@ def test_generated_combine_follows_the_documented_rules():
     """`combine` is generated code per entity (serving.entity_state.COMBINE_SOURCE); random baselines
     (missing, NaN, inf values, no snapshot time), ages from 0 to 40 days and 0-25 live events must
     give exactly what the rules written plainly give, and the live values equal the getters."""
-    from riskops.aggregates import feature_getters
+    from riskops.features.aggregates import feature_getters
     from serving.entity_state import COMBINE_SOURCE
 
     rng = np.random.default_rng(11)
@@ -380,7 +381,7 @@ def test_a_defaults_snapshot_combines_like_no_snapshot():
 
 
 def test_epoch_microseconds_of_datetimes_match_pandas():
-    from riskops.aggregates import to_epoch_us
+    from riskops.features.aggregates import to_epoch_us
 
     cases = [
         datetime(2026, 3, 7, 23, 59, 59, 999_999, tzinfo=UTC),
@@ -717,7 +718,7 @@ def test_served_entity_features_stay_close_to_the_exact_offline_ones_after_a_res
     """Training/serving skew of the entity state: a server starts from online snapshots (state after
     each entity's last event, with that event's time) and replays newer traffic; its features must
     stay close to the exact point-in-time values the training data would hold for those rows."""
-    from riskops.generator import GeneratorConfig, generate
+    from riskops.data.generator import GeneratorConfig, generate
     from riskops.pii import hash_pii
 
     txs = hash_pii(generate(GeneratorConfig(rows=6000, seed=5)))

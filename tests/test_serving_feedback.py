@@ -1,6 +1,6 @@
 """POST /v1/feedback over real HTTP: a real ModelServer subprocess, a tiny real model, real Feast SQLite.
 
-Accepted feedback is durable and readable with `riskops.feedback.load_feedback`; every bad body is
+Accepted feedback is durable and readable with `riskops.monitoring.feedback.load_feedback`; every bad body is
 a 400 naming the row and field with nothing stored (all-or-nothing), and the server goes on.
 The server helpers come from tests/test_serving_http.py.
 """
@@ -18,8 +18,8 @@ import httpx
 import pytest
 from test_serving_http import Served, _env, build_home, free_port, logged, predict, stop, tx, wait_ready
 
-from riskops.config import Paths
-from riskops.feedback import feedback_dir, labelled_window, load_feedback
+from riskops.monitoring.feedback import feedback_dir, labelled_window, load_feedback
+from riskops.settings import Paths
 
 
 @contextlib.contextmanager

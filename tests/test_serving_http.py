@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from riskops.config import Paths, paths
+from riskops.monitoring.prediction_log import read_prediction_log
+from riskops.settings import Paths, paths
 from serving.examples import example_transaction
-from serving.predlog import read_prediction_log
 
 ROOT = Path(__file__).resolve().parent.parent
 T_BASE = datetime(2026, 1, 9, 0, 0, tzinfo=UTC)  # after the generated history (starts 2026-01-01)
@@ -86,10 +86,10 @@ class Served:
 
 def build_home(root: Path) -> tuple[Paths, Path]:
     """Synthetic history -> Feast repo (offline + online) -> tiny model -> registry champion."""
-    from components.features import build_features
-    from components.train import TrainConfig, train_from_training_set
-    from riskops.generator import GeneratorConfig, generate
-    from riskops.registry import ModelRegistry
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.features.build import build_features
+    from riskops.registry.store import ModelRegistry
+    from riskops.training.finetune import TrainConfig, train_from_training_set
 
     home = paths(root / "home")
     df = generate(GeneratorConfig(rows=1200, seed=5, days=7))
@@ -483,7 +483,7 @@ def test_fuzzed_bodies_never_5xx(served, body, route, ctype):
 
 # --------------------------------------------------------------------------- features and state
 def test_burst_grows_velocity_features_and_pushes_them_online(served):
-    from riskops.featurestore import online_features, open_store
+    from riskops.features.store import online_features, open_store
 
     user = f"burst-{uuid.uuid4().hex[:8]}"
     items = [tx(user_id=user, device_id=f"{user}-dev") for _ in range(5)]
@@ -567,7 +567,7 @@ def test_policy_yaml_hot_reload_block_alerts_and_bursts(served):
 
 def test_feast_down_answers_degraded_review_then_recovers(served):
     db = served.home.feature_repo / "data" / "online_store.db"
-    # The store is in WAL mode (riskops.featurestore.use_wal): the database, its write-ahead log and
+    # The store is in WAL mode (riskops.features.store.use_wal): the database, its write-ahead log and
     # its shared index all get garbage, on the same inodes, so the server's open connection cannot
     # keep serving from its page cache (the index header it checks per read has changed).
     files = [f for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")) if f.exists()]
@@ -598,7 +598,7 @@ def test_feast_down_answers_degraded_review_then_recovers(served):
 
 # --------------------------------------------------------------------------- hot swap (changes the champion: last)
 def test_hot_swap_under_load_has_no_failures(served):
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     results: list[tuple[float, int, str]] = []
     stop_at = time.monotonic() + 120
@@ -730,7 +730,7 @@ def _cache_counts(served: Served) -> dict[str, float]:
 
 
 def test_catalogue_texts_are_encoded_before_their_first_order(served):
-    from riskops.features import transaction_text
+    from riskops.features.contract import transaction_text
 
     product = {
         "product_title": f"Catalogue lamp {uuid.uuid4().hex[:8]}",

@@ -1,4 +1,4 @@
-"""FT-Transformer (riskops.tabular): learns a planted signal, round-trips through save/load."""
+"""FT-Transformer (riskops.training.tabular): learns a planted signal, round-trips through save/load."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from riskops.tabular import FittedTabularModel, FTTransformerConfig, TabularPreprocessor, fit_ft_transformer
+from riskops.training.tabular import (
+    FittedTabularModel,
+    FTTransformerConfig,
+    TabularPreprocessor,
+    fit_ft_transformer,
+)
 
 
 def _planted(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1,4 +1,4 @@
-"""components.train and riskops.splits: fine-tuning, the frozen-layer cache, the time split.
+"""riskops.training.finetune and riskops.data.splits: fine-tuning, the frozen-layer cache, the time split.
 
 Tiny random encoder everywhere except one slow test with the real all-MiniLM-L6-v2.
 """
@@ -15,7 +15,10 @@ from planted import SIGNAL, planted_signal_transactions
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from components.train import (
+from components.train import train_model_op
+from riskops.data.splits import time_split
+from riskops.features.contract import TEXT_COLUMN, build_model_frame
+from riskops.training.finetune import (
     LowerStateCache,
     TrainConfig,
     _loss_fn,
@@ -24,11 +27,8 @@ from components.train import (
     set_seed,
     train_from_training_set,
     train_model,
-    train_model_op,
 )
-from riskops.features import TEXT_COLUMN, build_model_frame
-from riskops.model import ModelConfig, RiskModel, RiskScorer, base_tokenizer, resolve_device
-from riskops.splits import time_split
+from riskops.training.model import ModelConfig, RiskModel, RiskScorer, base_tokenizer, resolve_device
 
 SEED = 11
 # One thread: these models are tiny, and on a busy 2-core machine two OpenMP threads can be 10x slower.
@@ -198,7 +198,7 @@ def test_train_from_training_set_splits_by_time(data, tmp_path):
 
 
 def test_trains_on_generated_transactions(tmp_path):
-    generator = pytest.importorskip("riskops.generator")
+    generator = pytest.importorskip("riskops.data.generator")
     df = generator.generate(generator.GeneratorConfig(rows=2500, seed=5, fraud_rate=0.03))
     config = TrainConfig(encoder="tiny", epochs=1, max_steps=5, progress=False, num_threads=1)
     result = train_from_training_set(df, tmp_path / "m", config)
@@ -309,7 +309,7 @@ def test_time_split_breaks_timestamp_ties_by_transaction_id():
 def test_minilm_one_training_step(data, tmp_path):
     from transformers import BertModel
 
-    from riskops.model import minilm_path
+    from riskops.training.model import minilm_path
 
     train = data["train"].iloc[:64]
     val = data["val"].iloc[:64]

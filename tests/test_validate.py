@@ -1,4 +1,4 @@
-"""The Great Expectations data gate (components/validate.py)."""
+"""The Great Expectations data gate (riskops/data/validation.py)."""
 
 import json
 import os
@@ -12,15 +12,15 @@ import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.validate import (
+from components.validate import validate_transactions_op
+from riskops import schema
+from riskops.data.validation import (
     DataValidationError,
     ValidationConfig,
     ValidationResult,
     build_suite,
     validate_transactions,
-    validate_transactions_op,
 )
-from riskops import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = ValidationConfig(start="2024-03-01T00:00:00Z", end="2024-03-31T00:00:00Z")
@@ -259,14 +259,14 @@ def test_error_carries_result_and_report_path(combined):
 
 
 def test_generator_output_passes_the_gate(tmp_path):
-    generator = pytest.importorskip("riskops.generator")
+    generator = pytest.importorskip("riskops.data.generator")
     df = generator.generate(generator.GeneratorConfig(rows=2_000, seed=3))
     result = validate_transactions(df, ValidationConfig(), tmp_path)
     assert result.success, result.summary()
 
 
 def test_import_is_cheap():
-    code = "import sys, components.validate; assert 'great_expectations' not in sys.modules"
+    code = "import sys, riskops.data.validation; assert 'great_expectations' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
@@ -292,7 +292,7 @@ def test_kfp_component_fails_the_task_on_bad_data(clean, tmp_path, capfd, caplog
             transactions=data.outputs["out"], start="2024-03-01", end="2024-03-31", reports_dir=reports_dir
         )
 
-    # the task subprocess imports components.validate (the project's editable install covers it too)
+    # the task subprocess imports riskops.data.validation (the project's editable install covers it too)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with pytest.raises(RuntimeError, match="validate-transactions-op"):
         gate(src=str(bad), reports_dir=str(reports))

@@ -7,7 +7,7 @@
 * `riskops.monitoring.monitor` — `run_monitor_once` / `run_monitor_loop` (reports, alerts, retraining).
 
 Heavy libraries (Evidently, pandas) are imported by the submodules, not here, so importing the
-package is cheap (the server imports `riskops.promotion` / `riskops.feedback`, never these).
+package is cheap (the server imports `riskops.lifecycle.promotion` / `riskops.monitoring.feedback`, never these).
 """
 
 from __future__ import annotations

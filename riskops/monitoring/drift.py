@@ -6,14 +6,14 @@ Each model version carries the data it is compared against in production: ``refe
 in the model folder (so it travels into the registry with the weights), written by
 :func:`save_reference` from the train/evaluate step. It holds, per row of the model's held-out
 (validation/test) period: the model inputs (NUMERIC_FEATURES + CATEGORICAL_FEATURES, exactly what
-`riskops.features.build_model_frame` produced), the model's ``risk_score``, the label ``is_fraud``
+`riskops.features.contract.build_model_frame` produced), the model's ``risk_score``, the label ``is_fraud``
 when known, and the hour-of-day / weekend stratum of the row. :func:`load_reference` reads it back
 together with the version's decision thresholds (``policy.json``) and its headline metrics
 (``evaluation.json``), the baseline for the performance check.
 
 Current window
 --------------
-The most recent rows of the prediction log (`serving.predlog.read_prediction_log`): the numeric
+The most recent rows of the prediction log (`riskops.monitoring.prediction_log.read_prediction_log`): the numeric
 inputs as served (``model.<name>``), the categoricals, ``risk_score``. Degraded rows (scored with
 default features because the online store was unavailable) are counted but excluded: they are an
 availability problem, not a change in the world. Rows scored by another model version (a canary
@@ -30,7 +30,7 @@ Comparisons (one Evidently report per run, HTML + JSON)
   sides (operator overrides and fail-mode do not masquerade as drift): `ValueDrift` chi-square
   p-value in the report, plus flag/block rate ratios;
 * performance — on the labelled part of the log (feedback joined on transaction_id):
-  `riskops.metrics.score_metrics` vs the version's evaluation, with a bootstrap standard error of
+  `riskops.training.metrics.score_metrics` vs the version's evaluation, with a bootstrap standard error of
   the PR-AUC; an Evidently `ClassificationPreset` report when enough labels exist.
 
 Seasonality: a window of 1–2k transactions covers hours, not days, while the reference covers days.
@@ -68,7 +68,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, transaction_text
+from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, transaction_text
+from riskops.monitoring.prediction_log import MODEL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,6 @@ LABEL = "is_fraud"
 HOUR = "_hour"
 WEEKEND = "_weekend"
 DECISIONS = ("approve", "review", "block")
-MODEL_PREFIX = "model."  # serving.predlog.MODEL_PREFIX (not imported: keeps this module serving-free)
 
 # the calendar is a stratum of the comparison, not a monitored input (see module doc)
 DEFAULT_EXCLUDE: tuple[str, ...] = ("is_weekend",)
@@ -143,7 +143,7 @@ class DriftSettings:
         cols = list(self.features) if self.features else [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
         bad = [c for c in cols if c not in NUMERIC_FEATURES and c not in CATEGORICAL_FEATURES]
         if bad:
-            raise ValueError(f"drift.features: {bad} are not model inputs (riskops.features)")
+            raise ValueError(f"drift.features: {bad} are not model inputs (riskops.features.contract)")
         return [c for c in cols if c not in set(self.exclude)]
 
 
@@ -277,7 +277,7 @@ def baseline_metrics(model_dir: Path | str, frame: pd.DataFrame | None = None) -
     if primary and primary in models:
         return {k: float(v) for k, v in models[primary].items() if isinstance(v, int | float)}
     if frame is not None and LABEL in frame.columns and frame[LABEL].nunique() == 2:
-        from riskops.metrics import score_metrics
+        from riskops.training.metrics import score_metrics
 
         m = score_metrics(frame[LABEL].to_numpy(), frame[SCORE].to_numpy())
         return {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
@@ -713,7 +713,7 @@ def performance_metrics(
     labelled: pd.DataFrame | None, reference: Reference, settings: DriftSettings
 ) -> tuple[dict[str, float], Any]:
     """Metrics of the served scores on the labelled window vs the version's baseline."""
-    from riskops.metrics import score_metrics
+    from riskops.training.metrics import score_metrics
 
     out: dict[str, float] = {"performance.rows": 0.0, "performance.frauds": 0.0}
     if labelled is None or labelled.empty or SCORE not in labelled or LABEL not in labelled:
@@ -774,7 +774,7 @@ def compute_drift(
     """Compare a current window (`current_frame` of log rows) with the reference.
 
     ``labelled`` (optional): log rows with ``is_fraud`` from feedback and the served ``risk_score``
-    (`riskops.feedback.labelled_window`); adds the performance metrics and report. The metrics
+    (`riskops.monitoring.feedback.labelled_window`); adds the performance metrics and report. The metrics
     (flat keys, what `riskops.monitoring.rules` reads) are listed in docs/monitoring.md.
     """
     settings = settings or DriftSettings()

@@ -19,7 +19,7 @@ One pass (`run_monitor_once`):
    never raised); volume anomalies already alerted for the same hour are not repeated;
 7. on drift (a rule with action ``retrain``): `RetrainTrigger.maybe_trigger` (debounced);
 8. the closed loop: when a retraining run has finished and registered a challenger, the promotion
-   gate (`riskops.promotion.run_promotion_gate`) compares it with the champion on the labelled
+   gate (`riskops.lifecycle.promotion.run_promotion_gate`) compares it with the champion on the labelled
    rows neither trained on (``promotion.auto``).
 
 Nothing here raises into the loop for data problems: a pass with too little data reports
@@ -42,7 +42,6 @@ from typing import Any
 
 import pandas as pd
 
-from riskops.config import PROJECT_ROOT, Paths, load_yaml
 from riskops.monitoring.drift import (
     DriftSettings,
     Reference,
@@ -51,8 +50,10 @@ from riskops.monitoring.drift import (
     current_frame,
     load_reference,
 )
+from riskops.monitoring.prediction_log import read_prediction_log
 from riskops.monitoring.rules import Rule, Verdict, evaluate_rules, load_rules
 from riskops.monitoring.volume import VolumeSettings, detect_volume_anomalies, hourly_volumes_from_log
+from riskops.settings import PROJECT_ROOT, Paths, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,8 @@ class MonitorConfig:
     drift: DriftSettings = field(default_factory=DriftSettings)
     volume: VolumeSettings = field(default_factory=VolumeSettings)
     rules: list[Rule] = field(default_factory=lambda: load_rules({}))
-    retrain: dict = field(default_factory=dict)  # riskops.retrain.RetrainSettings
-    promotion: dict = field(default_factory=dict)  # riskops.promotion.PromotionSettings
+    retrain: dict = field(default_factory=dict)  # riskops.lifecycle.retrain.RetrainSettings
+    promotion: dict = field(default_factory=dict)  # riskops.lifecycle.promotion.PromotionSettings
     alerts: AlertSettings = field(default_factory=AlertSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
     raw: dict = field(default_factory=dict)
@@ -130,8 +131,8 @@ class MonitorConfig:
         window = WindowSettings.from_dict(d.get("window"))
         drift_d = dict(d.get("drift") or {})
         drift_d.setdefault("window_size", window.size)  # calibrate at the size the monitor compares
-        from riskops.promotion import PromotionSettings
-        from riskops.retrain import RetrainSettings
+        from riskops.lifecycle.promotion import PromotionSettings
+        from riskops.lifecycle.retrain import RetrainSettings
 
         RetrainSettings.from_dict(d.get("retrain"))  # validate early: a typo fails at start, not at drift
         PromotionSettings.from_dict(d.get("promotion"))
@@ -161,58 +162,6 @@ def _config(config: MonitorConfig | dict | str | Path | None) -> MonitorConfig:
     if isinstance(config, dict):
         return MonitorConfig.from_dict(config)
     return load_monitor_config(config)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the log
-# --------------------------------------------------------------------------------------------
-
-
-def read_log_tail(directory: Path | str, min_rows: int) -> pd.DataFrame:
-    """The newest records of the prediction log, at least `min_rows` when the log has them: whole
-    segments are read newest first until enough rows are in. Same columns as
-    `serving.predlog.read_prediction_log`, sorted by event time."""
-    import numpy as np
-    import orjson
-
-    from serving.predlog import CORE_COLUMNS, SEGMENT_GLOB, flatten_record
-
-    d = Path(directory)
-    segments = sorted(d.glob(SEGMENT_GLOB), reverse=True) if d.exists() else []
-    chunks: list[list[dict]] = []
-    n = 0
-    for seg in segments:
-        rows = []
-        lines = seg.read_bytes().split(b"\n")
-        for line in lines[:-1]:
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                rows.append(flatten_record(rec))
-        chunks.append(rows)
-        n += len(rows)
-        if n >= min_rows:
-            break
-    records = [r for rows in reversed(chunks) for r in rows]
-    if not records:
-        return pd.DataFrame(columns=list(CORE_COLUMNS))
-    df = pd.DataFrame.from_records(records)
-    for col in ("logged_at", "event_timestamp"):
-        if col in df.columns:
-            df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
-    if "risk_score" in df.columns:
-        df["risk_score"] = pd.to_numeric(df["risk_score"], errors="coerce").astype(np.float64)
-    for col in df.columns:
-        if col.startswith("model.") or col in ("amount", "quantity", "account_age_days"):
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    sort_col = "event_timestamp" if "event_timestamp" in df.columns else None
-    if sort_col:
-        df = df.sort_values(sort_col, kind="stable").reset_index(drop=True)
-    return df
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,8 +220,8 @@ class MonitorResult:
     files: dict[str, Path] = field(default_factory=dict)
     volume_anomalies: list[dict] = field(default_factory=list)
     alert: dict | None = None
-    trigger: Any = None  # riskops.retrain.TriggerRecord
-    promotion: Any = None  # riskops.promotion.PromotionDecision
+    trigger: Any = None  # riskops.lifecycle.retrain.TriggerRecord
+    promotion: Any = None  # riskops.lifecycle.promotion.PromotionDecision
     seconds: float = 0.0
     webhook_thread: threading.Thread | None = None
 
@@ -362,11 +311,11 @@ def run_monitor_once(
 ) -> MonitorResult:
     """One monitoring pass (see the module doc). Returns a MonitorResult; writes reports/alerts.
 
-    ``trigger``: a `riskops.retrain.RetrainTrigger` (default: one built from ``config.retrain``);
+    ``trigger``: a `riskops.lifecycle.retrain.RetrainTrigger` (default: one built from ``config.retrain``);
     ``log_df``: prediction-log rows to use instead of reading ``paths.prediction_log`` (tests, replays).
     """
-    from riskops.feedback import labelled_window, load_feedback
-    from riskops.registry import ModelRegistry
+    from riskops.monitoring.feedback import labelled_window, load_feedback
+    from riskops.registry.store import ModelRegistry
 
     started = time.perf_counter()
     cfg = _config(config)
@@ -394,7 +343,7 @@ def run_monitor_once(
 
     if log_df is None:
         scan = max(cfg.window.size, cfg.window.scan_rows)
-        log_df = read_log_tail(paths.prediction_log, scan)
+        log_df = read_prediction_log(paths.prediction_log, newest_rows=scan)
     window = log_df.tail(cfg.window.size) if len(log_df) else log_df
     metrics["log.rows_read"] = float(len(log_df))
 
@@ -445,7 +394,7 @@ def run_monitor_once(
 
     # retraining (debounced) and the closed loop
     if trigger is None:
-        from riskops.retrain import RetrainTrigger
+        from riskops.lifecycle.retrain import RetrainTrigger
 
         trigger = RetrainTrigger(paths, cfg.retrain)
     if verdict.drift and status == "ok":
@@ -484,7 +433,7 @@ def _close_loop(paths: Paths, cfg: MonitorConfig, trigger: Any, state: dict, log
         return None
     state["gated_run"] = last.get("run_id")
     try:
-        from riskops.promotion import run_promotion_gate
+        from riskops.lifecycle.promotion import run_promotion_gate
 
         return run_promotion_gate(paths, cfg.promotion, challenger_version=version, log_df=log_df,
                                   cutoff=last.get("cutoff"), holdout_file=last.get("holdout_file"))
@@ -513,7 +462,7 @@ def run_monitor_loop(
     runs = 0
     trigger = None
     with contextlib.suppress(Exception):
-        from riskops.retrain import RetrainTrigger
+        from riskops.lifecycle.retrain import RetrainTrigger
 
         trigger = RetrainTrigger(paths, cfg.retrain)
     while not stop.is_set():

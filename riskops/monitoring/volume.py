@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from riskops.monitoring.prediction_log import segment_records, segments
+
 log = logging.getLogger(__name__)
 
 MAD_SCALE = 1.4826
-SEGMENT_GLOB = "predictions-*.jsonl"  # serving.predlog.SEGMENT_GLOB
 
 
 @dataclass
@@ -134,20 +135,8 @@ def _fill_hours(counts: pd.DataFrame) -> pd.DataFrame:
 
 
 def _segment_counts(path: Path, time_column: str) -> pd.DataFrame:
-    import orjson
-
     ts, pm, refund, decision = [], [], [], []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    for line in lines[:-1]:  # a torn last line (no newline) is skipped, as the log reader does
-        if not line.strip():
-            continue
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(rec, dict):
-            continue
+    for rec in segment_records(path):
         tx = rec.get("transaction") or {}
         ts.append(rec.get(time_column) or tx.get(time_column))
         pm.append(tx.get("payment_method", rec.get("payment_method")))
@@ -165,7 +154,6 @@ def hourly_volumes_from_log(
 ) -> pd.DataFrame:
     """Hourly counts of the whole prediction log, with a per-segment cache."""
     log_dir = Path(log_dir)
-    segments = sorted(log_dir.glob(SEGMENT_GLOB)) if log_dir.exists() else []
     cache = Path(cache_dir) if cache_dir else None
     index: dict[str, Any] = {}
     if cache:
@@ -176,7 +164,8 @@ def hourly_volumes_from_log(
             index = {}
     parts = []
     new_index: dict[str, Any] = {}
-    for seg in segments:
+    present = segments(log_dir)
+    for seg in present:
         size = seg.stat().st_size
         key = f"{seg.name}|{size}|{time_column}"
         cached = cache / (seg.stem + f".{time_column}.parquet") if cache else None
@@ -193,7 +182,7 @@ def hourly_volumes_from_log(
     if cache:
         (cache / "index.json").write_text(json.dumps(new_index))
         for stale in cache.glob("predictions-*.parquet"):  # segments removed by retention
-            if stale.name.split(".")[0] not in {s.stem for s in segments}:
+            if stale.name.split(".")[0] not in {s.stem for s in present}:
                 stale.unlink(missing_ok=True)
     if not parts:
         return pd.DataFrame(columns=["orders"], dtype="int64")

@@ -3,7 +3,7 @@
 Feast is imported lazily inside the functions (the import takes ~5 s), so importing this module
 is cheap. The Feast objects themselves live in `feature_repo/definitions.py`.
 
-Point-in-time semantics (see riskops.features and riskops.aggregates):
+Point-in-time semantics (see riskops.features.contract and riskops.features.aggregates):
 
 * The offline sources hold, per entity, the state *after* each event, stamped with the event
   time (microsecond resolution). Several events of one entity at the same timestamp keep only
@@ -42,15 +42,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from riskops.aggregates import ENTITIES, compute_entity_features, feature_dtype
-from riskops.config import PROJECT_ROOT
-from riskops.features import (
+from riskops.features.aggregates import ENTITIES, compute_entity_features, feature_dtype
+from riskops.features.contract import (
     ALL_ENTITY_FEATURES,
     ENTITY_FEATURE_DEFAULTS,
     ENTITY_FEATURES,
     ENTITY_KEYS,
     snapshot_time_key,
 )
+from riskops.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:  # pragma: no cover
     from feast import FeatureStore
@@ -194,7 +194,7 @@ def apply(repo: Path) -> FeatureStore:
     for entity in ENTITIES:
         fv = next(o for o in objs if getattr(o, "name", None) == view_name(entity) and hasattr(o, "ttl"))
         if fv.ttl != FEATURE_TTL:
-            raise ValueError(f"{fv.name}: ttl {fv.ttl} differs from riskops.featurestore.FEATURE_TTL")
+            raise ValueError(f"{fv.name}: ttl {fv.ttl} differs from riskops.features.store.FEATURE_TTL")
     store = open_store(repo)
     store.apply(objs)
     use_wal(store)  # the online store's file may only exist now

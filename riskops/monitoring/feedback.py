@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from riskops.config import Paths
+from riskops.settings import Paths
 
 FEEDBACK_GLOB = "feedback-*.jsonl"
 REQUIRED = ("transaction_id", "is_fraud")

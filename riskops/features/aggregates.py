@@ -1,7 +1,7 @@
 """Windowed per-entity aggregates: ONE implementation for offline backfill and online updates.
 
 `EntityWindowState` holds the recent events of one entity instance (one user, merchant, device or
-IP) and produces exactly the features listed in `riskops.features.ENTITY_FEATURES[entity]`.
+IP) and produces exactly the features listed in `riskops.features.contract.ENTITY_FEATURES[entity]`.
 `compute_entity_features` feeds a whole transaction history through the same class, event by
 event, so the Feast offline sources and anything serving pushes online are computed by the same
 code and agree to the last bit.
@@ -12,7 +12,7 @@ Semantics (the contract the tests pin down):
   every window anchored at the event time ``t``. A window of span ``w`` holds the events with
   ``t - w < event_time <= t`` (half-open: an event exactly ``w`` old has left the window).
   Feast stores the snapshot with the event's timestamp; training reads the state just *before*
-  a transaction (see riskops.featurestore.training_frame), serving reads the latest state.
+  a transaction (see riskops.features.store.training_frame), serving reads the latest state.
 * **Time resolution.** Event times are handled as integer microseconds since the epoch (floored),
   so window boundaries are exact. Naive timestamps are taken as UTC.
 * **Money is exact.** Amounts are aggregated as integer micro-units (``round(amount * 1e6)``), so
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riskops.features import ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS
 
 ENTITIES: tuple[str, ...] = tuple(ENTITY_FEATURES)
 

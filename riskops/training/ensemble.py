@@ -2,7 +2,7 @@
 
 Models disagree most on the hard frauds, and their errors are only partly shared, so averaging
 their *ranks* (scores on different scales -> percentiles against each model's validation scores,
-riskops.anomaly's continuous mid-rank ECDF) is a cheap, robust way to combine them:
+riskops.training.anomaly's continuous mid-rank ECDF) is a cheap, robust way to combine them:
 
     ensemble(x) = sum_k w_k * pct_k(score_k(x)),   w on the simplex
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from riskops.anomaly import percentile_rank
+from riskops.training.anomaly import percentile_rank
 
 
 def simplex_grid(k: int, step: float = 0.1) -> list[tuple[float, ...]]:

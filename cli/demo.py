@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from riskops.config import Paths, paths
+from riskops.settings import Paths, paths
 
 
 def _free_port() -> int:
@@ -56,7 +56,7 @@ def _wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0, log_fi
 
 def sample_traffic(rows: int, seed: int, n: int) -> list[dict]:
     """New orders from the same simulated world as the training data, just after it in time."""
-    from riskops.generator import GeneratorConfig, generate_with_drift
+    from riskops.data.generator import GeneratorConfig, generate_with_drift
 
     df = generate_with_drift(GeneratorConfig(rows=rows, seed=seed), "fraud_ring", drift_rows=max(n, 200))
     onset = df.attrs["drift_onset"]
@@ -131,10 +131,10 @@ def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.rule import Rule
 
+    from cli.drift_demo import DEMO_DIR, LoopOptions, Timeline, build_timeline, print_figures, run_loop
+    from cli.main import _pipeline_params, _print_failure, _print_run_summary
     from pipelines.runner import PipelineFailed, run_local
-    from riskops.cli import _pipeline_params, _print_failure, _print_run_summary
-    from riskops.drift_demo import DEMO_DIR, LoopOptions, Timeline, build_timeline, print_figures, run_loop
-    from riskops.generator import write_transactions
+    from riskops.data.generator import write_transactions
 
     console = Console(highlight=False, soft_wrap=True)
     started = time.perf_counter()

@@ -8,7 +8,7 @@ run and appends a `TriggerRecord` to ``<home>/retrain/triggers.jsonl`` whatever 
   the monitor sees every minute triggers one run, and a persisting shift (say the challenger was
   rejected) triggers another only after the cooldown;
 * **data** — a recent window of raw, labelled transactions: `build_retraining_data` joins the
-  feedback labels (riskops.feedback) onto them by transaction_id, optionally prepends older
+  feedback labels (riskops.monitoring.feedback) onto them by transaction_id, optionally prepends older
   training history, holds out the newest ``holdout_fraction`` for the promotion gate (neither model
   trains on it) and writes ``train.parquet`` for the pipeline. With history, the run gets
   ``--recent-from`` (``train_on_recent``): the recent window's rows all train and the pipeline's
@@ -16,7 +16,7 @@ run and appends a `TriggerRecord` to ``<home>/retrain/triggers.jsonl`` whatever 
   one thing the challenger must learn (the gate's holdout judges it). Where the raw transactions come
   from is the caller's choice: pass a DataFrame, or configure ``transactions_file`` (a parquet the
   ingestion side appends to);
-* **submission** — ``mode: local`` starts ``python -m riskops.cli pipeline run --input train.parquet
+* **submission** — ``mode: local`` starts ``python -m cli.main pipeline run --input train.parquet
   --promotion never ...`` in a SUBPROCESS (own session, output in the run folder) through a small
   launcher that records the exit code and the version the run registered; ``mode: cluster`` calls
   `pipelines.runner.submit(host, ...)`; ``mode: dry_run`` prepares the data and records the command
@@ -46,7 +46,7 @@ from typing import Any
 
 import pandas as pd
 
-from riskops.config import PROJECT_ROOT, Paths
+from riskops.settings import PROJECT_ROOT, Paths
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def build_retraining_data(
     The newest ``holdout_fraction`` of the recent rows (by event time) is held out. Raises
     RetrainError when the training part has fewer than ``min_rows`` rows or ``min_frauds`` frauds.
     """
-    from riskops.generator import write_transactions
+    from riskops.data.generator import write_transactions
 
     settings = settings or RetrainSettings()
     if transactions is None or transactions.empty:
@@ -435,7 +435,7 @@ class RetrainTrigger:
         if self.feedback_provider is not None:
             fb = self.feedback_provider()
         else:
-            from riskops.feedback import load_feedback
+            from riskops.monitoring.feedback import load_feedback
 
             fb = load_feedback(self.paths)
         hist = self.history_provider() if self.history_provider is not None else None
@@ -454,7 +454,7 @@ class RetrainTrigger:
             subs = {"python": sys.executable, "input": str(data.train_file), "run_dir": str(run_dir)}
             return [str(a).format(**subs) for a in self.settings.command]
         recent = ["--recent-from", data.recent_from] if data.recent_from else []
-        return [sys.executable, "-m", "riskops.cli", "pipeline", "run", "--input", str(data.train_file),
+        return [sys.executable, "-m", "cli.main", "pipeline", "run", "--input", str(data.train_file),
                 "--promotion", "never", *recent, *map(str, self.settings.pipeline_args)]
 
     def _start(self, run_id: str, run_dir: Path, data: RetrainingData) -> dict:
@@ -473,7 +473,7 @@ class RetrainTrigger:
             return {"kfp_run_id": kfp_run_id, "why": f"submitted to {self.settings.host}: KFP run {kfp_run_id}"}
         cmd = self.local_command(data, run_dir)
         log_file = run_dir / "pipeline.log"
-        launcher = [sys.executable, "-m", "riskops.retrain", "launch", str(run_dir), str(self.paths.root), "--", *cmd]
+        launcher = [sys.executable, "-m", "riskops.lifecycle.retrain", "launch", str(run_dir), str(self.paths.root), "--", *cmd]
         env = {**os.environ, "RISKOPS_HOME": str(self.paths.root)}
         pythonpath = [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(pythonpath)
@@ -556,12 +556,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Launcher: `python -m riskops.retrain launch RUN_DIR HOME -- CMD...`
+# Launcher: `python -m riskops.lifecycle.retrain launch RUN_DIR HOME -- CMD...`
 # --------------------------------------------------------------------------------------------
 
 
 def _registry_versions(home: Path) -> tuple[set[str], dict]:
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     reg = ModelRegistry(Paths(home).registry)
     return {v.version for v in reg.list_versions()}, reg.aliases()
@@ -600,7 +600,7 @@ def launch(run_dir: Path, home: Path, cmd: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 4 or argv[0] != "launch" or "--" not in argv:
-        print("usage: python -m riskops.retrain launch RUN_DIR HOME -- CMD ...", file=sys.stderr)
+        print("usage: python -m riskops.lifecycle.retrain launch RUN_DIR HOME -- CMD ...", file=sys.stderr)
         return 2
     sep = argv.index("--")
     return launch(Path(argv[1]), Path(argv[2]), argv[sep + 1:])

@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from riskops.config import Paths
-from riskops.registry import CHALLENGER, CHAMPION, ModelRegistry
+from riskops.registry.store import CHALLENGER, CHAMPION, ModelRegistry
+from riskops.settings import Paths
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class PromotionSettings:
     require_significance: bool = False
     seed: int = 0
     canary: CanarySettings = field(default_factory=CanarySettings)
-    rollout: dict = field(default_factory=dict)  # riskops.rollout.RolloutSettings (cluster: patch the InferenceService)
+    rollout: dict = field(default_factory=dict)  # riskops.lifecycle.rollout.RolloutSettings (cluster: patch the InferenceService)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PromotionSettings:
@@ -113,7 +113,7 @@ class PromotionSettings:
         if unknown:
             raise ValueError(f"promotion: unknown keys {unknown} (known: {', '.join(cls.__dataclass_fields__)})")
         d["canary"] = CanarySettings.from_dict(d.get("canary"))
-        from riskops.rollout import RolloutSettings
+        from riskops.lifecycle.rollout import RolloutSettings
 
         d["rollout"] = RolloutSettings.from_dict(d.get("rollout")).to_dict()  # validate early
         return cls(**d)
@@ -157,7 +157,7 @@ class PromotionDecision:
 def default_model_frame(window):
     """The model inputs of a labelled window: the window itself when it is a model frame, else the
     frame rebuilt from prediction-log rows (`riskops.monitoring.drift.model_frame_from_log`)."""
-    from riskops.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN
+    from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN
 
     if {*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, TEXT_COLUMN} <= set(window.columns):
         return window
@@ -208,10 +208,10 @@ def compare_models(
 ) -> PromotionDecision:
     """The offline gate. ``champion`` / ``challenger``: scores aligned with ``labelled_window``'s rows
     (e.g. the champion's logged ``risk_score``) or a model with ``predict_proba(model_frame)``
-    (`riskops.model.RiskScorer`) / ``predict_scores``. ``labelled_window`` needs ``is_fraud`` and,
+    (`riskops.training.model.RiskScorer`) / ``predict_scores``. ``labelled_window`` needs ``is_fraud`` and,
     for models, the model inputs: a model frame, or prediction-log rows (rebuilt into one), or
     whatever ``frame_fn(labelled_window)`` returns."""
-    from riskops.metrics import score_metrics
+    from riskops.training.metrics import score_metrics
 
     s = _settings(config)
     y = np.asarray(labelled_window["is_fraud"], dtype="int64").ravel()
@@ -299,12 +299,12 @@ def run_promotion_gate(
     Window: ``labelled`` if given, else prediction-log rows (``log_df`` or the whole log) joined with
     feedback, scored by the champion, at/after ``cutoff`` (the retraining data's holdout start:
     rows neither model trained on). Champion scores are the logged ones (exactly what served);
-    the challenger is loaded with ``loader(path)`` (default `riskops.model.RiskScorer.load`) and
+    the challenger is loaded with ``loader(path)`` (default `riskops.training.model.RiskScorer.load`) and
     scored on the logged model inputs (or ``frame_fn(window)``). On promotion (and ``apply``) the
     aliases move. The decision
     is appended to ``<home>/promotion/decisions.jsonl``; a rejection also raises an alert event.
 
-    On a cluster (``rollout.mode: kserve``, riskops.rollout) a passed gate also patches the
+    On a cluster (``rollout.mode: kserve``, riskops.lifecycle.rollout) a passed gate also patches the
     InferenceService: with ``rollout.canary_percent`` > 0 the new version gets that share of the
     traffic and the aliases stay (champion + challenger: a canary in progress, decided later through
     `apply_canary_decision`); with 0 it takes all traffic and the champion alias moves. A failed
@@ -320,10 +320,10 @@ def run_promotion_gate(
     if champion is None or challenger is None:
         raise LookupError(f"promotion gate needs a champion and a challenger (have {registry.aliases()})")
     if labelled is None:
-        from riskops.feedback import labelled_window, load_feedback
+        from riskops.monitoring.feedback import labelled_window, load_feedback
 
         if log_df is None:
-            from serving.predlog import read_prediction_log
+            from riskops.monitoring.prediction_log import read_prediction_log
 
             log_df = read_prediction_log(paths.prediction_log)
         labelled = labelled_window(log_df, load_feedback(paths))
@@ -346,7 +346,7 @@ def run_promotion_gate(
     decision.champion_version, decision.challenger_version = champion.version, challenger.version
     rollout = None
     if decision.promote and apply:
-        from riskops.rollout import RolloutError, rollout_from_config
+        from riskops.lifecycle.rollout import RolloutError, rollout_from_config
 
         rollout = rollout_from_config(s.rollout, api=rollout_api)
         try:
@@ -370,7 +370,7 @@ def run_promotion_gate(
 def _load(loader: Any, path: Path):
     if loader is not None:
         return loader(path)
-    from riskops.model import RiskScorer
+    from riskops.training.model import RiskScorer
 
     return RiskScorer.load(path, device="cpu")
 
@@ -543,9 +543,9 @@ def apply_canary_decision(registry: ModelRegistry, state: CanaryState, decision:
     """Promote (challenger -> champion) or roll back (drop the challenger alias); True if the
     registry changed. ``continue`` does nothing. Records the outcome under ``paths`` when given.
 
-    ``rollout`` (a `riskops.rollout.KServeRollout`, on a cluster): the InferenceService's canary
+    ``rollout`` (a `riskops.lifecycle.rollout.KServeRollout`, on a cluster): the InferenceService's canary
     goes to 100% (promote) or 0% (rollback) first; if that patch fails, the registry is left as it
-    was and `riskops.rollout.RolloutError` propagates (the cluster and the registry never disagree)."""
+    was and `riskops.lifecycle.rollout.RolloutError` propagates (the cluster and the registry never disagree)."""
     version = state.challenger_version or registry.aliases().get(CHALLENGER)
     if rollout is not None and version and decision.action in ("promote", "rollback"):
         (rollout.promote if decision.action == "promote" else rollout.rollback)()

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from riskops.metrics import ECE_BINS
-from riskops.metrics import expected_calibration_error as _ece
+from riskops.training.metrics import ECE_BINS
+from riskops.training.metrics import expected_calibration_error as _ece
 
 EPS = 1e-6
 
@@ -40,7 +40,7 @@ def _arrays(y, s) -> tuple[np.ndarray, np.ndarray]:
 
 
 def expected_calibration_error(y_true, probs, n_bins: int = ECE_BINS) -> float:
-    """ECE with ``n_bins`` equal-width bins on [0, 1] (the same definition as riskops.metrics):
+    """ECE with ``n_bins`` equal-width bins on [0, 1] (the same definition as riskops.training.metrics):
     sum over bins of (rows in bin / rows) * |fraud rate in bin - mean probability in bin|."""
     y, p = _arrays(y_true, probs)
     return _ece(y, p, n_bins)

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from riskops.config import PROJECT_ROOT, home, load_yaml
+from riskops.settings import PROJECT_ROOT, home, load_yaml
 
 CACHE_ENV = "RISKOPS_CACHE"
 CONFIG_DIR = PROJECT_ROOT / "configs" / "datasets"
@@ -83,7 +83,7 @@ class SourceConfig:
     path: str | None = None
     package: str | None = None  # a pip requirement pinned with ==, e.g. "name==1.2.3"
     member: str | None = None  # the file inside the package archive
-    generator: dict | None = None  # kwargs for riskops.generator.GeneratorConfig (rows, seed, ...)
+    generator: dict | None = None  # kwargs for riskops.data.generator.GeneratorConfig (rows, seed, ...)
     format: str | None = None  # parquet | csv | jsonl; default from the file suffix
 
     def kind(self) -> str:
@@ -411,7 +411,7 @@ def _from_package(src: SourceConfig) -> pd.DataFrame:
 
 
 def _from_generator(src: SourceConfig) -> pd.DataFrame:
-    from riskops.generator import GeneratorConfig, generate  # the colleague-owned generator
+    from riskops.data.generator import GeneratorConfig, generate  # the colleague-owned generator
 
     out = generate(GeneratorConfig(**(src.generator or {})))
     return out if isinstance(out, pd.DataFrame) else out[0]

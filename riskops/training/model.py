@@ -1,6 +1,6 @@
 """The transformer risk model: definition, normaliser, calibration, and the scoring bundle.
 
-Shared by training (components/train.py), evaluation and serving, so the inference path is kept
+Shared by training (riskops/training/finetune.py), evaluation and serving, so the inference path is kept
 light: one forward of the text encoder per *unique, not yet seen* text (an LRU cache holds the
 pooled text embeddings; popular products' texts repeat), then a small MLP on every row.
 
@@ -45,7 +45,7 @@ from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from riskops.features import CATEGORICAL_VOCABS, NUMERIC_FEATURES, TEXT_COLUMN, ColumnFrame
+from riskops.features.contract import CATEGORICAL_VOCABS, NUMERIC_FEATURES, TEXT_COLUMN, ColumnFrame
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ WARM_TEXTS_FILE = "warm_texts.json"  # optional: the training set's most frequen
 # this many (the default LRU cache size). With the top 2,000 only, 7.5% of the next 6,000 generated
 # orders (seed 7, 20,000 rows of history, 2,608 distinct texts) missed the cache; with all, 2.0%.
 WARM_TEXTS_LIMIT = 20_000
-# 2: the text is product title + category + merchant category only (riskops.features.transaction_text);
+# 2: the text is product title + category + merchant category only (riskops.features.contract.transaction_text);
 # a format-1 model read a longer text and would be scored with inputs it never saw.
 FORMAT_VERSION = 2
 
@@ -720,10 +720,10 @@ class RiskScorer:
     def inputs(
         self, frame: pd.DataFrame | ColumnFrame | ModelInputs, numeric: np.ndarray | None = None
     ) -> ModelInputs:
-        """The model's inputs from a model frame (`riskops.features.build_model_frame`).
+        """The model's inputs from a model frame (`riskops.features.contract.build_model_frame`).
 
         numeric: the frame's NUMERIC_FEATURES as a float matrix when the caller has it
-        (`riskops.features.model_frame_and_numeric`); used when the model reads exactly those.
+        (`riskops.features.contract.model_frame_and_numeric`); used when the model reads exactly those.
         """
         if isinstance(frame, ModelInputs):
             return frame

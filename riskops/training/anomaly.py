@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from riskops.tabular import robust_center_scale, signed_log_scaled
+from riskops.training.tabular import robust_center_scale, signed_log_scaled
 
 WEIGHTS_NAME = "autoencoder.safetensors"
 META_NAME = "autoencoder.json"
@@ -196,7 +196,7 @@ def fit_autoencoder(
     numeric: list[str] | None = None,
     categorical: list[str] | None = None,
 ) -> AnomalyDetector:
-    """Train on legitimate rows only (pass ``X[y == 0]``). Columns as in riskops.tabular."""
+    """Train on legitimate rows only (pass ``X[y == 0]``). Columns as in riskops.training.tabular."""
     from tqdm.auto import tqdm
 
     cfg = config or AutoencoderConfig()

@@ -3,7 +3,7 @@
 Two kinds of features:
 
 * **entity features** — windowed aggregates per user / merchant / device / IP, computed as the
-  entity's state *after* each of its events (riskops.aggregates) and stored in Feast with the
+  entity's state *after* each of its events (riskops.features.aggregates) and stored in Feast with the
   event's timestamp. Training asks Feast point-in-time for the state just before a transaction;
   serving reads the online store, which holds the state after the entity's latest event. Both see
   "history before this transaction", so training and serving agree.

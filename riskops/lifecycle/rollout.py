@@ -1,6 +1,6 @@
 """Promotion decisions on a cluster: patch the KServe InferenceService.
 
-Locally a decision moves registry aliases and the server hot-swaps (riskops.promotion,
+Locally a decision moves registry aliases and the server hot-swaps (riskops.lifecycle.promotion,
 serving.canary). On a cluster the serving pods read their model from ``STORAGE_URI`` (k8s/base/
 inferenceservice.yaml), so the same decisions become patches of the InferenceService, the way
 KServe's canary rollout works (serverless mode): KServe keeps the last revision that had 100% of

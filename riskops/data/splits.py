@@ -5,7 +5,7 @@ event time and cut into three consecutive blocks (train = oldest, val = next, te
 Ties in time are broken by transaction_id so that two steps splitting the same frame get exactly
 the same rows (the evaluate step re-splits the training set with this function).
 
-Retraining (riskops.retrain) trains on history + a recent window whose labelled rows are the only
+Retraining (riskops.lifecycle.retrain) trains on history + a recent window whose labelled rows are the only
 evidence of a shift, and the promotion gate judges on a separate, newer holdout. There the
 newest-rows-validate rule would hand the whole recent window to validation and test, and the
 challenger would learn nothing new; ``recent_from`` keeps rows at or after that time in training

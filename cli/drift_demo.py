@@ -1,11 +1,11 @@
 """`riskops drift-demo`: the closed loop, live, over the real server and the real pipeline.
 
     serve the champion (KServe, subprocess)  ->  replay normal generated traffic over HTTP
-    -> onset of a drift scenario (riskops.generator: a new fraud ring, a promotion season, ...)
-    -> delayed feedback labels (POST /v1/feedback, or a file drop through riskops.feedback)
+    -> onset of a drift scenario (riskops.data.generator: a new fraud ring, a promotion season, ...)
+    -> delayed feedback labels (POST /v1/feedback, or a file drop through riskops.monitoring.feedback)
     -> a monitor pass every N transactions, in-process (riskops.monitoring.run_monitor_once)
     -> drift verdict -> RetrainTrigger starts `riskops pipeline run` as a local subprocess
-    -> the promotion gate (riskops.promotion) on labelled rows neither model trained on
+    -> the promotion gate (riskops.lifecycle.promotion) on labelled rows neither model trained on
        [--canary: then the server's online canary]  ->  new champion hot-swapped and serving,
        or the challenger rejected and the champion kept (the reason printed)
 
@@ -22,7 +22,7 @@ The retraining data is the champion's training history plus the replayed traffic
 feedback labels, minus the newest ``holdout_fraction`` (kept for the gate). Entity features are
 windowed aggregates (up to 30 days), so the history is needed for them to match what serving
 computes. The pipeline validates and tests on its newest rows, which here would be the whole
-labelled part of the shift: the trigger passes ``--recent-from`` (riskops.retrain
+labelled part of the shift: the trigger passes ``--recent-from`` (riskops.lifecycle.retrain
 ``train_on_recent``) so that every replayed row trains and validation/test are cut from the
 history. Before that, the challenger trained on history alone and the gate rejected it (fraud_ring,
 seed 7: PR-AUC 0.816 -> 0.822); with it, 0.797 -> 0.876 and promoted. Small ``--val-fraction`` /
@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riskops.config import PROJECT_ROOT, Paths
+from riskops.settings import PROJECT_ROOT, Paths
 
 DEMO_DIR = "drift-demo"  # under the home folder: inputs, effective config, server log
 REPORT_DIR = "drift-demo"  # under <home>/reports: timelines
@@ -150,10 +150,10 @@ def build_timeline(opts: LoopOptions) -> Timeline:
     normal segment is replayed before the onset; the drifted segment after it.
 
     The generator clamps follow-up events that would fall past a segment's end (bursts, early
-    orders of new accounts: riskops/generator.py) onto its last millisecond: ~100 transactions at
+    orders of new accounts: riskops/data/generator.py) onto its last millisecond: ~100 transactions at
     one instant just before the onset, which a 1,000-row monitor window rightly finds odd
     (user_seconds_since_last_log, account_age_days_log). That pile-up is dropped here."""
-    from riskops.generator import GeneratorConfig, generate_with_drift
+    from riskops.data.generator import GeneratorConfig, generate_with_drift
 
     if opts.scenario not in LOOP_SCENARIOS:
         raise ValueError(f"unknown scenario {opts.scenario!r}; expected one of {', '.join(LOOP_SCENARIOS)}")
@@ -229,7 +229,7 @@ class Server:
     """`python -m serving` on a free port, following the champion alias (1 s polls)."""
 
     def __init__(self, home: Paths, port: int = 0, sets: dict[str, Any] | None = None) -> None:
-        from riskops.demo import _free_port
+        from cli.demo import _free_port
 
         self.home = home
         self.port = port or _free_port()
@@ -239,7 +239,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180.0) -> None:
-        from riskops.demo import _wait_ready
+        from cli.demo import _wait_ready
 
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "serving", "--port", str(self.port), "--home", str(self.home.root)]
@@ -290,8 +290,8 @@ def monitor_config(opts: LoopOptions, home: Paths) -> dict:
     ``<home>/drift-demo/monitor.yaml`` so that `riskops monitor --config` can replay it)."""
     import yaml
 
-    from riskops.config import load_yaml
     from riskops.monitoring.monitor import DEFAULT_CONFIG_FILE
+    from riskops.settings import load_yaml
 
     cfg = load_yaml(opts.config) if opts.config else load_yaml(DEFAULT_CONFIG_FILE)
     cfg = json.loads(json.dumps(cfg))  # a deep copy
@@ -390,7 +390,7 @@ class _Feedback:
                 r = self.client.post("/v1/feedback", json={"feedback": recs[i : i + 500]})
                 r.raise_for_status()
         elif recs:
-            from riskops.feedback import ingest_feedback_file
+            from riskops.monitoring.feedback import ingest_feedback_file
 
             self.inbox.mkdir(parents=True, exist_ok=True)
             self.files += 1
@@ -407,9 +407,9 @@ def run_loop(
     """Serve the current champion, replay the timeline, close the loop. See the module doc."""
     import httpx
 
+    from riskops.lifecycle.retrain import RetrainTrigger
     from riskops.monitoring.monitor import MonitorConfig, run_monitor_once
-    from riskops.registry import CHALLENGER, ModelRegistry
-    from riskops.retrain import RetrainTrigger
+    from riskops.registry.store import CHALLENGER, ModelRegistry
 
     ev = events or Events(console)
     registry = ModelRegistry(home.registry)
@@ -450,7 +450,7 @@ def run_loop(
             "note",
             f"{len(SERVING_SKEWED_INPUTS)} windowed counters left out of the drift comparison: a "
             "freshly started server can only estimate them from the online snapshots for one window "
-            "(see SERVING_SKEWED_INPUTS in riskops/drift_demo.py; --monitor-all-inputs keeps them)",
+            "(see SERVING_SKEWED_INPUTS in cli/drift_demo.py; --monitor-all-inputs keeps them)",
             0,
         )
     server.start()
@@ -750,7 +750,7 @@ def _new_episode(trigger: Any) -> None:
 def _gate_without_applying(home: Paths, cfg: Any, trigger: Any) -> Any:
     """Canary mode: once the retraining run has finished, the offline gate decides whether the
     server's canary may go on (nothing is promoted here; a rejection removes the challenger)."""
-    from riskops.promotion import run_promotion_gate
+    from riskops.lifecycle.promotion import run_promotion_gate
 
     trigger.refresh()
     last = trigger.state().get("last_run") or {}
@@ -776,7 +776,7 @@ def _last_canary(client: Any, home: Paths) -> str:
     except Exception:  # noqa: BLE001 - the registry already says what happened; this is colour
         pass
     if not d:
-        from riskops.promotion import decisions_file
+        from riskops.lifecycle.promotion import decisions_file
 
         f = decisions_file(home)
         records = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
@@ -801,7 +801,7 @@ def _announce(
     ev: Events, decision: Any, tx: int, after: int | None, figures: dict, registry: Any, canary: bool
 ) -> tuple[str | None, str]:
     """Record the gate's decision; returns (the new version or None, the outcome so far)."""
-    from riskops.registry import CHALLENGER
+    from riskops.registry.store import CHALLENGER
 
     ch, new = decision.champion.get("pr_auc"), decision.challenger.get("pr_auc")
     figures["gate"] = {
@@ -903,15 +903,15 @@ def write_timeline(home: Paths, result: LoopResult, opts: LoopOptions, passes: l
 def train_champion(home: Paths, timeline: Timeline, opts: LoopOptions) -> dict:
     """The first champion: `riskops pipeline run` (the real pipeline on kfp.local) on the timeline's
     training part, promotion always; its output goes to ``<home>/drift-demo/train-champion.log``."""
-    from riskops.generator import write_transactions
-    from riskops.registry import ModelRegistry
+    from riskops.data.generator import write_transactions
+    from riskops.registry.store import ModelRegistry
 
     d = home.root / DEMO_DIR
     f = write_transactions(timeline.train, d / "history.parquet")
     cmd = [
         sys.executable,
         "-m",
-        "riskops.cli",
+        "cli.main",
         "pipeline",
         "run",
         "--input",
@@ -992,7 +992,7 @@ def run_drift_demo(args: Any) -> int:
     from rich.console import Console
     from rich.rule import Rule
 
-    from riskops.config import paths
+    from riskops.settings import paths
 
     console = Console(highlight=False, soft_wrap=True)
     home = paths()
@@ -1007,7 +1007,7 @@ def run_drift_demo(args: Any) -> int:
         f"{len(timeline.drift)} '{opts.scenario}' transactions (seed {opts.seed}); onset {timeline.onset}",
         0,
     )
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     if not getattr(args, "reuse_champion", False) or ModelRegistry(home.registry).champion() is None:
         ev.add(

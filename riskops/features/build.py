@@ -11,9 +11,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from kfp.dsl import Dataset, Input, Metrics, Output
-
-from components.common import step_component
 
 
 @dataclass
@@ -30,11 +27,10 @@ class FeatureBuildResult:
         out.update(self.stats)
         return out
 
-
 def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "auto") -> FeatureBuildResult:
     """Transactions (raw PII allowed) -> Feast repo at `work_dir` + a point-in-time training frame."""
-    from riskops import featurestore as fs
-    from riskops.features import ENTITY_KEYS
+    from riskops.features import store as fs
+    from riskops.features.contract import ENTITY_KEYS
     from riskops.pii import hash_pii
     from riskops.schema import coerce
 
@@ -76,26 +72,3 @@ def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "au
         timings_s=timings,
         stats=stats,
     )
-
-
-@step_component()
-def build_features_op(
-    transactions: Input[Dataset],
-    training_set: Output[Dataset],
-    metrics: Output[Metrics],
-    feature_repo_dir: str = "",
-) -> None:
-    """KFP adapter: the Feast repo working copy lives at feature_repo_dir (shared with serving)."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    from components.features import build_features
-    from riskops.config import paths
-
-    repo_dir = Path(feature_repo_dir) if feature_repo_dir else paths().feature_repo
-    result = build_features(pd.read_parquet(transactions.path), repo_dir)
-    result.training_frame.to_parquet(training_set.path, index=False)
-    training_set.metadata.update({"rows": len(result.training_frame), "feature_repo": str(result.repo)})
-    for name, value in result.metrics().items():
-        metrics.log_metric(name, value)

@@ -17,7 +17,7 @@ get a vocabulary of the training values seen at least ``min_category_count`` tim
 
 Training: AdamW, class-weighted BCE (or focal loss), early stopping on validation PR-AUC (average
 precision). The validation rows must come from the END of the training period (see
-riskops.datasets.train_val_split); the test period is never seen here. With
+riskops.data.datasets.train_val_split); the test period is never seen here. With
 ``legit_per_epoch`` set, every epoch trains on all frauds plus a fresh random sample of that many
 legitimate rows — over the epochs the model still sees most legitimate rows, at a fraction of
 the cost per epoch. Seeds are fixed; on CPU the result is reproducible for a given thread count.

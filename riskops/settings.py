@@ -7,10 +7,13 @@ or $RISKOPS_HOME), so a fresh clone is clean and `rm -rf .riskops` resets everyt
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 HOME_ENV = "RISKOPS_HOME"
 MODEL_NAME = "risk-model"  # the registry name and the KServe model name
@@ -67,3 +70,23 @@ def load_yaml(path: Path | str) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, section: str, **fixed: Any) -> T:
+    """Build the config dataclass `cls` from a mapping, rejecting keys it does not know.
+
+    Every strict config of riskops is read through here, so a typo in a YAML file fails loudly with
+    the section's name and the keys it knows, instead of being ignored.
+
+    Args:
+        cls: a dataclass.
+        data: the section as read from YAML (None or empty: the defaults).
+        section: the name the error message gives the section (e.g. ``"drift"``).
+        **fixed: values set by the caller (already parsed sub-sections); not counted as unknown.
+    """
+    data = dict(data or {})
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{section}: unknown keys {unknown} (known: {', '.join(sorted(known))})")
+    return cls(**{**data, **fixed})

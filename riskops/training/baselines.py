@@ -1,6 +1,6 @@
 """Baselines the fine-tuned transformer is compared against.
 
-All of them read the same model frames as the transformer (riskops.features.build_model_frame)
+All of them read the same model frames as the transformer (riskops.features.contract.build_model_frame)
 and are trained on the same time-based split, but they see only NUMERIC_FEATURES and
 CATEGORICAL_FEATURES: none of them can read the transaction text. That is the point of the
 comparison — what does reading the text add on top of the structured signals?
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from riskops.features import CATEGORICAL_FEATURES, CATEGORICAL_VOCABS, NUMERIC_FEATURES
+from riskops.features.contract import CATEGORICAL_FEATURES, CATEGORICAL_VOCABS, NUMERIC_FEATURES
 
 # LightGBM's OpenMP threads busy-wait between parallel regions by default. When the cores are shared
 # (other pipeline steps, CI neighbours) that makes training 10-100x slower (measured on 2 busy cores:
@@ -59,7 +59,7 @@ def _labels(y, frame: pd.DataFrame) -> np.ndarray:
 HIGH_AMOUNT_USD = 500.0  # "high" for a brand-new account
 TINY_AMOUNT_USD = 5.0  # card testing: tiny authorisations to see whether a stolen card works
 NEW_ACCOUNT_DAYS = 7
-USER_ZSCORE = 10.0  # amount vs the user's 30-day history (z as in riskops.features)
+USER_ZSCORE = 10.0  # amount vs the user's 30-day history (z as in riskops.features.contract)
 MERCHANT_ZSCORE = 10.0
 HIGH_RISK_PAYMENT_METHODS = ("gift_card", "crypto")
 HIGH_RISK_CATEGORIES = ("gift_cards", "electronics", "jewelry")
@@ -71,8 +71,8 @@ def _f(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 def amount_usd(frame: pd.DataFrame) -> np.ndarray:
     """Order amount in USD (amounts are in the order currency) with the reference rates of
-    riskops.generator.FX_PER_USD; an unknown currency is taken as USD."""
-    from riskops.generator import FX_PER_USD
+    riskops.data.generator.FX_PER_USD; an unknown currency is taken as USD."""
+    from riskops.data.generator import FX_PER_USD
 
     rate = frame["currency"].astype(str).map(FX_PER_USD).fillna(1.0).to_numpy(dtype="float64")
     return np.expm1(_f(frame, "amount_log")) / rate

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from riskops import __version__
-from riskops.config import MODEL_NAME, paths
+from riskops.settings import MODEL_NAME, paths
 
 for _k, _v in {
     "HF_HUB_OFFLINE": "1",
@@ -46,7 +46,7 @@ def escape(text: str) -> str:
 
 # --------------------------------------------------------------------------- data
 def cmd_generate(args: argparse.Namespace) -> int:
-    from riskops.generator import GeneratorConfig, generate, generate_with_drift, write_transactions
+    from riskops.data.generator import GeneratorConfig, generate, generate_with_drift, write_transactions
 
     config = GeneratorConfig(rows=args.rows, seed=args.seed, fraud_rate=args.fraud_rate, start=args.start)
     if args.drift:
@@ -63,8 +63,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from components.ingest import read_raw
-    from components.validate import ValidationConfig, validate_transactions
+    from riskops.data.ingest import read_raw
+    from riskops.data.validation import ValidationConfig, validate_transactions
 
     df = read_raw(args.file)
     report_dir = Path(args.report_dir) if args.report_dir else paths().reports / "validation"
@@ -80,8 +80,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from components.features import build_features
-    from components.ingest import read_raw
+    from riskops.data.ingest import read_raw
+    from riskops.features.build import build_features
 
     df = read_raw(args.file)
     repo = Path(args.repo) if args.repo else paths().feature_repo
@@ -96,9 +96,9 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from components.train import TrainConfig, train_model
-    from riskops.features import build_model_frame
-    from riskops.splits import time_split
+    from riskops.data.splits import time_split
+    from riskops.features.contract import build_model_frame
+    from riskops.training.finetune import TrainConfig, train_model
 
     df = pd.read_parquet(args.training_set)
     train, val, _test = time_split(df, args.test_fraction, args.val_fraction)
@@ -197,7 +197,7 @@ def _print_failure(exc) -> None:
 
 
 def _print_run_summary(run) -> None:
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     console = _console()
     reg = run.registration
@@ -243,7 +243,7 @@ def _print_metrics_table(evaluation: dict) -> None:
 def cmd_models_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     registry = ModelRegistry(paths().registry)
     versions = registry.list_versions()
@@ -270,7 +270,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from riskops.registry import CHAMPION, ModelRegistry
+    from riskops.registry.store import CHAMPION, ModelRegistry
 
     registry = ModelRegistry(paths().registry)
     previous = registry.champion()
@@ -282,7 +282,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
-    from riskops.registry import ModelRegistry
+    from riskops.registry.store import ModelRegistry
 
     mv = ModelRegistry(paths().registry).resolve(args.version)
     card = mv.path / "MODEL_CARD.md"
@@ -403,7 +403,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from riskops.feedback import (
+    from riskops.monitoring.feedback import (
         COLUMNS,
         OPTIONAL,
         REQUIRED,
@@ -469,7 +469,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 def cmd_retrain_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from riskops.retrain import RetrainTrigger
+    from riskops.lifecycle.retrain import RetrainTrigger
 
     console = _console()
     home = paths()
@@ -477,7 +477,7 @@ def cmd_retrain_status(args: argparse.Namespace) -> int:
     trigger.refresh()  # records the outcome of a run that has ended since the last look
     state = trigger.state()
     records = trigger.records()[-args.limit :] if args.limit else trigger.records()
-    from riskops.promotion import decisions_file as promotion_decisions
+    from riskops.lifecycle.promotion import decisions_file as promotion_decisions
 
     decisions_file = promotion_decisions(home)
     decisions = []
@@ -538,7 +538,7 @@ def exit_on_sigterm() -> None:
 
 
 def cmd_drift_demo(args: argparse.Namespace) -> int:
-    from riskops.drift_demo import run_drift_demo
+    from cli.drift_demo import run_drift_demo
 
     exit_on_sigterm()
     return run_drift_demo(args)
@@ -546,7 +546,7 @@ def cmd_drift_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from riskops.demo import run_demo
+    from cli.demo import run_demo
 
     exit_on_sigterm()
     return run_demo(args)
@@ -749,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
         "promotion gate compares the new model with the champion on labelled post-drift traffic, and the server "
         "hot-swaps the new champion (or keeps the old one and says why). Prints a timeline and the figures; "
         "writes the timeline JSON to $RISKOPS_HOME/reports/drift-demo/.",
-        epilog="scenarios (riskops/generator.py): fraud_ring (a new ring: hosting IPs, shared devices, new\n"
+        epilog="scenarios (riskops/data/generator.py): fraud_ring (a new ring: hosting IPs, shared devices, new\n"
         "accounts), promotion_season (2.5x volume, many legitimate newcomers), price_shift (prices x1.3-1.5),\n"
         "new_payment_method (bnpl / crypto, favoured by fraud).\n"
         "Exit code: 0 when the loop closed (a gate decision was taken and serving reflects it), 1 otherwise.",
@@ -782,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="base monitor config (default configs/monitor.yaml)")
     p.add_argument("--monitor-all-inputs", action="store_true",
                    help="also compare the windowed counters a freshly started server over-counts (see the module doc"
-                   " of riskops/drift_demo.py); expect a drift verdict ~1,000 transactions after the start")
+                   " of cli/drift_demo.py); expect a drift verdict ~1,000 transactions after the start")
     p.add_argument("--reuse-champion", action="store_true",
                    help="keep the current champion instead of training one (it must come from the same world)")
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from riskops.config import MODEL_NAME
+from riskops.settings import MODEL_NAME
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -31,7 +31,7 @@ from riskops.monitoring.prediction_log import read_prediction_log
 from riskops.settings import Paths, paths
 from serving.examples import example_transaction
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T_BASE = datetime(2026, 1, 9, 0, 0, tzinfo=UTC)  # after the generated history (starts 2026-01-01)
 MODEL = "risk-model"
 

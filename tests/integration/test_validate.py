@@ -22,7 +22,7 @@ from riskops.data.validation import (
     validate_transactions,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WINDOW = ValidationConfig(start="2024-03-01T00:00:00Z", end="2024-03-31T00:00:00Z")
 
 

@@ -31,7 +31,7 @@ from riskops.features.contract import build_model_frame
 from riskops.training.finetune import build_parser, main, resolve_uri, set_seed, shard_batch, state_digest
 from riskops.training.model import ModelConfig, RiskModel, RiskScorer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 SEED = 5
 FINETUNE_LAYERS = 1

@@ -29,7 +29,7 @@ from riskops.lifecycle.rollout import (
 from riskops.registry.store import ModelRegistry
 from riskops.settings import paths as home_paths
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _validator():

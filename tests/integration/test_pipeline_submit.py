@@ -30,7 +30,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from pipelines.runner import SubmitError, submit
 from pipelines.training_pipeline import compile_pipeline
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789"
 RUN_ID = "5b7c1f3e-0000-4000-8000-000000000001"
 EXPERIMENT_ID = "e0f1a2b3-0000-4000-8000-000000000002"

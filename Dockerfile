@@ -47,6 +47,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 COPY serving ./serving
 COPY feature_repo ./feature_repo
+COPY cli ./cli
 RUN pip install --no-deps . && pip check
 
 # -------------------------------------------------------------------------- runtime stage

@@ -16,7 +16,13 @@ export GX_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: help install demo drift-demo test test-fast lint compile validate-k8s bench bench-quality bench-serving clean
+# The environment every test and check runs in: the venv's bin first (kubectl, feast, lint-imports, ...).
+IN_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+# Extra pytest flags, e.g. `make test PYTEST_ARGS=--durations=15` (what CI runs).
+PYTEST_ARGS ?=
+PYTEST := $(IN_VENV) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+.PHONY: help install demo drift-demo test test-fast lint architecture compile validate-k8s bench bench-quality bench-serving clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,19 +48,23 @@ drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrai
 	$(VENV)/bin/riskops drift-demo
 
 test: install ## the full test suite (what CI runs)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
+	$(PYTEST)
 
-test-fast: install ## tests not marked slow
-	$(PY) -m pytest -q -m "not slow"
+test-fast: install ## the tests not marked slow (~3 min), same environment as `make test`
+	$(PYTEST) -m "not slow"
 
-lint: install ## ruff
-	$(VENV)/bin/ruff check riskops components pipelines serving feature_repo tests benchmarks tools
+lint: install ## ruff, then the import contracts of pyproject.toml (lint-imports)
+	$(VENV)/bin/ruff check riskops components pipelines serving feature_repo cli tests benchmarks tools
+	$(IN_VENV) lint-imports --no-cache
+
+architecture: install ## redraw the layer diagram in docs/architecture.md from the import graph
+	$(IN_VENV) $(PY) tools/architecture_diagram.py --write
 
 compile: install ## compile the KFP pipeline YAML (checked in)
 	$(VENV)/bin/riskops pipeline compile
 
 validate-k8s: install ## offline checks of k8s/ and the compiled pipelines (yamllint, kustomize, schemas, CRDs)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/validate_k8s.py
+	$(IN_VENV) $(PY) tools/validate_k8s.py
 
 bench: bench-quality bench-serving ## all benchmarks
 

@@ -460,7 +460,7 @@ def run_synthetic(cfg: D.DatasetConfig, args, out_dir: Path, work: Path) -> dict
     else:
         try:
             from riskops.training.finetune import TrainConfig, train_model
-            from riskops.training.model import RiskScorer
+            from riskops.training.scorer import RiskScorer
         except ImportError as exc:  # the API is not there yet: say so instead of inventing numbers
             todo = f"TODO(lead): riskops.training.finetune.train_model not importable ({exc}); no transformer row"
         else:

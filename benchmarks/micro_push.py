@@ -5,7 +5,7 @@ mode) in a temporary folder, then times flushes of entity states through
 `riskops.features.store.push_entity_state` (Feast's `push`), the call the push child
 (`serving/feast_process.py`) makes once per entity per flush. The default sizes are what a 0.5 s
 flush holds at ~300 requests/s (~150 users, devices and IPs, ~40 merchants). Run it under
-`python -O` as the child runs (typeguard off, see docs/serving.md); `--profile` prints cProfile's
+`python -O` as the child runs (typeguard off, see serving/feast_process.py); `--profile` prints cProfile's
 top functions of a few more flushes.
 
     python -O benchmarks/micro_push.py [--flushes 10] [--users 150] [--merchants 40] [--profile]

@@ -6,58 +6,26 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
+from rich.rule import Rule
+
+from cli.arguments import pipeline_params
+from cli.console import narration_console, print_failure, print_run_summary
+from cli.drift_demo import DEMO_DIR, LoopOptions, Timeline, build_timeline, print_figures, run_loop
+from cli.drift_demo.server_process import free_port, wait_ready
+from pipelines.runner import PipelineFailed, run_local
+from riskops.data.generator import GeneratorConfig, generate_with_drift, write_transactions
 from riskops.settings import Paths, paths
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _last_error_line(log_file: Path | None) -> str:
-    """The server log's last line that says what went wrong (the exception), for the error message."""
-    if log_file is None or not log_file.exists():
-        return ""
-    lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if "Error" in ln or "error" in ln:
-            return ln
-    return lines[-1] if lines else ""
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0, log_file: Path | None = None) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            why = _last_error_line(log_file)
-            raise RuntimeError(
-                f"the model server exited with code {proc.returncode}"
-                + (f": {why}" if why else "")
-                + (f" (log: {log_file})" if log_file else "")
-            )
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the model server was not ready after {timeout:.0f}s")
 
 
 def sample_traffic(rows: int, seed: int, n: int) -> list[dict]:
     """New orders from the same simulated world as the training data, just after it in time."""
-    from riskops.data.generator import GeneratorConfig, generate_with_drift
-
     df = generate_with_drift(GeneratorConfig(rows=rows, seed=seed), "fraud_ring", drift_rows=max(n, 200))
     onset = df.attrs["drift_onset"]
     recent = df[df["event_timestamp"] >= onset].head(n)
@@ -70,9 +38,7 @@ def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None, 
     """Start the KServe server on the champion, score `n` generated orders one by one, stop it.
 
     ``traffic``: the orders to score (request instances plus ``_label``); default: `sample_traffic`."""
-    import httpx
-
-    port = _free_port()
+    port = free_port()
     log_file = home.root / "demo-server.log"
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
@@ -83,7 +49,7 @@ def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None, 
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, f"{base}/v2/models/risk-model/ready", log_file=log_file)
+        wait_ready(proc, f"{base}/v2/models/risk-model/ready", log_file=log_file)
         traffic = sample_traffic(rows, seed, n) if traffic is None else [dict(t) for t in traffic]
         decisions: Counter[str] = Counter()
         shown, latencies, by_label = [], [], {0: [], 1: []}
@@ -128,22 +94,15 @@ def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None, 
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.rule import Rule
-
-    from cli.drift_demo import DEMO_DIR, LoopOptions, Timeline, build_timeline, print_figures, run_loop
-    from cli.main import _pipeline_params, _print_failure, _print_run_summary
-    from pipelines.runner import PipelineFailed, run_local
-    from riskops.data.generator import write_transactions
-
-    console = Console(highlight=False, soft_wrap=True)
+    """`riskops demo`: train through the pipeline, serve and score a sample, then close the loop."""
+    console = narration_console()
     started = time.perf_counter()
     home = paths()
     loop = not args.skip_loop and not args.input
     n_steps = 3 if loop else 2
     console.print(Rule("riskops demo"))
     console.print(f"state folder: {home.root}  (rm -rf it to start over)")
-    params = _pipeline_params(args)
+    params = pipeline_params(args)
     if params["promotion"] == "if-none":
         params["promotion"] = "always"  # the demo serves what it just trained
     sample_n = 200
@@ -165,9 +124,9 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         run = run_local(home, **params)
     except PipelineFailed as exc:
-        _print_failure(exc)
+        print_failure(exc)
         return 1
-    _print_run_summary(run)
+    print_run_summary(run)
 
     console.print(
         f"\n[bold]2/{n_steps} serve[/bold] - KServe ModelServer with the champion: validation, PII hashing, Feast online"

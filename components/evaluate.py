@@ -1,6 +1,10 @@
-"""Pipeline step 4 as a KFP component: evaluate the fine-tuned transformer against baselines on the test period.
+"""KFP adapters of the evaluation step: the model against baselines on the test period.
 
-The logic lives in `riskops.training.evaluate`; this module only declares the component.
+``evaluate_model_op`` runs riskops.training.evaluate (the transformer vs four baselines, the
+decision policy set on validation, the monitoring reference); ``evaluate_dataset_op`` runs
+riskops.byod.evaluate (vs LightGBM and logistic regression on the dataset's time split). Both
+publish the report with riskops.training.evaluation_report. The split fractions have no defaults
+here: the pipeline passes them (riskops.training.params).
 """
 
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -17,22 +21,16 @@ def evaluate_model_op(
     report: Output[HTML],
     evaluation: Output[Artifact],
     reference: Output[Dataset],
-    test_fraction: float = 0.2,
-    val_fraction: float = 0.15,
+    test_fraction: float,
+    val_fraction: float,
     review_budget: float = 0.01,
     target_review_rate: float = 0.02,
     target_block_precision: float = 0.9,
     reports_dir: str = "",
     recent_from: str = "",
 ) -> None:
-    """KFP adapter: training set parquet + trained model -> evaluation JSON, HTML report, metrics.
-
-    ``evaluation`` is a JSON document (models, policy_thresholds, data, ...) that the register step
-    stores with the model; ``reference`` is the monitoring reference (parquet: validation + test
-    model inputs, scores, labels, event times) that the register step stores as
-    ``reference.parquet`` next to the weights; ``roc`` is the transformer's test ROC curve for the KFP UI.
-    """
-    import math
+    """Training set + model -> evaluation JSON (``evaluation``), HTML report, metrics, ROC curve, and
+    the monitoring reference (``reference``: validation + test model inputs, scores, labels, times)."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -40,66 +38,65 @@ def evaluate_model_op(
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from riskops.training.evaluate import (
-        HTML_NAME,
-        RATIO_KEY,
-        TRANSFORMER,
-        _roc_points,
-        render_html,
-        run_evaluation,
-    )
-    from riskops.training.model import RiskScorer
+    from riskops.monitoring.reference import save_reference
+    from riskops.training.evaluate import RATIO_KEY, TRANSFORMER, headline_metrics, roc_points, run_evaluation
+    from riskops.training.evaluation_report import publish_report
+    from riskops.training.scorer import RiskScorer
 
-    df = pd.read_parquet(training_set.path)
-    scorer = RiskScorer.load(model.path)
-    with (
-        tempfile.TemporaryDirectory(prefix="riskops-eval-") as tmp,
-        tempfile.TemporaryDirectory(prefix="riskops-ref-") as ref_tmp,
-    ):
+    with tempfile.TemporaryDirectory(prefix="riskops-eval-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="riskops-ref-") as ref_tmp:  # fmt: skip
         result = run_evaluation(
-            df,
-            scorer,
-            Path(tmp),
-            test_fraction=test_fraction,
-            val_fraction=val_fraction,
-            review_budget=review_budget,
-            target_review_rate=target_review_rate,
-            target_block_precision=target_block_precision,
-            reference_dir=Path(ref_tmp),
+            pd.read_parquet(training_set.path), RiskScorer.load(model.path), Path(tmp),
+            test_fraction=test_fraction, val_fraction=val_fraction, review_budget=review_budget,
+            target_review_rate=target_review_rate, target_block_precision=target_block_precision,
             recent_from=recent_from,
-        )
-        shutil.copyfile(result.files["reference"], reference.path)
-        reference.metadata.update({"rows": int(pq.read_metadata(reference.path).num_rows)})
-        page = render_html(result)
-        (Path(tmp) / HTML_NAME).write_text(page)
-        Path(report.path).write_text(page)
+        )  # fmt: skip
+        held = result.held_out
+        ref_file = save_reference(Path(ref_tmp), held.frame, held.scores, held.labels, held.timestamps)
+        shutil.copyfile(ref_file, reference.path)
+        shutil.copyfile(publish_report(result, reports_dir), report.path)
         shutil.copyfile(result.files["json"], evaluation.path)
-        if reports_dir:
-            out = Path(reports_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            for f in Path(tmp).iterdir():
-                shutil.copyfile(f, out / f.name)
-
-        doc = result.document
-        evaluation.metadata.update(
-            {"policy_thresholds": doc["policy_thresholds"], RATIO_KEY: doc.get(RATIO_KEY), "n_test": doc["n"]}
-        )
-        headline = {
-            f"{TRANSFORMER}_{k}": v
-            for k, v in doc["models"][TRANSFORMER].items()
-            if k in ("roc_auc", "pr_auc", "recall_at_1pct_fpr", "precision_at_review_budget", "ece")
-        }
-        for name, m in doc["models"].items():
-            if name != TRANSFORMER:
-                headline[f"{name}_pr_auc"] = m["pr_auc"]
-        headline[RATIO_KEY] = doc.get(RATIO_KEY)
-        headline["review_threshold"] = doc["policy_thresholds"]["review"]
-        headline["block_threshold"] = doc["policy_thresholds"]["block"]
-        for key, value in headline.items():
-            if value is not None and math.isfinite(value):  # KFP metadata cannot hold NaN/None
-                metrics.log_metric(key, float(value))
-
-        y_test, s_test = result.test_labels, result.test_scores.get(TRANSFORMER)
-        if s_test is not None and 0 < y_test.sum() < y_test.size:
-            roc.log_roc_curve(*_roc_points(y_test, s_test))
+    doc = result.document
+    reference.metadata.update({"rows": int(pq.read_metadata(reference.path).num_rows)})
+    evaluation.metadata.update(
+        {"policy_thresholds": doc["policy_thresholds"], RATIO_KEY: doc.get(RATIO_KEY), "n_test": doc["n"]}
+    )
+    for name, value in headline_metrics(doc).items():
+        metrics.log_metric(name, value)
+    y_test, s_test = result.test_labels, result.test_scores.get(TRANSFORMER)
+    if s_test is not None and 0 < y_test.sum() < y_test.size:
+        roc.log_roc_curve(*roc_points(y_test, s_test))
     print(result.table)
+
+
+@step_component()
+def evaluate_dataset_op(
+    training_set: Input[Dataset],
+    model: Input[Model],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    evaluation: Output[Artifact],
+    dataset_config: str,
+    review_budget: float = 0.01,
+    reports_dir: str = "",
+) -> None:
+    """The model vs LightGBM / logistic regression on the test period; policy set on validation."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from riskops.byod.config import parse_config
+    from riskops.byod.evaluate import evaluate_dataset
+    from riskops.training.evaluate import ranking_metrics
+    from riskops.training.evaluation_report import publish_report
+
+    with tempfile.TemporaryDirectory(prefix="riskops-eval-") as tmp:
+        result = evaluate_dataset(pd.read_parquet(training_set.path), parse_config(dataset_config),
+                                  Path(model.path), Path(tmp), review_budget=review_budget)  # fmt: skip
+        shutil.copyfile(publish_report(result, reports_dir), report.path)
+        shutil.copyfile(result.files["json"], evaluation.path)
+    for name, value in ranking_metrics(result.document).items():
+        metrics.log_metric(name, value)
+    evaluation.metadata.update({"model_kind": result.document["model_kind"], "n_test": result.document["n"]})

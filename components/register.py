@@ -1,6 +1,8 @@
-"""Pipeline step 5 as a KFP component: register the evaluated model and decide whether it becomes the champion.
+"""KFP adapters of the registration step: a registry version, champion or challenger.
 
-The logic lives in `riskops.registry.register`; this module only declares the component.
+``register_model_op`` runs riskops.registry.register (the serving model, ``risk-model``, with its
+monitoring reference); ``register_dataset_op`` runs riskops.byod.register (``risk-model-<dataset>``).
+The registration record goes to ``registration`` and, when given, to ``reports_dir``.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -19,25 +21,43 @@ def register_model_op(
     git_commit: str = "",
     reports_dir: str = "",
 ) -> None:
+    """Register the evaluated model; champion if the promotion policy says so."""
     import json
-    from dataclasses import asdict
     from pathlib import Path
 
-    from riskops.registry.register import register_model
+    from riskops.monitoring.reference import REFERENCE_FILE
+    from riskops.registry.register import register_model, write_record
 
     evaluation_doc = json.loads(Path(evaluation.path).read_text())
-    result = register_model(
-        Path(model.path),
-        evaluation_doc,
-        Path(registry_root),
-        promotion,
-        git_commit,
-        reference_file=Path(reference.path),
-    )
-    Path(registration.path).write_text(json.dumps(asdict(result), indent=2))
-    registration.metadata.update(asdict(result))
-    if reports_dir:
-        out = Path(reports_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "registration.json").write_text(json.dumps(asdict(result), indent=2))
+    result = register_model(Path(model.path), evaluation_doc, Path(registry_root), promotion, git_commit,
+                            extra_files={REFERENCE_FILE: Path(reference.path)})  # fmt: skip
+    record = write_record(result.to_dict(), Path(registration.path), reports_dir)
+    registration.metadata.update(record)
     print(f"registered {result.version} as {result.alias}: {result.reason}")
+
+
+@step_component()
+def register_dataset_op(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    registration: Output[Artifact],
+    dataset_config: str,
+    registry_root: str,
+    promotion: str = "if-none",
+    git_commit: str = "",
+    reports_dir: str = "",
+) -> None:
+    """Registry version under risk-model-<dataset>, with metrics, policy and model card."""
+    import json
+    from pathlib import Path
+
+    from riskops.byod.config import parse_config, registry_name
+    from riskops.byod.register import register_dataset_model
+    from riskops.registry.register import write_record
+
+    config = parse_config(dataset_config)
+    doc = json.loads(Path(evaluation.path).read_text())
+    result = register_dataset_model(Path(model.path), doc, Path(registry_root), config, promotion, git_commit)
+    record = {**result.to_dict(), "model_name": registry_name(config), "dataset": config.name}
+    registration.metadata.update(write_record(record, Path(registration.path), reports_dir))
+    print(f"registered {record['model_name']} {result.version} as {result.alias}: {result.reason}")

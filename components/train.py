@@ -1,6 +1,10 @@
-"""Pipeline step 3 as a KFP component: fine-tune the transformer risk model (riskops.training.model.RiskModel).
+"""KFP adapters of the training step: the model folder -> ``model``, the training figures -> ``metrics``.
 
-The logic lives in `riskops.training.finetune`; this module only declares the component.
+``train_model_op`` fine-tunes the text + tabular transformer (riskops.training.finetune);
+``train_dataset_op`` trains on a user's dataset (riskops.byod.train: the transformer when text is
+mapped, else the FT-Transformer). Training parameters have no defaults here: the pipeline passes
+them (riskops.training.params holds the defaults, and KFP runs this function from its own source,
+where a default could not name them).
 """
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -13,14 +17,14 @@ def train_model_op(
     training_set: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    epochs: int = 3,
-    encoder: str = "minilm",
-    max_steps: int = 0,
-    finetune_layers: int = 2,
-    seed: int = 7,
-    test_fraction: float = 0.2,
-    val_fraction: float = 0.15,
-    max_train_rows: int = 0,
+    epochs: int,
+    encoder: str,
+    max_steps: int,
+    finetune_layers: int,
+    seed: int,
+    test_fraction: float,
+    val_fraction: float,
+    max_train_rows: int,
     recent_from: str = "",
 ) -> None:
     """Fine-tune the risk model on the training set's oldest part; the model folder -> `model`."""
@@ -30,35 +34,55 @@ def train_model_op(
     import pandas as pd
 
     from riskops.training.finetune import TrainConfig, train_from_training_set
+    from riskops.training.params import TrainingParams
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = TrainConfig(
-        epochs=epochs,
-        encoder=encoder,
-        max_steps=max_steps or None,
-        finetune_layers=finetune_layers,
-        seed=seed,
-        max_train_rows=max_train_rows or None,
-        progress=False,
-    )
+    params = TrainingParams(encoder=encoder, epochs=epochs, max_steps=max_steps, finetune_layers=finetune_layers,
+                            max_train_rows=max_train_rows, seed=seed)  # fmt: skip
     result = train_from_training_set(
-        pd.read_parquet(training_set.path), Path(model.path), config, test_fraction, val_fraction, recent_from
-    )
-    values = {
-        "val_pr_auc": result.val_pr_auc,
-        "best_epoch": result.best_epoch,
-        "train_seconds": result.train_seconds,
-        "n_train": result.n_train,
-        "n_val": result.n_val,
-        "temperature": result.calibration.get("temperature", 1.0),
-        "calibration_bias": result.calibration.get("bias", 0.0),
-    }
-    # KFP stores metrics and metadata as protobuf Values, which cannot hold NaN (e.g. a validation
-    # block with one class has no PR-AUC): such a value is left out of the metrics and null in metadata
-    import math  # a KFP component runs from its own source: module-level imports are not there
-
-    values = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
+        pd.read_parquet(training_set.path), Path(model.path), TrainConfig.from_params(params, progress=False),
+        test_fraction, val_fraction, recent_from,
+    )  # fmt: skip
+    values = result.metrics()
     for name, value in values.items():
         if value is not None:
             metrics.log_metric(name, value)
     model.metadata.update({**values, "encoder": encoder, "device": result.device, "framework": "pytorch"})
+
+
+@step_component()
+def train_dataset_op(
+    training_set: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    dataset_config: str,
+    encoder: str,
+    epochs: int,
+    max_steps: int,
+    finetune_layers: int,
+    max_train_rows: int,
+    ft_max_epochs: int,
+    max_train_seconds: float,
+    seed: int,
+) -> None:
+    """Text columns mapped: fine-tune the text + tabular transformer; none: train the FT-Transformer."""
+    import logging
+    from pathlib import Path
+
+    import pandas as pd
+
+    from riskops.byod.config import parse_config
+    from riskops.byod.train import train_dataset_model
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = parse_config(dataset_config)
+    info = train_dataset_model(
+        pd.read_parquet(training_set.path), config, Path(model.path), encoder=encoder, epochs=epochs,
+        max_steps=max_steps, finetune_layers=finetune_layers, max_train_rows=max_train_rows,
+        ft_max_epochs=ft_max_epochs, max_train_seconds=max_train_seconds, seed=seed,
+    )  # fmt: skip
+    for key in ("val_pr_auc", "best_epoch", "train_seconds", "n_train", "n_val"):
+        if info.get(key) is not None:
+            metrics.log_metric(key, float(info[key]))
+    model.metadata.update({"dataset": config.name, "kind": info["kind"], "framework": "pytorch"})
+    print(f"trained {info['kind']}: {info}")

@@ -1,6 +1,8 @@
-"""Pipeline step 1 as a KFP component: the Great Expectations data gate over raw transactions.
+"""KFP adapters of the data gate: Great Expectations over the ingested rows; a failed gate fails the task.
 
-The logic lives in `riskops.data.validation`; this module only declares the component.
+``validate_transactions_op`` runs riskops.data.validation (the built-in schema's suite);
+``validate_dataset_op`` runs riskops.byod.validate (a suite generated from the dataset's mapping).
+The reports are written straight into ``reports_dir`` when given, so they survive a failed run.
 """
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Output
@@ -29,7 +31,6 @@ def validate_transactions_op(
 
     from riskops.data.validation import DataValidationError, ValidationConfig, validate_transactions
 
-    df = pd.read_parquet(transactions.path)
     config = ValidationConfig(
         fraud_rate_min=fraud_rate_min,
         fraud_rate_max=fraud_rate_max,
@@ -37,14 +38,48 @@ def validate_transactions_op(
         end=end or None,
         max_future_skew_hours=max_future_skew_hours,
     )
-    # written straight into reports_dir when given, so the report survives a failed run
     out_dir = Path(reports_dir) if reports_dir else Path(tempfile.mkdtemp(prefix="riskops-validate-"))
-    result = validate_transactions(df, config, out_dir)
+    result = validate_transactions(pd.read_parquet(transactions.path), config, out_dir)
     shutil.copyfile(result.report_html, report.path)
-    for key in ("evaluated_expectations", "successful_expectations", "unsuccessful_expectations", "rows"):
-        metrics.log_metric(key, float(result.statistics.get(key, 0)))
-    metrics.log_metric("success_percent", float(result.statistics.get("success_percent") or 0.0))
-    metrics.log_metric("passed", 1.0 if result.success else 0.0)
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    print(result.summary())
+    if not result.success:
+        raise DataValidationError(result)
+
+
+@step_component()
+def validate_dataset_op(
+    dataset: Input[Dataset],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+    dataset_config: str,
+    fraud_rate_min: float = 0.0001,
+    fraud_rate_max: float = 0.5,
+    max_future_skew_hours: float = 1.0,
+    reports_dir: str = "",
+) -> None:
+    """The GX gate generated from the mapping; a failed gate fails the task (nothing later runs)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from riskops.byod.config import parse_config
+    from riskops.byod.validate import validate_dataset
+    from riskops.data.validation import DataValidationError, ValidationConfig
+
+    config = ValidationConfig(
+        fraud_rate_min=fraud_rate_min,
+        fraud_rate_max=fraud_rate_max,
+        max_future_skew_hours=max_future_skew_hours,
+    )
+    out_dir = Path(reports_dir) if reports_dir else Path(tempfile.mkdtemp(prefix="riskops-validate-"))
+    result = validate_dataset(pd.read_parquet(dataset.path), parse_config(dataset_config), config, out_dir)
+    shutil.copyfile(result.report_html, report.path)
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
     print(result.summary())
     if not result.success:
         raise DataValidationError(result)

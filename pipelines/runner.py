@@ -7,8 +7,10 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.training_pipeline import PIPELINE_NAME, PROFILES, build_pipeline, compile_pipeline
 from riskops.settings import PROJECT_ROOT, Paths
@@ -24,6 +26,8 @@ class PipelineFailed(RuntimeError):
 
 @dataclass
 class LocalRun:
+    """A finished kfp.local run: its duration, the registration record, its artifact and report folders."""
+
     seconds: float
     registration: dict
     run_dir: Path | None
@@ -31,6 +35,7 @@ class LocalRun:
 
 
 def git_commit() -> str:
+    """The checkout's short commit id, recorded with each run ('' outside a git checkout)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -45,6 +50,7 @@ def git_commit() -> str:
 
 
 def local_parameters(paths: Paths, reports_dir: Path, **overrides) -> dict:
+    """The training pipeline's parameters for a local run: this home's folders, then `overrides`."""
     params = {
         "feature_repo_dir": str(paths.feature_repo),
         "registry_root": str(paths.registry),
@@ -56,23 +62,34 @@ def local_parameters(paths: Paths, reports_dir: Path, **overrides) -> dict:
 
 
 def run_local(paths: Paths, **parameters) -> LocalRun:
-    """Execute the pipeline with kfp.local in this virtual environment (no containers).
+    """Execute the training pipeline with kfp.local in this virtual environment (no containers).
 
-    Raises RuntimeError when a step fails (e.g. the GX gate): later steps do not run, and the
-    registry (and so the serving champion) is left as it was.
+    The local launcher of a training run (`riskops pipeline run`, `riskops demo`); `submit` is the
+    cluster one. Raises PipelineFailed when a step fails (e.g. the GX gate): later steps do not
+    run, and the registry (and so the serving champion) is left as it was.
     """
-    from kfp import local
-
-    paths.pipeline_root.mkdir(parents=True, exist_ok=True)
     # each run keeps its own reports (GX data docs, evaluation, registration) side by side
     reports_dir = paths.reports / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    params = local_parameters(paths, reports_dir, **parameters)
+    return run_with_kfp_local(paths, build_pipeline("dev"), params, reports_dir)
+
+
+def run_with_kfp_local(paths: Paths, pipeline: Callable[..., Any], params: dict, reports_dir: Path) -> LocalRun:
+    """Run a compiled-in-memory pipeline (`build_pipeline`, `build_dataset_pipeline`) with kfp.local.
+
+    Steps run as subprocesses of this virtual environment; artifacts go under
+    ``paths.pipeline_root``, reports (and the register step's registration.json) to `reports_dir`.
+    Raises PipelineFailed when a step fails.
+    """
+    from kfp import local  # kfp: seconds to import, only when a pipeline runs
+
+    paths.pipeline_root.mkdir(parents=True, exist_ok=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(paths.pipeline_root))
-    params = local_parameters(paths, reports_dir, **parameters)
     before = set(paths.pipeline_root.iterdir())
     started = time.perf_counter()
     try:
-        build_pipeline("dev")(**params)
+        pipeline(**params)
     except RuntimeError as exc:
         raise PipelineFailed(str(exc), reports_dir) from exc
     seconds = time.perf_counter() - started
@@ -99,6 +116,9 @@ def submit(
     **parameters,
 ) -> str:
     """Compile for the cluster profile and create a run on a KFP API server; returns the run id.
+
+    The cluster launcher of a training run (`riskops pipeline run --host`, retraining in
+    ``mode: cluster``); `run_local` is the local one.
 
     kfp.Client's flow (KFP v2 REST API): GET /apis/v2beta1/healthz (skipped when a namespace is
     given), GET /apis/v2beta1/experiments filtered by name, POST /apis/v2beta1/experiments if the

@@ -10,20 +10,13 @@ from pathlib import Path
 
 from kfp import dsl, kubernetes
 
-from components.build_features import build_features_op
-from components.dataset_steps import (
-    dataset_features_op,
-    evaluate_dataset_op,
-    ingest_dataset_op,
-    register_dataset_op,
-    train_dataset_op,
-    validate_dataset_op,
-)
-from components.evaluate import evaluate_model_op
-from components.ingest import ingest_transactions_op
-from components.register import register_model_op
-from components.train import train_model_op
-from components.validate import validate_transactions_op
+from components.build_features import build_features_op, dataset_features_op
+from components.evaluate import evaluate_dataset_op, evaluate_model_op
+from components.ingest import ingest_dataset_op, ingest_transactions_op
+from components.register import register_dataset_op, register_model_op
+from components.train import train_dataset_op, train_model_op
+from components.validate import validate_dataset_op, validate_transactions_op
+from riskops.training.params import QUICK_TRAINING, TRAINING
 
 PIPELINE_NAME = "riskops-training"
 PIPELINES_DIR = Path(__file__).resolve().parent
@@ -88,7 +81,7 @@ def build_pipeline(profile_name: str = "dev"):
     def training_pipeline(
         source: str = "synthetic",
         rows: int = 20_000,
-        seed: int = 7,
+        seed: int = TRAINING.seed,
         fraud_rate: float = 0.015,
         input_path: str = "",
         fraud_rate_min: float = 0.001,
@@ -96,13 +89,13 @@ def build_pipeline(profile_name: str = "dev"):
         feature_repo_dir: str = f"{state}/feature_repo",
         registry_root: str = f"{state}/registry",
         reports_dir: str = f"{state}/reports",
-        encoder: str = "minilm",
-        epochs: int = 3,
-        max_steps: int = 0,
-        finetune_layers: int = 2,
-        max_train_rows: int = 6000,
-        test_fraction: float = 0.2,
-        val_fraction: float = 0.15,
+        encoder: str = TRAINING.encoder,
+        epochs: int = TRAINING.epochs,
+        max_steps: int = TRAINING.max_steps,
+        finetune_layers: int = TRAINING.finetune_layers,
+        max_train_rows: int = TRAINING.max_train_rows,
+        test_fraction: float = TRAINING.test_fraction,
+        val_fraction: float = TRAINING.val_fraction,
         recent_from: str = "",
         promotion: str = "if-none",
         git_commit: str = "",
@@ -189,7 +182,7 @@ def build_dataset_pipeline(profile_name: str = "dev"):
     """The same six steps for a user's own dataset: the config (JSON/YAML text) drives every step.
 
     The GX suite, the Feast aggregates (mapped entities only) and the model (text mapped: text +
-    tabular transformer; otherwise the FT-Transformer) adapt to the mapping; see riskops/byod.py.
+    tabular transformer; otherwise the FT-Transformer) adapt to the mapping; see riskops/byod/.
     """
     profile = PROFILES[profile_name]
     state = profile.state_mount
@@ -203,19 +196,19 @@ def build_dataset_pipeline(profile_name: str = "dev"):
     def dataset_pipeline(
         dataset_config: str,
         max_rows: int = 0,
-        seed: int = 7,
+        seed: int = QUICK_TRAINING.seed,
         fraud_rate_min: float = 0.0001,
         fraud_rate_max: float = 0.5,
         feature_repo_dir: str = f"{state}/datasets/feature_repo",
         registry_root: str = f"{state}/registry",
         reports_dir: str = f"{state}/reports",
-        encoder: str = "minilm",
-        epochs: int = 2,
-        max_steps: int = 0,
-        finetune_layers: int = 2,
-        max_train_rows: int = 6000,
-        ft_max_epochs: int = 30,
-        max_train_seconds: float = 0.0,
+        encoder: str = QUICK_TRAINING.encoder,
+        epochs: int = QUICK_TRAINING.epochs,
+        max_steps: int = QUICK_TRAINING.max_steps,
+        finetune_layers: int = QUICK_TRAINING.finetune_layers,
+        max_train_rows: int = QUICK_TRAINING.max_train_rows,
+        ft_max_epochs: int = QUICK_TRAINING.ft_max_epochs,
+        max_train_seconds: float = QUICK_TRAINING.max_train_seconds,
         promotion: str = "if-none",
         git_commit: str = "",
     ):

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 
-from serving import metrics
+from serving import prometheus_metrics
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class AlertManager:
                     )
         for a in alerts:
             a["raised_at"] = datetime.now(UTC).isoformat()
-            metrics.ALERTS.labels(a["kind"]).inc()
+            prometheus_metrics.ALERTS.labels(a["kind"]).inc()
             self._queue.put(a)
         return alerts
 
@@ -119,7 +120,7 @@ class AlertManager:
         """Queue an alert raised elsewhere (e.g. a canary decision; ``kind`` names it)."""
         alert = {"kind": "event", **alert}
         alert.setdefault("raised_at", datetime.now(UTC).isoformat())
-        metrics.ALERTS.labels(str(alert["kind"])).inc()
+        prometheus_metrics.ALERTS.labels(str(alert["kind"])).inc()
         self._queue.put(alert)
 
     # -- background --------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class AlertManager:
                 self.sent += 1
             except Exception as exc:  # noqa: BLE001 - a webhook failure never propagates
                 self.webhook_failures += 1
-                metrics.WEBHOOK_FAILURES.inc()
+                prometheus_metrics.WEBHOOK_FAILURES.inc()
                 log.warning("alert webhook %s failed: %s", self.webhook_url, exc)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -179,6 +180,4 @@ def _epoch(v: Any) -> float:
         return v.timestamp()
     if v is None:
         return datetime.now(UTC).timestamp()
-    from pandas import Timestamp
-
-    return Timestamp(v).timestamp()
+    return pd.Timestamp(v).timestamp()

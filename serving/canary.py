@@ -10,12 +10,12 @@ canary starts.
   A ``challenger`` alias that differs from the served champion is loaded and warmed off the
   request path (a challenger that fails to load is logged, reported by ``GET /v1/canary`` and
   never touches the champion); then the canary is *active*.
-* While active, every scored row is routed by `riskops.lifecycle.promotion.CanaryRouter.arm(transaction_id)`
+* While active, every scored row is routed by `riskops.lifecycle.canary.CanaryRouter.arm(transaction_id)`
   (keyed hash: a retried request gets the same arm). Rows of one batch are scored by their arm's
   model; the answer's ``model_version`` and the prediction log's ``arm`` say which served it.
   A challenger that raises or returns a non-finite / out-of-range score is counted as an error and
   the row is answered by the champion (clients never see a broken challenger).
-* `riskops.lifecycle.promotion.CanaryState` keeps per-arm counters; labelled outcomes (``POST /v1/feedback``)
+* `riskops.lifecycle.canary.CanaryState` keeps per-arm counters; labelled outcomes (``POST /v1/feedback``)
   for recently served transactions are joined on transaction_id from a bounded in-memory map.
 * Each poll calls ``decide()``; ``promote`` / ``rollback`` go through
   `riskops.lifecycle.promotion.apply_canary_decision` (the champion alias moves to the challenger, or the
@@ -41,17 +41,11 @@ from typing import Any
 import pandas as pd
 
 from riskops.features.contract import ColumnFrame, take_rows
-from riskops.lifecycle.promotion import (
-    CanaryDecision,
-    CanaryRouter,
-    CanarySettings,
-    CanaryState,
-    PromotionSettings,
-    apply_canary_decision,
-)
+from riskops.lifecycle.canary import CanaryDecision, CanaryRouter, CanarySettings, CanaryState
+from riskops.lifecycle.promotion import PromotionSettings, apply_canary_decision
 from riskops.registry.store import CHALLENGER, CHAMPION, ModelRegistry
 from riskops.settings import PROJECT_ROOT, Paths, load_yaml
-from serving import metrics
+from serving import prometheus_metrics
 from serving.predictor import LoadedModel, ModelHolder, load_model
 
 log = logging.getLogger(__name__)
@@ -67,7 +61,7 @@ def read_canary_settings(path: Path | str | None) -> CanarySettings:
         if path is not None:
             raise FileNotFoundError(f"canary config not found: {p}")
         return CanarySettings()
-    return PromotionSettings.from_dict({"promotion": load_yaml(p).get("promotion") or {}}).canary
+    return PromotionSettings.from_dict(load_yaml(p).get("promotion")).canary
 
 
 @dataclass(frozen=True)
@@ -122,8 +116,8 @@ class CanaryController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors_logged_at = float("-inf")
-        metrics.CANARY_ACTIVE.set(0)
-        metrics.CANARY_SHARE.set(self.settings.share)
+        prometheus_metrics.CANARY_ACTIVE.set(0)
+        prometheus_metrics.CANARY_SHARE.set(self.settings.share)
 
     # -- background --------------------------------------------------------------------------
     def start(self) -> None:
@@ -185,7 +179,7 @@ class CanaryController:
                 version,
                 f"{type(exc).__name__}: {exc}",
             )
-            metrics.CANARY_LOAD_FAILURES.inc()
+            prometheus_metrics.CANARY_LOAD_FAILURES.inc()
             log.error("canary: challenger %s failed to load, champion keeps all traffic: %s", version, exc)
             self._alert({"event": "load_failed", "challenger_version": version, "error": self.load_error})
             return
@@ -217,8 +211,8 @@ class CanaryController:
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         self.status = "active"
-        metrics.CANARY_ACTIVE.set(1)
-        metrics.CANARY_SHARE.set(settings.share)
+        prometheus_metrics.CANARY_ACTIVE.set(1)
+        prometheus_metrics.CANARY_SHARE.set(settings.share)
         self._set_challenger_info(lm.version)
         return run
 
@@ -226,16 +220,16 @@ class CanaryController:
         # no Gauge.clear(): KServe's Prometheus setup warns on it (multi-process mode)
         old = self._info_version
         if old is not None and old != version:
-            metrics.CANARY_CHALLENGER.labels(old).set(0)
+            prometheus_metrics.CANARY_CHALLENGER.labels(old).set(0)
         if version is not None:
-            metrics.CANARY_CHALLENGER.labels(version).set(1)
+            prometheus_metrics.CANARY_CHALLENGER.labels(version).set(1)
         self._info_version = version
 
     def _end(self, act: ActiveCanary, why: str | None) -> None:
         if self.active is act:
             self.active = None
         self.status = "idle"
-        metrics.CANARY_ACTIVE.set(0)
+        prometheus_metrics.CANARY_ACTIVE.set(0)
         self._set_challenger_info(None)
         if why:
             log.info("canary of %s ended: %s", act.challenger_version, why)
@@ -260,7 +254,7 @@ class CanaryController:
                 self.holder.swap(act.model)  # warm already: no reload, no request on the old champion
             self._end(act, None)
         self.decisions += 1
-        metrics.CANARY_DECISIONS.labels(decision.action).inc()
+        prometheus_metrics.CANARY_DECISIONS.labels(decision.action).inc()
         self.last_decision = {
             "action": decision.action,
             "reasons": decision.reasons,
@@ -315,11 +309,11 @@ class CanaryController:
                 score = None if res is None else res.get("risk_score")
                 if score is None or not math.isfinite(score) or not 0.0 <= score <= 1.0:
                     state.record_request(CHALLENGER, error=True)
-                    metrics.CANARY_REQUESTS.labels(CHALLENGER, "error").inc()
+                    prometheus_metrics.CANARY_REQUESTS.labels(CHALLENGER, "error").inc()
                     fallback.append(i)
                 else:
                     state.record_request(CHALLENGER, score)
-                    metrics.CANARY_REQUESTS.labels(CHALLENGER, "ok").inc()
+                    prometheus_metrics.CANARY_REQUESTS.labels(CHALLENGER, "ok").inc()
                     results[i] = {**res, "arm": CHALLENGER}
         rows = sorted(idx[CHAMPION] + fallback)
         if rows:
@@ -329,7 +323,7 @@ class CanaryController:
                 results[i] = {**res, "arm": CHAMPION}
                 if i in routed:
                     state.record_request(CHAMPION, res["risk_score"])
-                    metrics.CANARY_REQUESTS.labels(CHAMPION, "ok").inc()
+                    prometheus_metrics.CANARY_REQUESTS.labels(CHAMPION, "ok").inc()
         self._remember(act.generation, transaction_ids, results, set(fallback))
         return results  # type: ignore[return-value]
 
@@ -365,7 +359,7 @@ class CanaryController:
                 continue
             _, arm, score = hit
             act.state.record_outcome(arm, int(rec["is_fraud"]), score)
-            metrics.CANARY_OUTCOMES.labels(arm).inc()
+            prometheus_metrics.CANARY_OUTCOMES.labels(arm).inc()
             joined += 1
         return joined
 

@@ -7,16 +7,15 @@ an error that names them (a typo must not silently keep a default).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from riskops.settings import MODEL_NAME, Paths, load_yaml
+from riskops.settings import MODEL_NAME, Paths, from_dict, load_yaml
 from serving.cpus import parse_setting
 
 FAIL_MODES = ("approve", "review", "block")
 DECISIONS = ("approve", "review", "block")  # in order of severity
-EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 @dataclass(frozen=True)
@@ -39,25 +38,25 @@ class ServingConfig:
     feast_retry_after_s: float = 5.0  # after a failure, skip Feast (answer degraded) this long
     push_interval_s: float = 0.5  # entity state pushes are coalesced and flushed this often
     push_process: bool = True  # run the pushes' Feast work in a child process (serving/feast_process.py)
-    read_process: bool = False  # online reads in a child process (serving/feast_process.py): no gain here
     entity_cache_size: int = 200_000  # entity tracks kept in memory (LRU) across the four entities
     # model batching
     max_batch_rows: int = 256  # rows scored together (requests are merged up to this)
     batch_wait_ms: float = 0.0  # extra wait for more requests before a batch (0 = opportunistic)
-    torch_threads: int = 1  # intra-op threads for the model (0 = torch's default); see docs/serving.md
+    torch_threads: int = 1  # intra-op threads for the model (0 = torch's default): one model thread, small batches
     # Python's GIL switch interval (0 = Python's 5 ms). 1 ms: the model thread's torch ops each give
-    # the GIL up and waited up to the interval to get it back from the event loop (docs/serving.md)
+    # the GIL up and waited up to the interval to get it back from the event loop
     switch_interval_ms: float = 1.0
     gc_freeze: bool = True  # freeze long-lived objects out of the collector's walks (serving/gc_control.py)
     # the server's threads on one CPU, its Feast child processes on the others: "auto", "off" or a
-    # CPU number (serving/cpus.py; applied by the server's entry points only)
+    # CPU number (serving/cpus.py). A local / bare-metal option: "auto" does not pin in a pod with
+    # a CPU limit (cgroup quota), nor with workers > 1
     server_cpu: str | int = "auto"
-    # HTTP front (serving.http.rest_front): per-request costs of KServe's defaults, see docs/serving.md
-    event_loop: str = "uvloop"  # "uvloop" or "asyncio" (KServe's default, whatever its event_loop flag says)
-    access_log: bool = False  # uvicorn's access log line per request (counts, latencies: /metrics)
-    kserve_timing_log: bool = False  # KServe's TimingMiddleware: 2 log lines + 2 getrusage per request
-    # v1 predict answered by KServe's own endpoint without FastAPI's routing (serving.http.DirectV1Predict)
-    direct_v1_predict: bool = True
+    # serving/fast_path.py: uvloop, no per-request log lines, v1 predict past FastAPI's router and
+    # KServe's stages without their per-request costs. Off: plain KServe. Off by itself with workers > 1
+    fast_path: bool = True
+    # KServe's own uvicorn worker processes for the combined server (`ModelServer(workers=...)`);
+    # each builds its own service. Scale a cluster with replicas first (docs/serving.md "Scaling")
+    workers: int = 1
     # product catalogue texts pre-encoded by every model (serving/catalogue.py); default <home>/catalogue.jsonl
     catalogue_file: Path | None = None
     catalogue_chunk: int = 16  # texts encoded per model-thread job when the catalogue grows
@@ -83,8 +82,8 @@ class ServingConfig:
         if self.fail_mode not in FAIL_MODES:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
         object.__setattr__(self, "server_cpu", parse_setting(self.server_cpu))
-        if self.event_loop not in EVENT_LOOPS:
-            raise ValueError(f"event_loop must be one of {EVENT_LOOPS}, got {self.event_loop!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers!r}")
         if self.reasons_for not in ("flagged", "all"):
             raise ValueError(f"reasons_for must be 'flagged' or 'all', got {self.reasons_for!r}")
         if not 0.0 <= self.default_review <= self.default_block <= 1.0:
@@ -134,16 +133,14 @@ def apply_runtime_settings(config: ServingConfig, model: bool = True) -> None:
 
 
 def load_config(path: Path | str | None = None, **overrides: Any) -> ServingConfig:
-    """Defaults <- YAML file (if it exists or was named) <- keyword overrides (None values ignored)."""
+    """Defaults <- YAML file (if it exists or was named) <- keyword overrides (None values ignored).
+
+    Unknown keys, in the file or among the overrides, raise ValueError naming them.
+    """
     values: dict[str, Any] = {}
+    section = "serving settings"
     if path is not None and Path(path).exists():
-        values.update(load_yaml(path))
-    known = {f.name for f in fields(ServingConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown serving settings {unknown}; known: {sorted(known)}")
+        values.update(load_yaml(path) or {})
+        section = f"serving settings ({path} and overrides)"
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise TypeError(f"unknown serving settings {unknown}")
-    return ServingConfig(**values)
+    return from_dict(ServingConfig, values, section)

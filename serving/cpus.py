@@ -1,5 +1,10 @@
 """Which CPUs the serving process runs on: one for the server's threads, the rest for its helpers.
 
+A local / bare-metal option. It never pins in the pods that `k8s/` ships: they run under a CPU
+limit (a cgroup quota), where ``"auto"`` leaves scheduling to the OS; nor with KServe's
+``workers > 1`` (serving.server turns it off). Measured +19% c32 throughput on a 2-CPU machine
+against unpinned (docs/serving.md, "Scaling").
+
 The server is one GIL's worth of Python spread over threads that hand work to each other several
 times per request: the event loop, the model thread, the Feast reader, the prediction-log writer.
 Left to the OS, they run on different CPUs, so a hand-off wakes a thread on another CPU (an
@@ -7,7 +12,7 @@ inter-processor interrupt; on a VM a trip through the hypervisor) and the reques
 between CPU caches, while the GIL lets only one of them run at a time anyway. Pinned to one CPU,
 a hand-off is a thread switch on that CPU. The Feast child processes (`serving.feast_process`)
 are then pinned to the other CPUs, so their bursts (a push flush is ~45 ms of CPU) never take the
-server's. Measured in docs/serving.md ("Server threads on one CPU").
+server's.
 
 `server_cpu` (ServingConfig):
 
@@ -16,7 +21,7 @@ server's. Measured in docs/serving.md ("Server threads on one CPU").
   from the static CPU manager). A pod that shares the node's CPUs under a quota is not pinned:
   the CPU picked could be one that other pods keep busy. The server takes the lowest CPU of the
   set, the helpers the others (which CPU made no measurable difference on the 2-CPU benchmark
-  machine: docs/serving.md).
+  machine).
 * ``"off"``: the OS schedules everything.
 * a CPU number: the server's threads on that CPU (it must be in the allowed set), helpers on
   the others.

@@ -1,28 +1,20 @@
-"""Feast reads and pushes from child processes: their CPU work stays off the server's GIL.
+"""Feast pushes from a child process: their CPU work stays off the server's GIL.
 
 Why: a Feast push (frame -> Arrow -> protos -> one SQLite upsert per feature row) is Python work
 that holds the GIL for milliseconds. Run on a thread of the server, every request that arrived
 during a flush waited for it: measured at concurrency 1, p99 31 ms with a flush every 0.5 s
-against 19 ms with pushes held back (docs/serving.md, benchmark notes). In its own process the
-work competes for a CPU, which the OS schedules finely, instead of for the GIL. An online read
-(SQLite rows -> protos -> floats) is smaller, but at concurrency 32 the reader thread waited for
-the GIL at each of its Python steps: a read round of entities new to the server took 6.6 ms on
-average, and its own CPU time was taken from the event loop. In a child the server only pickles
-the keys and unpickles the floats: a read of 32 keys costs the server 0.12 ms of CPU instead of
-1.06 ms (1.25 ms wall instead of 1.07).
+against 19 ms with pushes held back. In its own process the work competes for a CPU, which the OS
+schedules finely, instead of for the GIL. (Online reads stay on a thread of the server: in a
+child they cost the server less CPU but moved no benchmark figure, and added 0.3-0.7 ms at
+concurrency 1.)
 
 `FeastProcess` is what `serving.online.OnlineFeatureStore` gets as its push "store" when
-`push_process` is on (the default), and as its read "store" when `read_process` is on (two
-children: a read never waits behind a push). Reads stay on a thread by default: in the child
-they cost the server far less CPU, but the whole benchmark's throughput did not move and a read
-at concurrency 1 took 0.3–0.7 ms longer (the pipe and the child's wake-up; docs/serving.md).
-The pusher thread still coalesces, retries and counts, the reader thread still merges concurrent
-lookups; each hands its call to the child and waits (blocked on a pipe, GIL released) for the
-answer. The child, ``python -m serving.feast_process REPO``, opens its own FeatureStore and runs
-`riskops.features.store.push_entity_state` or `serving.online.read_baselines`: the same calls as
-in-process. A child that dies or does not answer within `timeout_s` makes the call fail (and is
-replaced): a push is retried by the pusher on its next flush, a read answers its requests
-degraded, never failing them.
+`push_process` is on (the default). The pusher thread still coalesces, retries and counts; it
+hands each call to the child and waits (blocked on a pipe, GIL released) for the answer. The
+child, ``python -m serving.feast_process REPO``, opens its own FeatureStore and runs
+`riskops.features.store.push_entity_state`: the same call as in-process. A child that dies or
+does not answer within `timeout_s` makes the call fail (and is replaced); the push is retried by
+the pusher on its next flush.
 
 The child runs with ``python -O``: Feast decorates its registry classes with typeguard's
 ``@typechecked``, and every push re-reads the feature views from the registry, so most of a small
@@ -40,8 +32,7 @@ and its clients share.
 
 Protocol: `multiprocessing.connection` messages over the child's stdin/stdout (the child moves
 its own stdout to stderr first, so nothing else can write into the reply stream): a request
-``("push", entity, rows)`` or ``("read", pairs, now)`` gets ``("ok", result)`` or
-``("error", message)``; ``None`` ends the child.
+``("push", entity, rows)`` gets ``("ok", None)`` or ``("error", message)``; ``None`` ends the child.
 """
 
 from __future__ import annotations
@@ -50,7 +41,6 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -65,7 +55,7 @@ class FeastProcessError(RuntimeError):
 
 
 class FeastProcess:
-    """A child process that owns a Feast FeatureStore: reads online features, writes entity states."""
+    """A child process that owns a Feast FeatureStore and writes entity states to it."""
 
     def __init__(self, repo: Path | str, start_timeout_s: float = 120.0, timeout_s: float = 30.0) -> None:
         self.repo = Path(repo)
@@ -130,12 +120,6 @@ class FeastProcess:
         """Write `rows` (push_entity_state's records) through the child; raises when it fails."""
         self._call(("push", entity, rows), f"a push of {len(rows)} {entity} states")
 
-    def read(
-        self, pairs: list[tuple[str, str]], now: datetime | None
-    ) -> dict[tuple[str, str], dict[str, float]]:
-        """`serving.online.read_baselines(store, pairs, now)` in the child."""
-        return self._call(("read", pairs, now), f"a read of {len(pairs)} entities")
-
     def close(self, timeout_s: float = 5.0) -> None:
         if self._proc.poll() is None:
             try:
@@ -159,13 +143,6 @@ def push_with(store: FeastProcess, entity: str, rows: list[dict]) -> None:
     store.push(entity, rows)
 
 
-def read_with(
-    store: FeastProcess, pairs: list[tuple[str, str]], now: datetime | None
-) -> dict[tuple[str, str], dict[str, float]]:
-    """`OnlineFeatureStore` reader for a FeastProcess store."""
-    return store.read(pairs, now)
-
-
 def _child(repo: str) -> int:
     # replies go to the real stdout; anything printed by libraries goes to stderr instead
     reply = Connection(os.dup(1), readable=False)
@@ -173,9 +150,9 @@ def _child(repo: str) -> int:
     requests = Connection(os.dup(0), writable=False)
     pin_helper()  # off the server's CPU when the server is pinned (serving/cpus.py)
     try:
+        # in the child only, inside the try: a failing import is reported to the parent
         from riskops.features.store import open_store, push_entity_state
         from serving.gc_control import HeapFreezer
-        from serving.online import read_baselines
 
         store = open_store(Path(repo))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs it
@@ -194,15 +171,11 @@ def _child(repo: str) -> int:
         if msg is None:
             return 0
         try:
-            if msg[0] == "read":
-                result = read_baselines(store, msg[1], msg[2])
-            else:
-                push_entity_state(store, msg[1], msg[2])
-                result = None
+            push_entity_state(store, msg[1], msg[2])
         except Exception as exc:  # noqa: BLE001 - one bad call must not end the process
             reply.send(("error", f"{type(exc).__name__}: {exc}"))
         else:
-            reply.send(("ok", result))
+            reply.send(("ok", None))
 
 
 if __name__ == "__main__":

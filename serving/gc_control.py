@@ -17,7 +17,7 @@ What (the approach of Instagram's `gc.freeze()` and of other Python servers):
   collection walks only what was promoted since the last one.
 
 Frozen objects are still freed by reference counting when they are dropped (an evicted entity
-track, a replaced model: both acyclic; `tests/test_gc_control.py` checks that a dropped model
+track, a replaced model: both acyclic; `tests/unit/test_gc_control.py` checks that a dropped model
 leaves no cyclic garbage). Only a *cycle* made of frozen objects that later becomes garbage would
 stay; the survivors of a full collection are live when frozen.
 
@@ -34,7 +34,7 @@ import time
 from collections import deque
 from typing import Any
 
-from serving import metrics
+from serving import prometheus_metrics
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class GcController:
                 (time.perf_counter() - started) * 1e3,
             )
         # counted when /metrics is read: get_freeze_count() walks the whole permanent generation
-        metrics.GC_FROZEN.set_function(gc.get_freeze_count)
+        prometheus_metrics.GC_FROZEN.set_function(gc.get_freeze_count)
         gc.callbacks.append(self._on_gc)
         self._thread = threading.Thread(target=self._loop, name="riskops-gc", daemon=True)
         self._thread.start()
@@ -134,7 +134,7 @@ class GcController:
         """Record the pauses seen so far; freeze the survivors if a full collection ran."""
         while self._pauses:
             generation, seconds = self._pauses.popleft()
-            metrics.GC_PAUSE.labels(str(generation)).observe(seconds)
+            prometheus_metrics.GC_PAUSE.labels(str(generation)).observe(seconds)
         if self.freeze_enabled:
             self._freezer.freeze_survivors()
 

@@ -18,35 +18,33 @@ scoring routes (v1 predict/explain, v2 infer), ``POST /v1/feedback`` and ``POST 
 
 It also counts requests by route and status and observes latency (``riskops_http_*``).
 
-`V1PredictFront` (`rest_front(direct_v1_predict=True)`) is the ASGI app uvicorn serves: it hands
-``POST /v1/models/<name>:predict`` through `RequestGuard` to KServe's own endpoint function
-(`DirectV1Predict`) without FastAPI's application, middleware stack and router, and everything else
-to KServe's FastAPI app unchanged; `rest_front` adjusts the rest of the REST server KServe builds
-(event loop, log lines).
+`install_guards` adds it to KServe's FastAPI app the supported way (``app.add_middleware``), with
+the exception handlers for riskops' own errors. serving.fast_path serves the v1 predict route
+through a second `RequestGuard` of the same limit.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import logging
 import re
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kserve import model_server
 
-from serving import metrics
-from serving.config import EVENT_LOOPS
+from serving import prometheus_metrics
+from serving.predlog import PredictionLogError
 from serving.validation import MAX_BODY_BYTES, RequestError, check_body_size, check_content_type
 
 log = logging.getLogger(__name__)
 
-_V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")  # group 1: the model name (DirectV1Predict)
+V1_PREDICT_PATH = re.compile(r"^/v1/models/([^/]+):predict$")  # group 1: the model name
 _ROUTES: tuple[tuple[re.Pattern, str], ...] = (
-    (_V1_PREDICT, "v1_predict"),
+    (V1_PREDICT_PATH, "v1_predict"),
     (re.compile(r"^/v1/models/[^/]+:explain$"), "v1_explain"),
     (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$"), "v2_infer"),
     (re.compile(r"^/v2/health/"), "health"),
@@ -122,8 +120,10 @@ class RequestGuard:
                 *_json_error(500, {"error": f"internal error ({type(exc).__name__}); see the server log"}),
             )
         finally:
-            metrics.labelled(metrics.REQUESTS, route, str(status_box[0])).inc()
-            metrics.labelled(metrics.REQUEST_LATENCY, route).observe(time.perf_counter() - started)
+            prometheus_metrics.labelled(prometheus_metrics.REQUESTS, route, str(status_box[0])).inc()
+            prometheus_metrics.labelled(prometheus_metrics.REQUEST_LATENCY, route).observe(
+                time.perf_counter() - started
+            )
 
     async def _guard(self, scope, receive, route: str):
         headers = scope.get("headers") or []
@@ -181,104 +181,18 @@ class RequestGuard:
         return scope, replay
 
 
-class V1PredictFront:
-    """The ASGI app uvicorn serves: v1 predict past FastAPI's layers, every other request to FastAPI.
-
-    For ``POST /v1/models/<name>:predict`` KServe's FastAPI app first checks on every request
-    whether OpenTelemetry is configured (FastAPI's native telemetry: three provider look-ups, each
-    reading ``os.environ``), then runs Starlette's ``ServerErrorMiddleware``, FastAPI's
-    ``ExceptionTelemetryMiddleware`` and ``AppBodyLimitMiddleware`` around our `RequestGuard`: ~4% of
-    the event loop's GIL time at concurrency 32, with nothing to do for this route (`RequestGuard`
-    limits the body and answers every exception itself). Here the route goes straight to
-    ``RequestGuard(DirectV1Predict)`` (scope ``app`` set to the FastAPI app, as Starlette would);
-    every other request, method and scope type (lifespan included) goes to the FastAPI app, whose
-    own `RequestGuard` (`install_guards`) guards the other routes. `tests/test_http_front.py`.
-    """
-
-    def __init__(self, fastapi_app: Any, dataplane: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = fastapi_app
-        self.v1_predict = RequestGuard(DirectV1Predict(fastapi_app, dataplane, fastapi_app), max_body_bytes)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope.get("method") == "POST" and _V1_PREDICT.match(scope["path"]):
-            scope["app"] = self.app
-            await self.v1_predict(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
-class DirectV1Predict:
-    """``POST /v1/models/<name>:predict`` handed straight to KServe's own endpoint function.
-
-    For every request FastAPI matches the path against each of KServe's routes in turn, solves the
-    endpoint's dependencies (path parameter, Request) and wraps the call in its exception and
-    exit-stack layers: at concurrency 32 that was ~30% of the event loop's GIL time, more than the
-    model (py-spy, docs/serving.md "v1 predict without FastAPI's router"). This layer (inside
-    `RequestGuard`, in `V1PredictFront`) recognises the one hot
-    path and calls the same ``V1Endpoints.predict`` of KServe's v1 router (model readiness, decode,
-    ``DataPlane.infer``, encode, ORJSONResponse) with a Starlette ``Request`` on the same scope; an
-    exception gets the app's handler for its class, as Starlette's ExceptionMiddleware would give it
-    (KServe's for InvalidInput, ModelNotFound ..., ours for RequestError, PredictionLogError).
-    ``Exception`` itself is left to `RequestGuard` (500), as on the routed path. Anything else
-    (other routes, methods) goes to `app`. Inside `RequestGuard`, so content type, size and JSON
-    syntax are still checked first. `tests/test_http_front.py` and `tests/test_serving_http.py`
-    hold both paths to the same answers.
-    """
-
-    def __init__(self, app: Any, dataplane: Any, fastapi_app: Any) -> None:
-        from kserve.protocol.rest.v1_endpoints import V1Endpoints
-        from starlette.requests import Request
-
-        self.app = app
-        self.endpoints = V1Endpoints(dataplane)
-        self.fastapi_app = fastapi_app
-        self._request = Request
-
-    async def __call__(self, scope, receive, send) -> None:
-        match = _V1_PREDICT.match(scope.get("path", "")) if scope["type"] == "http" else None
-        if match is None or scope.get("method") != "POST":
-            await self.app(scope, receive, send)
-            return
-        request = self._request(scope, receive)
-        try:
-            response = await self.endpoints.predict(match.group(1), request)
-        except Exception as exc:
-            handler = self._handler_for(exc)
-            if handler is None:
-                raise
-            response = handler(request, exc)
-            if inspect.isawaitable(response):
-                response = await response
-        await response(scope, receive, send)  # KServe 0.21's predict always answers a Response
-
-    def _handler_for(self, exc: Exception):
-        handlers = self.fastapi_app.exception_handlers
-        for cls in type(exc).__mro__:
-            if cls is Exception:
-                return None
-            if cls in handlers:
-                return handlers[cls]
-        return None
-
-
 async def request_error_handler(_request, exc: RequestError):
-    from fastapi.responses import JSONResponse
-
     return JSONResponse(status_code=exc.status, content=exc.to_dict())
 
 
 async def prediction_log_error_handler(_request, exc):
     """The record could not be made durable: do not acknowledge the prediction (503, retryable)."""
-    from fastapi.responses import JSONResponse
-
     log.error("prediction log unavailable: %s", exc)
     return JSONResponse(status_code=503, content={"error": f"prediction log unavailable, retry later: {exc}"})
 
 
 async def validation_error_handler(_request, exc):
     """FastAPI's pydantic body validation (v2 bodies that are not an InferenceRequest): 400, not 422."""
-    from fastapi.responses import JSONResponse
-
     problems = []
     for err in exc.errors()[:10]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -294,14 +208,8 @@ _installed: set[int] = set()
 
 def install_guards(max_body_bytes: int = MAX_BODY_BYTES, app: Any = None) -> Any:
     """Add the guard middleware and error handlers to KServe's app (once; before the server starts)."""
-    from fastapi.exceptions import RequestValidationError
-
-    from serving.predlog import PredictionLogError
-
     if app is None:
-        from kserve.model_server import app as kserve_app
-
-        app = kserve_app
+        app = model_server.app
     quiet_fastapi_warnings()
     if id(app) in _installed:
         return app
@@ -311,98 +219,6 @@ def install_guards(max_body_bytes: int = MAX_BODY_BYTES, app: Any = None) -> Any
     app.add_exception_handler(PredictionLogError, prediction_log_error_handler)
     _installed.add(id(app))
     return app
-
-
-@contextlib.contextmanager
-def rest_front(
-    host: str | None = None,
-    *,
-    event_loop: str = "asyncio",
-    access_log: bool = True,
-    kserve_timing_log: bool = True,
-    direct_v1_predict: bool = False,
-    max_body_bytes: int = MAX_BODY_BYTES,
-) -> Iterator[None]:
-    """Adjust the REST server that `ModelServer.start()` builds (KServe 0.21 exposes none of these).
-
-    For the duration of the context, KServe instantiates a subclass of its RESTServer, and
-    `asyncio.run` inside start() uses the chosen event loop. The defaults are KServe's own.
-
-    host: bind address; None keeps KServe's hard-coded 0.0.0.0 (a pod).
-    event_loop: "uvloop" (libuv's loop and transports) or "asyncio". KServe passes
-      ``event_loop="auto"`` to uvicorn, but runs uvicorn inside its own ``asyncio.run``, so the
-      setting never applies and the server runs on the default asyncio loop.
-    access_log: uvicorn's access log line per request.
-    kserve_timing_log: KServe's TimingMiddleware, added whatever ``enable_latency_logging`` says:
-      per request two log lines (wall and CPU time) and two ``getrusage`` calls.
-    direct_v1_predict: uvicorn serves `V1PredictFront` around KServe's app: v1 predict through
-      `RequestGuard` (limit `max_body_bytes`) and `DirectV1Predict`, not FastAPI's app and router.
-    """
-    if event_loop not in EVENT_LOOPS:
-        raise ValueError(f"event_loop must be one of {EVENT_LOOPS}, got {event_loop!r}")
-    import asyncio
-
-    from kserve import model_server
-    from kserve.protocol.rest.server import RESTServer
-    from timing_asgi import TimingMiddleware
-
-    class _FrontRESTServer(RESTServer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            if host:
-                self.config.host = host
-            if direct_v1_predict:  # uvicorn loads config.app when it starts: the front wraps KServe's app
-                from uvicorn.importer import import_from_string
-
-                self.config.app = V1PredictFront(
-                    import_from_string(self.config.app), self.dataplane, max_body_bytes
-                )
-
-        def _add_middlewares(self, app) -> None:
-            super()._add_middlewares(app)
-            if not kserve_timing_log:
-                app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
-
-    original_server, original_policy = model_server.RESTServer, asyncio.get_event_loop_policy()
-    model_server.RESTServer = _FrontRESTServer
-    # uvicorn's HTTP protocol logs access when the "uvicorn.access" logger has handlers (KServe's
-    # logging config gives it one); its own access_log flag only acts when uvicorn sets up logging
-    access_logger = logging.getLogger("uvicorn.access")
-    original_access = access_logger.handlers, access_logger.propagate
-    if not access_log:
-        access_logger.handlers, access_logger.propagate = [], False
-    if event_loop == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        # start() calls asyncio.get_event_loop() first, which uvloop's policy does not create
-        asyncio.set_event_loop(asyncio.new_event_loop())
-    log.info(
-        "REST front: %s event loop, access log %s, KServe timing log %s, v1 predict %s",
-        event_loop,
-        "on" if access_log else "off",
-        "on" if kserve_timing_log else "off",
-        "direct" if direct_v1_predict else "through FastAPI's router",
-    )
-    try:
-        yield
-    finally:
-        model_server.RESTServer = original_server
-        access_logger.handlers, access_logger.propagate = original_access
-        if event_loop == "uvloop":
-            asyncio.get_event_loop_policy().get_event_loop().close()
-        asyncio.set_event_loop_policy(original_policy)
-
-
-def front_options(config: Any) -> dict[str, Any]:
-    """`rest_front` keyword arguments from a ServingConfig."""
-    return {
-        "event_loop": config.event_loop,
-        "access_log": config.access_log,
-        "kserve_timing_log": config.kserve_timing_log,
-        "direct_v1_predict": config.direct_v1_predict,
-        "max_body_bytes": config.max_body_bytes,
-    }
 
 
 def quiet_fastapi_warnings() -> None:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
@@ -26,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS, snapshot_time_key
-from serving import metrics
+from riskops.features.store import online_features, open_store, push_entity_state
+from serving import prometheus_metrics
 from serving.entity_state import Push
+from serving.feast_process import FeastProcess, push_with
 from serving.handoff import WorkerThread
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,14 @@ class FeastUnavailable(RuntimeError):
 
 
 def _default_opener(repo: Path):
-    from riskops.features.store import open_store
-
     return open_store(repo)
 
 
 def read_baselines(store: Any, pairs: list[Pair], now: datetime | None) -> dict[Pair, dict[str, float]]:
     """The online snapshot of each (entity, key): its features and snapshot time, one read for all.
 
-    Runs where the store is (the reader thread, or the read child of `serving.feast_process`),
-    so the event loop only receives the answer.
+    Runs on the reader thread, so the event loop only receives the answer.
     """
-    from riskops.features.store import online_features
-
     rows, slots = pack_rows(pairs)
     got = online_features(store, rows, now=now)
     out = {}
@@ -65,8 +61,6 @@ def read_baselines(store: Any, pairs: list[Pair], now: datetime | None) -> dict[
 
 
 def _default_pusher(store: Any, entity: str, rows: list[dict]) -> None:
-    from riskops.features.store import push_entity_state
-
     push_entity_state(store, entity, rows)
 
 
@@ -100,7 +94,6 @@ class OnlineFeatureStore:
         reader: Callable[[Any, list[Pair], datetime | None], dict[Pair, dict]] = read_baselines,
         pusher: Callable[[Any, str, list[dict]], None] = _default_pusher,
         push_process: bool = False,
-        read_process: bool = False,
     ) -> None:
         self.repo = Path(repo)
         self.timeout_s = timeout_s
@@ -109,14 +102,8 @@ class OnlineFeatureStore:
         self._opener, self._reader, self._pusher = opener, reader, pusher
         self._push_opener = opener
         self._open_push_early = push_process
-        if push_process or read_process:  # Feast work in child processes (serving/feast_process.py)
-            from serving.feast_process import FeastProcess, push_with, read_with
-
-            if push_process:
-                self._push_opener, self._pusher = FeastProcess, push_with
-            if read_process:
-                # a stuck child is replaced after 5 s; requests do not wait for it (timeout_s)
-                self._opener, self._reader = functools.partial(FeastProcess, timeout_s=5.0), read_with
+        if push_process:  # the pushes' Feast work in a child process (serving/feast_process.py)
+            self._push_opener, self._pusher = FeastProcess, push_with
         self._read_pool = WorkerThread("riskops-feast-read")
         self._read_store: Any = None
         self._down_until = 0.0
@@ -146,8 +133,6 @@ class OnlineFeatureStore:
             return False
 
     def _ensure_read_store(self) -> Any:
-        if not _usable(self._read_store):
-            self._drop_read_store()  # a child that died since (or was ended by a late answer)
         if self._read_store is None:
             self._read_store = self._opener(self.repo)
         return self._read_store
@@ -155,7 +140,7 @@ class OnlineFeatureStore:
     def _mark_down(self, exc: BaseException | str, operation: str) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
         self._down_until = time.monotonic() + self.retry_after_s
-        metrics.FEAST_ERRORS.labels(operation).inc()
+        prometheus_metrics.FEAST_ERRORS.labels(operation).inc()
         log.warning(
             "Feast online store unavailable (%s): %s; answering degraded for %.1fs",
             operation,
@@ -208,7 +193,7 @@ class OnlineFeatureStore:
                 self._mark_down(exc, "read")
                 result = None
             else:
-                metrics.FEATURE_LOOKUP.observe(time.perf_counter() - started)
+                prometheus_metrics.FEATURE_LOOKUP.observe(time.perf_counter() - started)
             for pairs, _, fut in batch:
                 if fut.done():
                     continue
@@ -274,7 +259,7 @@ class OnlineFeatureStore:
             if self._push_store is None:
                 self._push_store = self._push_opener(self.repo)
         except Exception as exc:  # noqa: BLE001
-            metrics.FEAST_ERRORS.labels("push").inc()
+            prometheus_metrics.FEAST_ERRORS.labels("push").inc()
             log.warning("Feast push skipped, store cannot be opened: %s", exc)
             self._push_down_until = time.monotonic() + self.retry_after_s
             self._requeue(batch)
@@ -287,7 +272,7 @@ class OnlineFeatureStore:
             try:
                 self._pusher(self._push_store, entity, rows)
             except Exception as exc:  # noqa: BLE001
-                metrics.FEAST_ERRORS.labels("push").inc()
+                prometheus_metrics.FEAST_ERRORS.labels("push").inc()
                 log.warning(
                     "Feast push of %d %s states failed (retried next flush): %s", len(rows), entity, exc
                 )
@@ -297,18 +282,17 @@ class OnlineFeatureStore:
                     self._requeue({pair: (p, t) for pair, p, t in by_entity[rest]})
                 return
             done = time.monotonic()
-            metrics.PUSHES.labels(entity).inc(len(rows))
+            prometheus_metrics.PUSHES.labels(entity).inc(len(rows))
             for _, _, t in items:
-                metrics.PUSH_LAG.observe(done - t)
+                prometheus_metrics.PUSH_LAG.observe(done - t)
 
     def _drop_push_store(self) -> None:
         store, self._push_store = self._push_store, None
         _close_child(store)
 
     def _drop_read_store(self) -> None:
-        """Forget the read store (and end its child) so the next read reopens it."""
-        store, self._read_store = self._read_store, None
-        _close_child(store)
+        """Forget the read store so the next read reopens it."""
+        self._read_store = None
 
     def _requeue(self, batch: dict[Pair, tuple[Push, float]]) -> None:
         with self._push_lock:
@@ -323,20 +307,10 @@ class OnlineFeatureStore:
         self._push_thread.join(10)
         self._drop_push_store()
         self._read_pool.shutdown(wait=False, cancel_futures=True)
-        # a read in progress on the reader thread then gets an error, which nobody waits for
         self._drop_read_store()
-
-
-def _usable(store: Any) -> bool:
-    """False for a `FeastProcess` whose child has exited."""
-    from serving.feast_process import FeastProcess
-
-    return not isinstance(store, FeastProcess) or store.alive()
 
 
 def _close_child(store: Any) -> None:
     """End a `FeastProcess` store's child; an in-process FeatureStore needs nothing."""
-    from serving.feast_process import FeastProcess
-
     if isinstance(store, FeastProcess):
         store.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import logging
 import threading
 import time
@@ -33,15 +34,29 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kserve import Model
+from kserve import Model, ModelServer, model_server
 
-from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, ColumnFrame
+from riskops.features.contract import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+    TEXT_COLUMN,
+    ColumnFrame,
+    build_model_frame,
+)
+from riskops.pii import hash_record
+from riskops.registry.store import ModelRegistry, RegistryError
 from riskops.settings import MODEL_NAME
-from serving import metrics
+from serving import prometheus_metrics
 from serving.batching import MicroBatcher
 from serving.catalogue import Catalogue
-from serving.config import ServingConfig
+from serving.config import ServingConfig, apply_runtime_settings, load_config, setup_logging
+from serving.cpus import pin_server
+from serving.environment import prepare_process_environment
+from serving.examples import example_transaction
+from serving.fast_path import fast_rest_server
+from serving.gc_control import GcController
 from serving.handoff import WorkerThread, run_on
+from serving.http import install_guards
 from serving.policy import PolicySource, read_model_policy, top_reasons
 from serving.validation import RequestError
 
@@ -53,7 +68,7 @@ DEGRADED_KEY = "_degraded"
 
 @dataclass(frozen=True)
 class LoadedModel:
-    scorer: Any  # riskops.training.model.RiskScorer
+    scorer: Any  # riskops.training.scorer.RiskScorer
     version: str
     path: Path
     policy: dict[str, float] = field(default_factory=dict)  # the version's policy.json
@@ -71,7 +86,9 @@ def load_model(
     extra_texts: texts to pre-encode besides the model's own warm texts (the product catalogue).
     """
     if loader is None:
-        from riskops.training.model import RiskScorer
+        # torch and transformers (seconds to import) only where a model is loaded: the split
+        # transformer imports this module for DEGRADED_KEY and never loads one
+        from riskops.training.scorer import RiskScorer
 
         loader = RiskScorer.load
     path = Path(path)
@@ -84,10 +101,6 @@ def load_model(
 
 
 def warm_up(lm: LoadedModel, extra_texts: Sequence[str] = ()) -> None:
-    from riskops.features.contract import build_model_frame
-    from riskops.pii import hash_record
-    from serving.examples import example_transaction
-
     warm_cache = getattr(lm.scorer, "warm_cache", None)
     if warm_cache is not None:  # catalogue + frequent training texts, encoded before the first request
         started = time.perf_counter()
@@ -117,7 +130,7 @@ class ModelHolder:
         # the product catalogue: every model loaded later encodes it (build_service gives it a file)
         self.catalogue = Catalogue(None)
         if initial is not None:
-            metrics.MODEL_INFO.labels(initial.version).set(1)
+            prometheus_metrics.MODEL_INFO.labels(initial.version).set(1)
 
     @property
     def current(self) -> LoadedModel:
@@ -138,10 +151,10 @@ class ModelHolder:
             old, self._current = self._current, new
             self.swaps += 1
         if old is not None:
-            metrics.MODEL_INFO.labels(old.version).set(0)
-            metrics.MODEL_SWAPS.inc()
+            prometheus_metrics.MODEL_INFO.labels(old.version).set(0)
+            prometheus_metrics.MODEL_SWAPS.inc()
             log.info("hot swap: now serving %s (was %s)", new.version, old.version)
-        metrics.MODEL_INFO.labels(new.version).set(1)
+        prometheus_metrics.MODEL_INFO.labels(new.version).set(1)
         return old
 
 
@@ -175,7 +188,6 @@ class RegistryWatcher:
 
     def check_once(self) -> bool:
         """Swap if the alias points elsewhere; True when a swap happened."""
-        from riskops.registry.store import ModelRegistry, RegistryError
 
         with self.holder.update_lock:
             try:
@@ -278,8 +290,8 @@ class RiskPredictor(Model):
         hits0, misses0 = getattr(lm.scorer, "cache_hits", 0), getattr(lm.scorer, "cache_misses", 0)
         inputs = lm.scorer.inputs(frame, numeric)  # read the frame once: scores and reasons use it
         scores = np.asarray(lm.scorer.predict_proba(inputs), dtype=np.float64)
-        metrics.TEXT_CACHE.labels("hit").inc(getattr(lm.scorer, "cache_hits", 0) - hits0)
-        metrics.TEXT_CACHE.labels("miss").inc(getattr(lm.scorer, "cache_misses", 0) - misses0)
+        prometheus_metrics.TEXT_CACHE.labels("hit").inc(getattr(lm.scorer, "cache_hits", 0) - hits0)
+        prometheus_metrics.TEXT_CACHE.labels("miss").inc(getattr(lm.scorer, "cache_misses", 0) - misses0)
         decisions = [thresholds.decide(float(s), d) for s, d in zip(scores, degraded, strict=True)]
         above = scores >= thresholds.review
         reasons: list[list[str]] = [
@@ -296,13 +308,13 @@ class RiskPredictor(Model):
                 normalizer = getattr(lm.scorer, "normalizer", None)
                 for i, attr in zip(need, attributions, strict=True):
                     reasons[i] = top_reasons(attr, FrameRow(frame, i), normalizer, k) + reasons[i]
-        metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_ROWS.observe(n)
+        prometheus_metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+        prometheus_metrics.BATCH_ROWS.observe(n)
         out = []
         for i in range(n):
-            metrics.labelled(metrics.DECISIONS, decisions[i]).inc()
+            prometheus_metrics.labelled(prometheus_metrics.DECISIONS, decisions[i]).inc()
             if degraded[i]:
-                metrics.DEGRADED.inc()
+                prometheus_metrics.DEGRADED.inc()
             out.append(
                 {
                     "risk_score": float(scores[i]),
@@ -385,8 +397,6 @@ class RiskPredictor(Model):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kserve import model_server
-
     p = argparse.ArgumentParser(parents=[model_server.parser], description="riskops KServe predictor")
     p.add_argument("--model_dir", default="/mnt/models", help="model folder (policy.json inside)")
     p.add_argument("--model_version", default=None, help="version label reported in responses")
@@ -399,14 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from kserve import ModelServer
-
-    from serving.config import apply_runtime_settings, load_config, setup_logging
-    from serving.cpus import pin_server
-    from serving.http import front_options, install_guards, rest_front
-
+    prepare_process_environment()  # a no-op (or a warning) once KServe has loaded prometheus_client
     args, _ = build_parser().parse_known_args(argv)
     setup_logging()
+    if args.workers > 1:
+        # KServe would pickle this process's model into each worker; the split pods scale by replicas
+        raise SystemExit(f"serving.predictor: --workers {args.workers}: scale the pods with replicas (docs/serving.md)")
     config = load_config(args.serving_config, model_name=args.model_name)
     apply_runtime_settings(config)
     pin_server(config.server_cpu)  # before threads start (serving/cpus.py: "auto" skips a shared pod)
@@ -424,10 +432,9 @@ def main(argv: list[str] | None = None) -> None:
     model.load()
     install_guards(config.max_body_bytes)
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc)
-    from serving.gc_control import GcController
-
     GcController(freeze=config.gc_freeze).start()  # after loading: see serving/gc_control.py
-    with rest_front(args.bind_host, **front_options(config)):
+    front = fast_rest_server(args.bind_host, config.max_body_bytes) if config.fast_path else contextlib.nullcontext()
+    with front:
         server.start([model])
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from serving import metrics
+from serving import prometheus_metrics
 from serving.handoff import settle, settle_on_loop
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,8 @@ class PredictionLog:
             log.error("prediction log write failed: %s", exc)
             _settle_batch(batch, PredictionLogError(f"prediction log write failed: {exc}"))
             return
-        metrics.PREDICTION_LOG_FSYNC.observe(time.perf_counter() - started)
-        metrics.PREDICTION_LOG_RECORDS.inc(n)
+        prometheus_metrics.PREDICTION_LOG_FSYNC.observe(time.perf_counter() - started)
+        prometheus_metrics.PREDICTION_LOG_RECORDS.inc(n)
         _settle_batch(batch, None)
 
 

@@ -26,16 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import Request  # module level: FastAPI resolves the handler's annotation from here
+from fastapi.responses import ORJSONResponse, Response
+from kserve import model_server
+from prometheus_client import CollectorRegistry, exposition, multiprocess
 
-from serving import metrics
+from riskops.monitoring.feedback import FeedbackError, append_feedback, validate_records
+from serving import prometheus_metrics
+from serving.catalogue import catalogue_products, product_texts
 from serving.validation import Problem, RequestError
-
-if TYPE_CHECKING:
-    from serving.server import RiskService
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,20 @@ CANARY_PATH = "/v1/canary"
 CATALOGUE_PATH = "/v1/catalogue"
 _ROW = re.compile(r"^feedback (\d+): ")
 _installed: set[int] = set()
+
+
+class RoutedService(Protocol):
+    """What the routes need of the service (serving.service.RiskService or its worker stand-in)."""
+
+    @property
+    def home(self) -> Any: ...  # riskops.settings.Paths: the feedback store lives there
+
+    @property
+    def canary(self) -> Any: ...  # serving.canary.CanaryController or None
+
+    async def add_catalogue_texts(self, texts: list[str]) -> dict[str, int]: ...
+
+    def catalogue_state(self) -> dict[str, Any]: ...
 
 
 def feedback_records(payload: Any) -> list:
@@ -75,8 +91,6 @@ def feedback_records(payload: Any) -> list:
 
 def validated_feedback(records: list) -> list[dict]:
     """Normalised records, or RequestError (400) with one problem per bad field, rows 0-based."""
-    from riskops.monitoring.feedback import FeedbackError, validate_records
-
     try:
         return validate_records(records, default_source="api", row_offset=0, row_label="feedback")
     except FeedbackError as exc:
@@ -84,16 +98,15 @@ def validated_feedback(records: list) -> list[dict]:
         raise RequestError(problems or [Problem(None, str(exc))]) from None
 
 
-def install_routes(service: RiskService, app: Any = None) -> Any:
-    """Add the feedback and canary routes (once per app; before the server starts)."""
-    from fastapi.responses import ORJSONResponse
+def install_routes(service: RoutedService, app: Any = None) -> Any:
+    """Add the feedback, catalogue and canary routes (once per app; before the server starts).
 
-    from riskops.monitoring.feedback import append_feedback
-
+    Args:
+        service: answers the routes (serving.service.RiskService, or WorkerRiskService).
+        app: a FastAPI app; default KServe's (``kserve.model_server.app``).
+    """
     if app is None:
-        from kserve.model_server import app as kserve_app
-
-        app = kserve_app
+        app = model_server.app
     if id(app) in _installed:
         return app
 
@@ -106,7 +119,7 @@ def install_routes(service: RiskService, app: Any = None) -> Any:
             records = feedback_records(payload)
             good = validated_feedback(records)
         except RequestError:
-            metrics.FEEDBACK_REJECTED.inc()
+            prometheus_metrics.FEEDBACK_REJECTED.inc()
             raise
         # all-or-nothing and durable (lock + fsync) before the answer; off the event loop
         try:
@@ -115,7 +128,7 @@ def install_routes(service: RiskService, app: Any = None) -> Any:
             log.error("feedback store unavailable: %s", exc)
             raise RequestError(f"feedback store unavailable, retry later: {exc}", status=503) from None
         for r in good:
-            metrics.FEEDBACK_RECORDS.labels(str(r["is_fraud"])).inc()
+            prometheus_metrics.FEEDBACK_RECORDS.labels(str(r["is_fraud"])).inc()
         joined = service.canary.record_outcomes(good) if service.canary is not None else 0
         if joined:
             log.debug("feedback: %d outcome(s) joined to canary arms", joined)
@@ -127,8 +140,6 @@ def install_routes(service: RiskService, app: Any = None) -> Any:
         return ORJSONResponse(service.canary.to_dict())
 
     async def post_catalogue(request: Request):
-        from serving.catalogue import catalogue_products, product_texts
-
         try:
             payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:  # the guard parsed it already; defensive
@@ -149,4 +160,25 @@ def install_routes(service: RiskService, app: Any = None) -> Any:
     app.add_api_route(CATALOGUE_PATH, get_catalogue, methods=["GET"])
     app.add_api_route(CANARY_PATH, get_canary, methods=["GET"])
     _installed.add(id(app))
+    return app
+
+
+def install_multiprocess_metrics(app: Any = None) -> Any:
+    """Serve ``GET /metrics`` summed over KServe's worker processes (prometheus_client multiprocess mode).
+
+    With ``workers > 1`` each worker keeps its metrics in mmap files under
+    ``PROMETHEUS_MULTIPROC_DIR`` (serving.server sets it before the workers start); KServe's own
+    /metrics would answer one worker's values. Install before KServe registers its routes: the
+    first route that matches answers.
+    """
+    if app is None:
+        app = model_server.app
+
+    async def get_metrics(request: Request):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+        return Response(content=encoder(registry), headers={"content-type": content_type})
+
+    app.add_api_route("/metrics", get_metrics, methods=["GET"])
     return app

@@ -19,6 +19,7 @@ the fail-mode decision floor (default ``review``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import itertools
 import logging
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer, model_server
 from kserve.model import InferenceVerb
 
 from riskops.features.contract import (
@@ -41,9 +42,15 @@ from riskops.features.contract import (
     model_frame_and_numeric,
 )
 from riskops.pii import hash_record, pii_key
+from riskops.settings import paths
 from serving.alerts import AlertManager
-from serving.config import ServingConfig
+from serving.config import ServingConfig, apply_runtime_settings, load_config, setup_logging
+from serving.cpus import pin_server
 from serving.entity_state import EntityTracker
+from serving.environment import prepare_process_environment
+from serving.fast_path import fast_rest_server
+from serving.gc_control import GcController
+from serving.http import install_guards
 from serving.online import OnlineFeatureStore
 from serving.predictor import DEGRADED_KEY
 from serving.predlog import PredictionLog
@@ -380,8 +387,6 @@ def explanation_response(e: Explained) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kserve import model_server
-
     p = argparse.ArgumentParser(parents=[model_server.parser], description="riskops KServe transformer")
     p.add_argument("--feature_repo", required=True, help="Feast repo (feature_store.yaml)")
     p.add_argument(
@@ -393,15 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from kserve import ModelServer
-
-    from riskops.settings import paths
-    from serving.config import apply_runtime_settings, load_config, setup_logging
-    from serving.cpus import pin_server
-    from serving.http import front_options, install_guards, rest_front
-
+    prepare_process_environment()  # a no-op (or a warning) once KServe has loaded prometheus_client
     args, _ = build_parser().parse_known_args(argv)
     setup_logging()
+    if args.workers > 1:
+        # KServe would pickle this process's model into each worker; the split pods scale by replicas
+        raise SystemExit(f"serving.transformer: --workers {args.workers}: scale the pods with replicas (docs/serving.md)")
     if args.predictor_protocol != "v1":
         raise SystemExit(
             "serving.transformer talks to the riskops predictor over REST v1 (--predictor_protocol v1)"
@@ -418,7 +420,6 @@ def main(argv: list[str] | None = None) -> None:
         config.feast_retry_after_s,
         config.push_interval_s,
         push_process=config.push_process,
-        read_process=config.read_process,
     )
     online.open()
     model = RiskTransformer(
@@ -438,10 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     install_guards(config.max_body_bytes)
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc)
-    from serving.gc_control import GcController
-
     GcController(freeze=config.gc_freeze).start()  # after loading: see serving/gc_control.py
-    with rest_front(args.bind_host, **front_options(config)):
+    front = fast_rest_server(args.bind_host, config.max_body_bytes) if config.fast_path else contextlib.nullcontext()
+    with front:
         server.start([model])
 
 

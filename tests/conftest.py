@@ -1,4 +1,10 @@
-"""Shared test setup: offline switches, an isolated RISKOPS_HOME per test, the benchmark scripts."""
+"""Shared test setup: offline switches, an isolated RISKOPS_HOME per test, the benchmark scripts.
+
+The suites: tests/unit (functions and classes in-process), tests/integration (real servers, Feast,
+GX, KFP local, manifests, subprocesses; its conftest starts the model server), tests/e2e (whole
+pipelines and the drift loop). Helpers they share live in tests/support; tests never import each
+other. `slow` marks tests over ~30 s; `make test-fast` leaves them out.
+"""
 
 from __future__ import annotations
 

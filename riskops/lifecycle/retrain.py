@@ -1,25 +1,22 @@
 """The retraining trigger: drift verdict -> (at most) one retraining run, recorded.
 
-`RetrainTrigger(paths, config).maybe_trigger(reason)` decides, under a file lock, whether to start a
-run and appends a `TriggerRecord` to ``<home>/retrain/triggers.jsonl`` whatever it decides:
+`RetrainTrigger(paths, settings, submit=...).maybe_trigger(reason)` decides, under a file lock,
+whether to start a run and appends a `TriggerRecord` to ``<home>/retrain/triggers.jsonl`` whatever
+it decides:
 
 * **debounce** — nothing starts while a run is in progress (``state.json`` holds its run id, PID
   or KFP run id, start time), nor within ``cooldown_seconds`` of the last start; so one shift that
   the monitor sees every minute triggers one run, and a persisting shift (say the challenger was
   rejected) triggers another only after the cooldown;
-* **data** — a recent window of raw, labelled transactions: `build_retraining_data` joins the
-  feedback labels (riskops.monitoring.feedback) onto them by transaction_id, optionally prepends older
-  training history, holds out the newest ``holdout_fraction`` for the promotion gate (neither model
-  trains on it) and writes ``train.parquet`` for the pipeline. With history, the run gets
-  ``--recent-from`` (``train_on_recent``): the recent window's rows all train and the pipeline's
-  validation/test come from history, because the window's few labelled rows of the shift are the
-  one thing the challenger must learn (the gate's holdout judges it). Where the raw transactions come
-  from is the caller's choice: pass a DataFrame, or configure ``transactions_file`` (a parquet the
-  ingestion side appends to);
-* **submission** — ``mode: local`` starts ``python -m cli.main pipeline run --input train.parquet
-  --promotion never ...`` in a SUBPROCESS (own session, output in the run folder) through a small
-  launcher that records the exit code and the version the run registered; ``mode: cluster`` calls
-  `pipelines.runner.submit(host, ...)`; ``mode: dry_run`` prepares the data and records the command
+* **data** — `riskops.lifecycle.retraining_data.build_retraining_data`: recent raw transactions
+  with feedback labels (+ history), the newest held out for the promotion gate. Where the raw
+  transactions come from is the caller's choice: pass a DataFrame, a ``data_provider``, or
+  configure ``transactions_file`` (a parquet the ingestion side appends to);
+* **start** — ``mode: local`` runs ``python -m cli.main pipeline run --input train.parquet
+  --promotion never ...`` in a SUBPROCESS (own session, output in the run folder) through
+  `riskops.lifecycle.local_run`, which records the exit code and the version the run registered;
+  ``mode: cluster`` calls the injected ``submit`` (the core never imports ``pipelines``: callers
+  pass `pipelines.runner.submit`); ``mode: dry_run`` prepares the data and records the command
   without running it.
 
 A failed or crashed run never disturbs serving: the pipeline registers the new model as
@@ -46,58 +43,16 @@ from typing import Any
 
 import pandas as pd
 
+from riskops.lifecycle.retrain_settings import RetrainError, RetrainSettings
+from riskops.lifecycle.retraining_data import RetrainingData, build_retraining_data
+from riskops.monitoring.feedback import load_feedback
 from riskops.settings import PROJECT_ROOT, Paths
 
 log = logging.getLogger(__name__)
 
-MODES = ("local", "cluster", "dry_run")
-
-
-class RetrainError(RuntimeError):
-    pass
-
-
-@dataclass
-class RetrainSettings:
-    """The `retrain:` section of configs/monitor.yaml."""
-
-    enabled: bool = True
-    mode: str = "local"  # local | cluster | dry_run
-    host: str = ""  # KFP endpoint for mode: cluster
-    profile: str = "dev"
-    cooldown_seconds: float = 6 * 3600.0
-    max_run_seconds: float = 6 * 3600.0  # a run older than this is declared dead (stale state)
-    pipeline_args: list[str] = field(default_factory=list)  # extra `riskops pipeline run` flags
-    cluster_parameters: dict = field(default_factory=dict)  # extra pipeline parameters for submit()
-    cluster_input_path: str = ""  # path/URI the cluster reads train.parquet from; {run_id} is filled in
-    command: list[str] = field(default_factory=list)  # override the local command ({python}, {input}, {run_dir})
-    transactions_file: str = "data/recent_transactions.parquet"  # relative to the home folder
-    history_file: str = ""  # older labelled transactions to train on as well (optional)
-    holdout_fraction: float = 0.2
-    unlabelled: str = "keep"  # keep: the file's own is_fraud (else 0); legit: 0; drop: only feedback rows
-    min_rows: int = 2000
-    min_frauds: int = 20
-    # with history: the recent window's rows all train and the pipeline validates/tests on history
-    # (`pipeline run --recent-from`); otherwise its newest rows would be validated on, not learned from
-    train_on_recent: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> RetrainSettings:
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"retrain: unknown keys {unknown} (known: {', '.join(sorted(known))})")
-        s = cls(**d)
-        if s.mode not in MODES:
-            raise ValueError(f"retrain.mode must be one of {MODES}, got {s.mode!r}")
-        if s.mode == "cluster" and not s.host:
-            raise ValueError("retrain.mode 'cluster' needs retrain.host (the KFP endpoint)")
-        if s.unlabelled not in ("keep", "legit", "drop"):
-            raise ValueError(f"retrain.unlabelled must be keep, legit or drop, got {s.unlabelled!r}")
-        if not 0.0 <= s.holdout_fraction < 1.0:
-            raise ValueError(f"retrain.holdout_fraction must be in [0, 1), got {s.holdout_fraction}")
-        return s
+# Starts a pipeline run on a cluster: called as submit(host, profile=..., **pipeline_parameters),
+# returns the KFP run id (`pipelines.runner.submit`, passed in by the CLI).
+PipelineSubmit = Callable[..., str]
 
 
 @dataclass
@@ -141,127 +96,6 @@ def _parse(ts: str | None) -> datetime | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Training data
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RetrainingData:
-    train_file: Path
-    holdout_file: Path | None
-    rows: int
-    frauds: int
-    feedback_labels: int
-    holdout_rows: int
-    cutoff: str | None  # rows at/after this event time are held out
-    recent_from: str | None = None  # rows at/after this event time are the recent window (all train)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["train_file"] = str(self.train_file)
-        d["holdout_file"] = str(self.holdout_file) if self.holdout_file else None
-        return d
-
-
-def build_retraining_data(
-    transactions: pd.DataFrame,
-    feedback: pd.DataFrame | None,
-    out_dir: Path | str,
-    settings: RetrainSettings | None = None,
-    history: pd.DataFrame | None = None,
-) -> RetrainingData:
-    """Recent raw transactions + feedback labels (+ history) -> ``train.parquet`` / ``holdout.parquet``.
-
-    Labels: feedback (by transaction_id) wins; rows without feedback follow ``settings.unlabelled``.
-    The newest ``holdout_fraction`` of the recent rows (by event time) is held out. Raises
-    RetrainError when the training part has fewer than ``min_rows`` rows or ``min_frauds`` frauds.
-    """
-    from riskops.data.generator import write_transactions
-
-    settings = settings or RetrainSettings()
-    if transactions is None or transactions.empty:
-        raise RetrainError("no recent transactions to retrain on")
-    for col in ("transaction_id", "event_timestamp"):
-        if col not in transactions.columns:
-            raise RetrainError(f"recent transactions lack the {col!r} column")
-    recent = transactions.copy()
-    recent["transaction_id"] = recent["transaction_id"].astype(str)
-    recent = recent.drop_duplicates("transaction_id", keep="last")
-    n_fb = 0
-    if feedback is not None and not feedback.empty:
-        fb = feedback.assign(transaction_id=feedback["transaction_id"].astype(str))
-        fb = fb.drop_duplicates("transaction_id", keep="last").set_index("transaction_id")
-        has = recent["transaction_id"].isin(fb.index)
-        n_fb = int(has.sum())
-    else:
-        fb, has = None, pd.Series(False, index=recent.index)
-    own = pd.to_numeric(recent["is_fraud"], errors="coerce") if "is_fraud" in recent.columns else None
-    if settings.unlabelled == "drop":
-        recent = recent[has]
-        has = has[has]
-        label = pd.Series(0, index=recent.index)
-    elif settings.unlabelled == "keep" and own is not None:
-        label = own.fillna(0).astype("int64")
-    else:
-        label = pd.Series(0, index=recent.index)
-    if fb is not None and has.any():
-        label = label.copy()
-        label[has] = fb.loc[recent.loc[has, "transaction_id"], "is_fraud"].to_numpy()
-    recent["is_fraud"] = label.astype("int64").to_numpy()
-    if "fraud_type" in recent.columns:
-        recent["fraud_type"] = recent["fraud_type"].where(recent["is_fraud"] == 1, "none")
-    if fb is not None and "fraud_type" in fb.columns and has.any():
-        ft = fb.loc[recent.loc[has, "transaction_id"], "fraud_type"]
-        recent.loc[has, "fraud_type"] = ft.fillna("none").where(recent.loc[has, "is_fraud"] == 1, "none").to_numpy()
-
-    ts = pd.to_datetime(recent["event_timestamp"], utc=True)
-    recent = recent.assign(event_timestamp=ts).sort_values("event_timestamp", kind="stable")
-    n_hold = int(round(len(recent) * settings.holdout_fraction))
-    cutoff = None
-    if n_hold > 0:
-        holdout = recent.iloc[len(recent) - n_hold:]
-        train_recent = recent.iloc[: len(recent) - n_hold]
-        cutoff = holdout["event_timestamp"].min().isoformat()
-    else:
-        holdout, train_recent = recent.iloc[:0], recent
-    parts = [train_recent]
-    recent_from = None
-    if history is not None and not history.empty:
-        hist = history.copy()
-        hist["transaction_id"] = hist["transaction_id"].astype(str)
-        hist = hist[~hist["transaction_id"].isin(recent["transaction_id"])]
-        hist["event_timestamp"] = pd.to_datetime(hist["event_timestamp"], utc=True)
-        parts.insert(0, hist[hist.columns.intersection(train_recent.columns)])
-        if settings.train_on_recent and len(train_recent):
-            start = train_recent["event_timestamp"].min()
-            if (hist["event_timestamp"] < start).any():
-                recent_from = start.isoformat()
-    train = pd.concat(parts, ignore_index=True).sort_values("event_timestamp", kind="stable")
-    n_fraud = int(pd.to_numeric(train["is_fraud"], errors="coerce").fillna(0).sum())
-    if len(train) < settings.min_rows or n_fraud < settings.min_frauds:
-        raise RetrainError(
-            f"not enough training data: {len(train)} rows ({n_fraud} frauds); need >= {settings.min_rows} rows"
-            f" and >= {settings.min_frauds} frauds (retrain.min_rows / retrain.min_frauds)"
-        )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train_file = write_transactions(train.reset_index(drop=True), out / "train.parquet")
-    holdout_file = None
-    if len(holdout):
-        holdout_file = write_transactions(holdout.reset_index(drop=True), out / "holdout.parquet")
-    return RetrainingData(
-        train_file=train_file,
-        holdout_file=holdout_file,
-        rows=len(train),
-        frauds=n_fraud,
-        feedback_labels=n_fb,
-        holdout_rows=len(holdout),
-        cutoff=cutoff,
-        recent_from=recent_from,
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # The trigger
 # --------------------------------------------------------------------------------------------
 
@@ -295,15 +129,19 @@ class RetrainTrigger:
         feedback_provider: Callable[[], pd.DataFrame | None] | None = None,
         history_provider: Callable[[], pd.DataFrame | None] | None = None,
         clock: Callable[[], datetime] = _now,
+        submit: PipelineSubmit | None = None,
     ) -> None:
+        """Args:
+            paths: the home folder's layout (state under ``<home>/retrain``).
+            config: the `retrain:` section (a dict or RetrainSettings).
+            data_provider / feedback_provider / history_provider: where the recent transactions,
+                the labels and the older history come from (defaults: ``transactions_file``,
+                ``<home>/feedback``, ``history_file``).
+            clock: the time (tests move it).
+            submit: starts a pipeline run on a cluster (``mode: cluster``), e.g. `pipelines.runner.submit`.
+        """
         self.paths = paths
-        if isinstance(config, RetrainSettings):
-            self.settings = config
-        else:
-            cfg = dict(config or {})
-            if "retrain" in cfg or set(cfg) & {"window", "drift", "volume", "rules", "promotion", "alerts", "reports"}:
-                cfg = dict(cfg.get("retrain") or {})  # a whole monitor config: take its retrain section
-            self.settings = RetrainSettings.from_dict(cfg)
+        self.settings = config if isinstance(config, RetrainSettings) else RetrainSettings.from_dict(config)
         self.dir = paths.root / "retrain"
         self.state_file = self.dir / "state.json"
         self.records_file = self.dir / "triggers.jsonl"
@@ -311,8 +149,7 @@ class RetrainTrigger:
         self.feedback_provider = feedback_provider
         self.history_provider = history_provider
         self.clock = clock
-
-    # -- state ------------------------------------------------------------------------------
+        self.submit = submit
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -432,12 +269,7 @@ class RetrainTrigger:
                 "no recent transactions: pass them to maybe_trigger, give RetrainTrigger a data_provider or "
                 f"write {self._home_path(self.settings.transactions_file or 'data/recent_transactions.parquet')}"
             )
-        if self.feedback_provider is not None:
-            fb = self.feedback_provider()
-        else:
-            from riskops.monitoring.feedback import load_feedback
-
-            fb = load_feedback(self.paths)
+        fb = self.feedback_provider() if self.feedback_provider is not None else load_feedback(self.paths)
         hist = self.history_provider() if self.history_provider is not None else None
         if hist is None and self.settings.history_file:
             p = self._home_path(self.settings.history_file)
@@ -463,17 +295,18 @@ class RetrainTrigger:
             cmd = self.local_command(data, run_dir)
             return {"why": "dry run: data prepared, command not started: " + " ".join(cmd)}
         if mode == "cluster":
-            from pipelines.runner import submit
-
+            if self.submit is None:
+                raise RetrainError("retrain.mode 'cluster' needs a submit function (RetrainTrigger(submit=...)); "
+                                   "`riskops monitor` passes pipelines.runner.submit")
             input_path = (self.settings.cluster_input_path or str(data.train_file)).format(run_id=run_id)
             params = {"source": "file", "input_path": input_path, "promotion": "never",
                       **({"recent_from": data.recent_from} if data.recent_from else {}),
                       **self.settings.cluster_parameters}
-            kfp_run_id = submit(self.settings.host, profile=self.settings.profile, **params)
+            kfp_run_id = self.submit(self.settings.host, profile=self.settings.profile, **params)
             return {"kfp_run_id": kfp_run_id, "why": f"submitted to {self.settings.host}: KFP run {kfp_run_id}"}
         cmd = self.local_command(data, run_dir)
         log_file = run_dir / "pipeline.log"
-        launcher = [sys.executable, "-m", "riskops.lifecycle.retrain", "launch", str(run_dir), str(self.paths.root), "--", *cmd]
+        launcher = [sys.executable, "-m", "riskops.lifecycle.local_run", str(run_dir), str(self.paths.root), "--", *cmd]
         env = {**os.environ, "RISKOPS_HOME": str(self.paths.root)}
         pythonpath = [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(pythonpath)
@@ -554,57 +387,3 @@ def _read_json(p: Path) -> dict:
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
-
-# --------------------------------------------------------------------------------------------
-# Launcher: `python -m riskops.lifecycle.retrain launch RUN_DIR HOME -- CMD...`
-# --------------------------------------------------------------------------------------------
-
-
-def _registry_versions(home: Path) -> tuple[set[str], dict]:
-    from riskops.registry.store import ModelRegistry
-
-    reg = ModelRegistry(Paths(home).registry)
-    return {v.version for v in reg.list_versions()}, reg.aliases()
-
-
-def launch(run_dir: Path, home: Path, cmd: list[str]) -> int:
-    """Run `cmd`, its output in run_dir/pipeline.log, then write run_dir/result.json with the exit
-    code and the version the run registered (found by diffing the registry, not by a report path)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    before, _ = _registry_versions(home)
-    started = _iso()
-    with open(run_dir / "pipeline.log", "ab") as out:
-        try:
-            rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
-        except OSError as exc:
-            out.write(f"cannot start {cmd[0]}: {exc}\n".encode())
-            rc = 127
-    registration = None
-    try:
-        after, aliases = _registry_versions(home)
-        new = sorted(after - before)
-        if new:
-            version = new[-1]
-            registration = {"version": version,
-                            "alias": next((a for a, v in aliases.items() if v == version), None)}
-    except Exception as exc:  # the result must be written whatever happens
-        registration = {"error": str(exc)}
-    result = {"returncode": rc, "started_at": started, "finished_at": _iso(), "command": cmd,
-              "registration": registration}
-    tmp = run_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, run_dir / "result.json")
-    return rc
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 4 or argv[0] != "launch" or "--" not in argv:
-        print("usage: python -m riskops.lifecycle.retrain launch RUN_DIR HOME -- CMD ...", file=sys.stderr)
-        return 2
-    sep = argv.index("--")
-    return launch(Path(argv[1]), Path(argv[2]), argv[sep + 1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

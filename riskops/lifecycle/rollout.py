@@ -25,6 +25,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from riskops.settings import from_dict
+
 log = logging.getLogger(__name__)
 
 GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -49,11 +51,7 @@ class RolloutSettings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RolloutSettings:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"promotion.rollout: unknown keys {unknown} (known: {', '.join(cls.__dataclass_fields__)})")
-        s = cls(**d)
+        s = from_dict(cls, d, "promotion.rollout")
         if s.mode not in ROLLOUT_MODES:
             raise ValueError(f"promotion.rollout.mode must be one of {ROLLOUT_MODES}, got {s.mode!r}")
         if not 0 <= int(s.canary_percent) <= 100:

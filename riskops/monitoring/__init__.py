@@ -1,15 +1,21 @@
-"""Production monitoring: drift (Evidently), volume anomalies, decision rules, the monitor loop.
+"""Production monitoring: drift (Evidently), volume anomalies, decision rules -> a verdict.
 
-* `riskops.monitoring.drift`   — the reference captured next to each model, the current window
-  from the prediction log, Evidently drift/performance reports;
-* `riskops.monitoring.volume`  — hourly volume anomalies against a robust seasonal baseline;
-* `riskops.monitoring.rules`   — configurable rules turning metrics into a verdict;
-* `riskops.monitoring.monitor` — `run_monitor_once` / `run_monitor_loop` (reports, alerts, retraining).
+* `riskops.monitoring.reference`   — the reference captured next to each model; the current window
+  from the prediction log (`riskops.monitoring.prediction_log`); hour-of-day matching;
+* `riskops.monitoring.drift`       — the comparison (Evidently report) and its flat metrics, with
+  `drift_settings` (the `drift:` section), `calibration` (self-calibrated thresholds) and
+  `performance` (the labelled window);
+* `riskops.monitoring.volume`      — hourly volume anomalies against a robust seasonal baseline;
+* `riskops.monitoring.rules`       — configurable rules turning metrics into a verdict;
+* `riskops.monitoring.feedback`    — confirmed labels (chargebacks, reviews) joined on transaction_id;
+* `riskops.monitoring.alerts`      — alert events (JSONL + webhook);
+* `riskops.monitoring.monitor`     — `run_monitor_once`: one pass -> reports, verdict, alerts.
+
+The monitor reports a verdict; acting on it (retraining, the promotion gate) is the lifecycle's
+(`riskops.lifecycle.loop`), which imports this package, never the reverse.
 
 Heavy libraries (Evidently, pandas) are imported by the submodules, not here, so importing the
-package is cheap (the server imports `riskops.lifecycle.promotion` / `riskops.monitoring.feedback`, never these).
+package is cheap (the server imports `riskops.monitoring.feedback`, never the monitor).
 """
 
 from __future__ import annotations
-
-__all__ = ["drift", "monitor", "rules", "volume"]

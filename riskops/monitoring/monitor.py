@@ -1,7 +1,6 @@
-"""The monitor: one pass = read the log window -> drift + volume -> rules -> reports, alert, retrain.
+"""The monitor: one pass = read the log window -> drift + volume -> rules -> reports and alerts.
 
-    result = run_monitor_once(paths, config)                 # `riskops monitor --once`
-    run_monitor_loop(paths, config, every_seconds=60, stop_event=ev)   # `riskops monitor --every 60s`
+    result = run_monitor_once(paths, config)
 
 One pass (`run_monitor_once`):
 
@@ -14,27 +13,23 @@ One pass (`run_monitor_once`):
 4. `compute_drift` (Evidently report) + hourly volume anomalies -> flat metrics -> `evaluate_rules`;
 5. reports under ``<home>/reports/monitoring/<UTC timestamp>/`` (drift.html/json, performance.html/json
    when labels allow, volume.json, verdict.json), the newest ``reports.keep_last`` kept;
-6. when a rule fired: an alert event appended to ``<home>/alerts.jsonl`` and, when
-   ``alerts.webhook_url`` is set, POSTed in a background thread (short timeout; failures logged,
-   never raised); volume anomalies already alerted for the same hour are not repeated;
-7. on drift (a rule with action ``retrain``): `RetrainTrigger.maybe_trigger` (debounced);
-8. the closed loop: when a retraining run has finished and registered a challenger, the promotion
-   gate (`riskops.lifecycle.promotion.run_promotion_gate`) compares it with the champion on the labelled
-   rows neither trained on (``promotion.auto``).
+6. when a rule fired: an alert event (`riskops.monitoring.alerts.emit_alert`); volume anomalies
+   already alerted for the same hour are not repeated.
 
-Nothing here raises into the loop for data problems: a pass with too little data reports
-``status: insufficient_data``; a pass that fails is logged and the loop goes on.
+The monitor reports a verdict; what to do about it (retrain, gate, promote) is the lifecycle's:
+`riskops.lifecycle.loop` runs this pass and acts on its verdict (`riskops monitor`).
+
+Nothing here raises into a loop for data problems: a pass with too little data reports
+``status: insufficient_data``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,24 +37,20 @@ from typing import Any
 
 import pandas as pd
 
-from riskops.monitoring.drift import (
-    DriftSettings,
-    Reference,
-    ReferenceError,
-    compute_drift,
-    current_frame,
-    load_reference,
-)
+from riskops.monitoring.alerts import AlertSettings, emit_alert
+from riskops.monitoring.drift import DriftResult, compute_drift
+from riskops.monitoring.drift_settings import DriftSettings
+from riskops.monitoring.feedback import labelled_window, load_feedback
 from riskops.monitoring.prediction_log import read_prediction_log
+from riskops.monitoring.reference import Reference, ReferenceError, current_frame, load_reference
 from riskops.monitoring.rules import Rule, Verdict, evaluate_rules, load_rules
 from riskops.monitoring.volume import VolumeSettings, detect_volume_anomalies, hourly_volumes_from_log
-from riskops.settings import PROJECT_ROOT, Paths, load_yaml
+from riskops.registry.store import ModelRegistry, ModelVersion
+from riskops.settings import Paths, from_dict
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG_FILE = PROJECT_ROOT / "configs" / "monitor.yaml"
-SECTIONS = ("window", "drift", "volume", "rules", "rule_overrides", "retrain", "promotion", "alerts", "reports",
-            "canary")
+MONITOR_SECTIONS = ("window", "drift", "volume", "rules", "rule_overrides", "alerts", "reports")
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,6 +60,8 @@ SECTIONS = ("window", "drift", "volume", "rules", "rule_overrides", "retrain", "
 
 @dataclass
 class WindowSettings:
+    """The `window:` section of configs/monitor.yaml."""
+
     size: int = 1500  # newest scored transactions compared with the reference
     min_rows: int = 500  # below this a pass reports insufficient_data (rules also have their own minimums)
     performance_rows: int = 5000  # newest labelled rows used for the performance check
@@ -76,133 +69,51 @@ class WindowSettings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> WindowSettings:
-        return _from_dict(cls, d, "window")
-
-
-@dataclass
-class AlertSettings:
-    file: str = "alerts.jsonl"  # relative to the home folder
-    webhook_url: str = ""
-    webhook_timeout: float = 3.0
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> AlertSettings:
-        return _from_dict(cls, d, "alerts")
+        return from_dict(cls, d, "window")
 
 
 @dataclass
 class ReportSettings:
+    """The `reports:` section of configs/monitor.yaml."""
+
     dir: str = "monitoring"  # under Paths.reports
     html: bool = True
     keep_last: int = 48  # report folders kept (each HTML drift report is a few MB)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ReportSettings:
-        return _from_dict(cls, d, "reports")
-
-
-def _from_dict(cls, d: dict | None, section: str):
-    d = dict(d or {})
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{section}: unknown keys {unknown} (known: {', '.join(sorted(known))})")
-    return cls(**d)
+        return from_dict(cls, d, "reports")
 
 
 @dataclass
 class MonitorConfig:
+    """The monitor's sections of configs/monitor.yaml (`riskops.lifecycle.loop.LoopConfig` reads the
+    whole file: these plus what the lifecycle does about a verdict)."""
+
     window: WindowSettings = field(default_factory=WindowSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     volume: VolumeSettings = field(default_factory=VolumeSettings)
     rules: list[Rule] = field(default_factory=lambda: load_rules({}))
-    retrain: dict = field(default_factory=dict)  # riskops.lifecycle.retrain.RetrainSettings
-    promotion: dict = field(default_factory=dict)  # riskops.lifecycle.promotion.PromotionSettings
     alerts: AlertSettings = field(default_factory=AlertSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
-    raw: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> MonitorConfig:
         d = dict(d or {})
-        unknown = sorted(set(d) - set(SECTIONS))
+        unknown = sorted(set(d) - set(MONITOR_SECTIONS))
         if unknown:
-            raise ValueError(f"monitor config: unknown sections {unknown} (known: {', '.join(SECTIONS)})")
+            raise ValueError(f"monitor config: unknown sections {unknown} (known: {', '.join(MONITOR_SECTIONS)})")
         window = WindowSettings.from_dict(d.get("window"))
-        drift_d = dict(d.get("drift") or {})
-        drift_d.setdefault("window_size", window.size)  # calibrate at the size the monitor compares
-        from riskops.lifecycle.promotion import PromotionSettings
-        from riskops.lifecycle.retrain import RetrainSettings
-
-        RetrainSettings.from_dict(d.get("retrain"))  # validate early: a typo fails at start, not at drift
-        PromotionSettings.from_dict(d.get("promotion"))
+        drift = dict(d.get("drift") or {})
+        drift.setdefault("window_size", window.size)  # calibrate at the size the monitor compares
         return cls(
             window=window,
-            drift=DriftSettings.from_dict(drift_d),
+            drift=DriftSettings.from_dict(drift),
             volume=VolumeSettings.from_dict(d.get("volume")),
             rules=load_rules(d),
-            retrain=dict(d.get("retrain") or {}),
-            promotion=dict(d.get("promotion") or {}),
             alerts=AlertSettings.from_dict(d.get("alerts")),
             reports=ReportSettings.from_dict(d.get("reports")),
-            raw=d,
         )
-
-
-def load_monitor_config(path: Path | str | None = None) -> MonitorConfig:
-    """configs/monitor.yaml (or `path`); a missing default file means the built-in defaults."""
-    if path is None:
-        return MonitorConfig.from_dict(load_yaml(DEFAULT_CONFIG_FILE) if DEFAULT_CONFIG_FILE.exists() else {})
-    return MonitorConfig.from_dict(load_yaml(path))
-
-
-def _config(config: MonitorConfig | dict | str | Path | None) -> MonitorConfig:
-    if isinstance(config, MonitorConfig):
-        return config
-    if isinstance(config, dict):
-        return MonitorConfig.from_dict(config)
-    return load_monitor_config(config)
-
-
-# --------------------------------------------------------------------------------------------
-# Alerts
-# --------------------------------------------------------------------------------------------
-
-
-def post_webhook(url: str, event: dict, timeout: float = 3.0) -> threading.Thread:
-    """POST `event` as JSON in a daemon thread; failures are logged, never raised. Returns the thread."""
-
-    def _send() -> None:
-        try:
-            req = urllib.request.Request(
-                url, data=json.dumps(event, default=str).encode(), method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": "riskops-monitor"},
-            )
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - operator-configured URL
-                if resp.status >= 300:
-                    log.warning("alert webhook %s answered %s", url, resp.status)
-        except Exception as exc:
-            log.warning("alert webhook %s failed: %s", url, exc)
-
-    t = threading.Thread(target=_send, name="riskops-alert-webhook", daemon=True)
-    t.start()
-    return t
-
-
-def emit_alert(paths: Paths, event: dict, settings: AlertSettings | None = None) -> threading.Thread | None:
-    """Append the event to the alerts JSONL (never raises) and POST it when a webhook is configured."""
-    settings = settings or AlertSettings()
-    p = Path(settings.file)
-    p = p if p.is_absolute() else paths.root / p
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "a") as fh:
-            fh.write(json.dumps(event, default=str, sort_keys=True) + "\n")
-    except OSError as exc:
-        log.error("cannot write alert to %s: %s", p, exc)
-    if settings.webhook_url:
-        return post_webhook(settings.webhook_url, event, settings.webhook_timeout)
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +123,8 @@ def emit_alert(paths: Paths, event: dict, settings: AlertSettings | None = None)
 
 @dataclass
 class MonitorResult:
+    """What one pass saw and wrote; `summary()` is what verdict.json holds."""
+
     at: str
     status: str  # ok | insufficient_data | no_champion | no_reference
     verdict: Verdict
@@ -220,8 +133,6 @@ class MonitorResult:
     files: dict[str, Path] = field(default_factory=dict)
     volume_anomalies: list[dict] = field(default_factory=list)
     alert: dict | None = None
-    trigger: Any = None  # riskops.lifecycle.retrain.TriggerRecord
-    promotion: Any = None  # riskops.lifecycle.promotion.PromotionDecision
     seconds: float = 0.0
     webhook_thread: threading.Thread | None = None
 
@@ -236,21 +147,34 @@ class MonitorResult:
             "skipped": self.verdict.skipped,
             "volume_anomalies": self.volume_anomalies,
             "report_dir": str(self.report_dir) if self.report_dir else None,
-            "trigger": self.trigger.to_dict() if self.trigger is not None else None,
-            "promotion": self.promotion.to_dict() if self.promotion is not None else None,
             "seconds": round(self.seconds, 3),
         }
+
+
+def read_monitor_log(paths: Paths, window: WindowSettings) -> pd.DataFrame:
+    """The prediction-log rows one pass reads: the newest ``max(size, scan_rows)`` rows."""
+    return read_prediction_log(paths.prediction_log, newest_rows=max(window.size, window.scan_rows))
+
+
+def write_verdict(result: MonitorResult, summary: dict[str, Any]) -> None:
+    """Write ``verdict.json`` into the pass's report folder (logged, never raised, on a disk error)."""
+    try:
+        path = result.report_dir / "verdict.json"
+        path.write_text(json.dumps(summary, indent=2, default=str))
+        result.files["verdict.json"] = path
+    except OSError as exc:
+        log.error("cannot write verdict: %s", exc)
 
 
 _REFERENCE_CACHE: dict[tuple, Reference] = {}
 
 
-def _reference(mv, default_thresholds: dict | None = None) -> Reference:
+def _reference(mv: ModelVersion) -> Reference:
     p = Path(mv.path) / "reference.parquet"
     key = (str(p), p.stat().st_mtime_ns if p.exists() else 0)
     ref = _REFERENCE_CACHE.get(key)
     if ref is None:
-        ref = load_reference(mv.path, default_thresholds, model_version=mv.version)
+        ref = load_reference(mv.path, model_version=mv.version)
         _REFERENCE_CACHE.clear()  # one champion at a time
         _REFERENCE_CACHE[key] = ref
     return ref
@@ -284,6 +208,7 @@ def _prune_reports(root: Path, keep: int) -> None:
 
 
 def _volume(paths: Paths, cfg: MonitorConfig, now: pd.Timestamp, state: dict) -> tuple[dict, list[dict], Any]:
+    """Hourly volume anomalies as flat metrics; the ones already alerted (per series and hour) are not fresh."""
     if not cfg.volume.enabled:
         return {}, [], None
     hourly = hourly_volumes_from_log(paths.prediction_log, paths.root / "monitoring" / "volume_cache",
@@ -302,36 +227,60 @@ def _volume(paths: Paths, cfg: MonitorConfig, now: pd.Timestamp, state: dict) ->
     return metrics, fresh, result
 
 
+def _drift(paths: Paths, cfg: MonitorConfig, champion: ModelVersion, reference: Reference,
+           log_df: pd.DataFrame, metrics: dict[str, Any]) -> DriftResult:
+    """The window (and its labelled part, scored by the champion) against the champion's reference."""
+    window = log_df.tail(cfg.window.size)
+    feedback = load_feedback(paths)
+    labelled = labelled_window(log_df, feedback) if len(log_df) and len(feedback) else None
+    if labelled is not None and len(labelled):
+        if "model_version" in labelled.columns:
+            labelled = labelled[labelled["model_version"].astype(str) == champion.version]
+        labelled = labelled.tail(cfg.window.performance_rows)
+    metrics["feedback.records"] = float(len(feedback))
+    cur = current_frame(window) if len(window) else current_frame(log_df.head(0))
+    return compute_drift(reference, cur, cfg.drift, labelled=labelled)
+
+
+def _write_reports(report_dir: Path, cfg: MonitorConfig, drift: DriftResult | None, volume: Any) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        if drift is not None:
+            files.update(drift.write(report_dir, html=cfg.reports.html))
+        if volume is not None:
+            (report_dir / "volume.json").write_text(json.dumps(volume.to_dict(), indent=2, default=str))
+            files["volume.json"] = report_dir / "volume.json"
+        _prune_reports(report_dir.parent, cfg.reports.keep_last)
+    except OSError as exc:
+        log.error("cannot write monitoring reports to %s: %s", report_dir, exc)
+    return files
+
+
 def run_monitor_once(
     paths: Paths,
-    config: MonitorConfig | dict | str | Path | None = None,
+    config: MonitorConfig | dict | None = None,
     now: datetime | None = None,
-    trigger: Any = None,
     log_df: pd.DataFrame | None = None,
 ) -> MonitorResult:
-    """One monitoring pass (see the module doc). Returns a MonitorResult; writes reports/alerts.
+    """One monitoring pass (see the module doc). Returns a MonitorResult; writes reports, verdict and alerts.
 
-    ``trigger``: a `riskops.lifecycle.retrain.RetrainTrigger` (default: one built from ``config.retrain``);
-    ``log_df``: prediction-log rows to use instead of reading ``paths.prediction_log`` (tests, replays).
+    Args:
+        paths: the home folder's layout.
+        config: the monitor's sections (a dict is read with `MonitorConfig.from_dict`; None: defaults).
+        now: the pass's time (default: now, UTC).
+        log_df: prediction-log rows to use instead of reading ``paths.prediction_log`` (tests, replays,
+            and the lifecycle loop, which passes the same rows to the promotion gate).
     """
-    from riskops.monitoring.feedback import labelled_window, load_feedback
-    from riskops.registry.store import ModelRegistry
-
     started = time.perf_counter()
-    cfg = _config(config)
+    cfg = config if isinstance(config, MonitorConfig) else MonitorConfig.from_dict(config)
     now_dt = now or datetime.now(UTC)
     at = now_dt.isoformat(timespec="seconds")
-    stamp = now_dt.strftime("%Y%m%dT%H%M%S%fZ")
-    report_root = paths.reports / cfg.reports.dir
-    report_dir = report_root / stamp
+    report_dir = paths.reports / cfg.reports.dir / now_dt.strftime("%Y%m%dT%H%M%S%fZ")
     state = _read_state(paths)
 
-    registry = ModelRegistry(paths.registry)
-    champion = registry.champion()
-    status = "ok"
-    metrics: dict[str, Any] = {}
-    drift_result = None
-    reference = None
+    champion = ModelRegistry(paths.registry).champion()
+    status, reference = "ok", None
     if champion is None:
         status = "no_champion"
     else:
@@ -342,44 +291,21 @@ def run_monitor_once(
             status = "no_reference"
 
     if log_df is None:
-        scan = max(cfg.window.size, cfg.window.scan_rows)
-        log_df = read_prediction_log(paths.prediction_log, newest_rows=scan)
-    window = log_df.tail(cfg.window.size) if len(log_df) else log_df
-    metrics["log.rows_read"] = float(len(log_df))
-
+        log_df = read_monitor_log(paths, cfg.window)
+    metrics: dict[str, Any] = {"log.rows_read": float(len(log_df))}
+    drift = None
     if reference is not None:
-        if len(window) < cfg.window.min_rows:
+        if min(len(log_df), cfg.window.size) < cfg.window.min_rows:
             status = "insufficient_data"
-        feedback = load_feedback(paths)
-        labelled = labelled_window(log_df, feedback) if len(log_df) and len(feedback) else None
-        if labelled is not None and len(labelled):
-            if "model_version" in labelled.columns:
-                labelled = labelled[labelled["model_version"].astype(str) == champion.version]
-            labelled = labelled.tail(cfg.window.performance_rows)
-        metrics["feedback.records"] = float(len(feedback))
-        cur = current_frame(window) if len(window) else current_frame(log_df.head(0))
-        drift_result = compute_drift(reference, cur, cfg.drift, labelled=labelled)
-        metrics.update(drift_result.metrics)
-
-    vmetrics, fresh_anomalies, vresult = _volume(paths, cfg, pd.Timestamp(now_dt), state)
+        drift = _drift(paths, cfg, champion, reference, log_df, metrics)
+        metrics.update(drift.metrics)
+    vmetrics, fresh_anomalies, volume = _volume(paths, cfg, pd.Timestamp(now_dt), state)
     metrics.update(vmetrics)
     verdict = evaluate_rules(metrics, cfg.rules)
 
     result = MonitorResult(at=at, status=status, verdict=verdict, champion=champion.version if champion else None,
                            report_dir=report_dir, volume_anomalies=fresh_anomalies)
-    # reports
-    try:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        if drift_result is not None:
-            result.files.update(drift_result.write(report_dir, html=cfg.reports.html))
-        if vresult is not None:
-            (report_dir / "volume.json").write_text(json.dumps(vresult.to_dict(), indent=2, default=str))
-            result.files["volume.json"] = report_dir / "volume.json"
-        _prune_reports(report_root, cfg.reports.keep_last)
-    except OSError as exc:
-        log.error("cannot write monitoring reports to %s: %s", report_dir, exc)
-
-    # alert
+    result.files.update(_write_reports(report_dir, cfg, drift, volume))
     if verdict.alert:
         event = {
             "type": "drift" if verdict.drift else "monitor_alert",
@@ -391,90 +317,7 @@ def run_monitor_once(
         }
         result.alert = event
         result.webhook_thread = emit_alert(paths, event, cfg.alerts)
-
-    # retraining (debounced) and the closed loop
-    if trigger is None:
-        from riskops.lifecycle.retrain import RetrainTrigger
-
-        trigger = RetrainTrigger(paths, cfg.retrain)
-    if verdict.drift and status == "ok":
-        reason = {"at": at, "champion": result.champion, "rules": [r["rule"] for r in verdict.reasons],
-                  "messages": [r["message"] for r in verdict.reasons], "report_dir": str(report_dir)}
-        try:
-            result.trigger = trigger.maybe_trigger(reason)
-        except Exception as exc:  # the trigger records its own failures; this is a last resort
-            log.exception("retraining trigger failed: %s", exc)
-    if trigger is not None:
-        result.promotion = _close_loop(paths, cfg, trigger, state, log_df)
-
     _write_state(paths, state)
     result.seconds = time.perf_counter() - started
-    try:
-        (report_dir / "verdict.json").write_text(json.dumps(result.summary(), indent=2, default=str))
-        result.files["verdict.json"] = report_dir / "verdict.json"
-    except OSError as exc:
-        log.error("cannot write verdict: %s", exc)
+    write_verdict(result, result.summary())
     return result
-
-
-def _close_loop(paths: Paths, cfg: MonitorConfig, trigger: Any, state: dict, log_df: pd.DataFrame) -> Any:
-    """After a finished retraining run: gate its challenger once (promotion.auto)."""
-    if not cfg.promotion.get("auto", True):
-        return None
-    try:
-        trigger.refresh()
-        last = trigger.state().get("last_run") or {}
-    except Exception as exc:
-        log.warning("cannot read retraining state: %s", exc)
-        return None
-    reg = last.get("registration") or {}
-    version = reg.get("version")
-    if last.get("outcome") != "succeeded" or not version or state.get("gated_run") == last.get("run_id"):
-        return None
-    state["gated_run"] = last.get("run_id")
-    try:
-        from riskops.lifecycle.promotion import run_promotion_gate
-
-        return run_promotion_gate(paths, cfg.promotion, challenger_version=version, log_df=log_df,
-                                  cutoff=last.get("cutoff"), holdout_file=last.get("holdout_file"))
-    except Exception as exc:
-        log.exception("promotion gate failed for %s: %s", version, exc)
-        emit_alert(paths, {"type": "promotion_error", "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "challenger": version, "error": str(exc)}, cfg.alerts)
-        return None
-
-
-def run_monitor_loop(
-    paths: Paths,
-    config: MonitorConfig | dict | str | Path | None = None,
-    every_seconds: float = 60.0,
-    stop_event: threading.Event | None = None,
-    max_runs: int | None = None,
-    on_result: Any = None,
-) -> int:
-    """Run `run_monitor_once` every `every_seconds` until `stop_event` is set (or `max_runs` passes).
-
-    A failing pass is logged and the loop goes on. ``on_result(MonitorResult)`` is called after each
-    successful pass (e.g. to print a line). Returns the number of passes run.
-    """
-    cfg = _config(config)
-    stop = stop_event or threading.Event()
-    runs = 0
-    trigger = None
-    with contextlib.suppress(Exception):
-        from riskops.lifecycle.retrain import RetrainTrigger
-
-        trigger = RetrainTrigger(paths, cfg.retrain)
-    while not stop.is_set():
-        t0 = time.monotonic()
-        try:
-            res = run_monitor_once(paths, cfg, trigger=trigger)
-            if on_result is not None:
-                on_result(res)
-        except Exception:
-            log.exception("monitor pass failed")
-        runs += 1
-        if max_runs is not None and runs >= max_runs:
-            break
-        stop.wait(max(0.0, every_seconds - (time.monotonic() - t0)))
-    return runs

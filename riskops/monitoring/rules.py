@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from riskops.settings import from_dict
+
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
        "!=": operator.ne}
 _COND = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -140,9 +142,6 @@ class Rule:
         if not isinstance(d, dict) or "name" not in d:
             raise ValueError(f"a rule needs at least 'name' and 'when', got {d!r}")
         name = str(d["name"])
-        unknown = sorted(set(d) - {"name", "when", "require", "action", "message"})
-        if unknown:
-            raise ValueError(f"rule {name!r}: unknown keys {unknown}")
         when = d.get("when") or []
         if isinstance(when, str):
             when = [when]
@@ -154,7 +153,8 @@ class Rule:
         action = d.get("action", "retrain")
         if action not in ACTIONS:
             raise ValueError(f"rule {name!r}: action must be one of {ACTIONS}, got {action!r}")
-        return cls(
+        return from_dict(  # the parsed values replace the raw ones; unknown keys fail here
+            cls, d, f"rule {name!r}",
             name=name,
             when=[Condition.parse(c, f"rule {name!r}") for c in when],
             require=[Condition.parse(c, f"rule {name!r}") for c in req],

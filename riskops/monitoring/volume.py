@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from riskops.monitoring.prediction_log import segment_records, segments
+from riskops.settings import from_dict
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,7 @@ class VolumeSettings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> VolumeSettings:
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"volume: unknown keys {unknown} (known: {', '.join(sorted(known))})")
-        s = cls(**d)
+        s = from_dict(cls, d, "volume")
         if s.season not in ("auto", "hour_of_day", "hour_of_week"):
             raise ValueError(f"volume.season must be auto, hour_of_day or hour_of_week, got {s.season!r}")
         return s

@@ -1,4 +1,4 @@
-"""Pipeline step 5: register the evaluated model and decide whether it becomes the champion.
+"""Registration: store the evaluated model in the registry and decide whether it becomes the champion.
 
 The decision here is deliberately simple (first model, or an explicit `always`); the
 champion/challenger gate on a shared labelled window belongs to the retraining loop.
@@ -6,12 +6,13 @@ champion/challenger gate on a shared labelled window belongs to the retraining l
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from riskops.registry.store import CHALLENGER, CHAMPION, ModelRegistry
 
 PROMOTION_POLICIES = ("if-none", "always", "never")
+
 
 @dataclass
 class RegistrationResult:
@@ -20,6 +21,24 @@ class RegistrationResult:
     alias: str  # "champion" or "challenger"
     previous_champion: str | None
     reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def write_record(record: dict, path: Path, reports_dir: Path | str | None = None) -> dict:
+    """Write a registration record as JSON to ``path`` and, when given, ``reports_dir/registration.json``.
+
+    Returns:
+        ``record``, for chaining into artifact metadata.
+    """
+    text = json.dumps(record, indent=2)
+    Path(path).write_text(text)
+    if reports_dir:
+        Path(reports_dir).mkdir(parents=True, exist_ok=True)
+        (Path(reports_dir) / "registration.json").write_text(text)
+    return record
+
 
 def model_card(evaluation: dict, data_summary: dict, git_commit: str, version: str) -> str:
     """A short human-readable card written next to the weights."""
@@ -52,26 +71,25 @@ def model_card(evaluation: dict, data_summary: dict, git_commit: str, version: s
     ]
     return "\n".join(rows)
 
+
 def register_model(
     model_dir: Path,
     evaluation: dict,
     registry_root: Path,
     promotion: str = "if-none",
     git_commit: str = "",
-    reference_file: Path | None = None,
+    extra_files: dict[str, Path] | None = None,
 ) -> RegistrationResult:
     """Copy the model into the registry with its metrics, policy and card; set an alias.
 
-    ``reference_file`` (the evaluate step's monitoring reference) is stored in the version folder
-    as ``reference.parquet``, where `riskops monitor` looks for the champion's reference.
+    ``extra_files`` (name -> source file) are copied into the version folder under their names,
+    e.g. the evaluate step's monitoring reference (riskops.monitoring.reference.REFERENCE_FILE).
     """
     if promotion not in PROMOTION_POLICIES:
         raise ValueError(f"promotion must be one of {PROMOTION_POLICIES}, got {promotion!r}")
     model_dir = Path(model_dir)
-    if reference_file is not None:
-        from riskops.monitoring.drift import REFERENCE_FILE
-
-        shutil.copyfile(reference_file, model_dir / REFERENCE_FILE)
+    for name, source in (extra_files or {}).items():
+        shutil.copyfile(source, model_dir / name)
     thresholds = evaluation.get("policy_thresholds")
     if thresholds:
         # serving reads the policy from the model folder; operators may override it in a config file

@@ -88,7 +88,9 @@ class _Prep:
             raise ValueError(f"input is missing column(s) {missing}")
         parts = []
         if self.numeric:
-            parts.append(signed_log_scaled(X[self.numeric].to_numpy(dtype="float64"), self.median, self.scale))
+            parts.append(
+                signed_log_scaled(X[self.numeric].to_numpy(dtype="float64"), self.median, self.scale)
+            )
         for c in self.categorical:
             vocab = self.vocabs[c]
             idx = pd.Categorical(X[c].astype(str), categories=vocab).codes

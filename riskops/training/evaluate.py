@@ -1,19 +1,14 @@
-"""Pipeline step 4: evaluate the fine-tuned transformer against baselines on the test period.
-
-Plain functions do the work (usable from tests, the CLI and notebooks without KFP):
+"""Evaluation of the risk model against baselines on the test period, as plain functions.
 
 * :func:`run_baselines` — fit the four baselines (riskops.training.baselines) on train/val, score test;
 * :func:`evaluate_models` — metrics per model (riskops.training.metrics), a Markdown table, a PR-curve plot,
   a score histogram, the PR-AUC ratio transformer / LightGBM, all written to a folder;
-* :func:`run_evaluation` — the whole step on a labelled training set: time split, model frames,
+* :func:`run_evaluation` — the whole evaluation on a labelled training set: time split, model frames,
   transformer scores, baselines, evaluation, decision-policy thresholds set on VALIDATION;
-* :func:`render_html` — a self-contained HTML report (PNGs embedded as base64).
-
-:func:`evaluate_model_op` is the thin KFP adapter around :func:`run_evaluation`.
+* :func:`headline_metrics` / :func:`roc_points` — the figures a pipeline run shows;
+* riskops.training.evaluation_report — the self-contained HTML report.
 """
 
-import base64
-import html
 import json
 import logging
 import math
@@ -45,7 +40,7 @@ HISTOGRAM_NAME = "score_histogram.png"
 
 HTML_NAME = "report.html"
 
-_TABLE_COLUMNS = (
+TABLE_COLUMNS = (
     ("roc_auc", "ROC-AUC"),
     ("pr_auc", "PR-AUC"),
     ("recall_at_1pct_fpr", "recall@1%FPR"),
@@ -59,6 +54,17 @@ SEGMENTS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "country_mismatch": lambda fr: fr["country_mismatch"].to_numpy() == 1,
 }
 
+
+@dataclass
+class HeldOutRows:
+    """Rows the model did not train on, in time order, with its scores (the monitoring reference)."""
+
+    frame: pd.DataFrame  # model frame (riskops.features.contract.build_model_frame)
+    scores: np.ndarray
+    labels: np.ndarray
+    timestamps: pd.Series | None
+
+
 @dataclass
 class EvaluationResult:
     """What evaluate_models / run_evaluation produced. ``document`` is what evaluation.json holds."""
@@ -69,6 +75,7 @@ class EvaluationResult:
     files: dict[str, Path] = field(default_factory=dict)
     test_labels: np.ndarray | None = None  # kept in memory, not written to the JSON
     test_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    held_out: HeldOutRows | None = None  # run_evaluation: validation + test rows, for monitoring
 
     @property
     def metrics(self) -> dict[str, dict]:
@@ -89,6 +96,7 @@ class EvaluationResult:
         self.files["json"] = path
         return path
 
+
 def _jsonable(obj):
     if isinstance(obj, np.generic):
         return obj.item()
@@ -98,24 +106,28 @@ def _jsonable(obj):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
-def _fmt(v) -> str:
+
+def format_metric(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     return f"{v:.4f}"
 
-def _budget_label(review_budget: float) -> str:
+
+def budget_label(review_budget: float) -> str:
     return f"{review_budget * 100:g}%"
+
 
 def metrics_table(models: dict[str, dict], review_budget: float, ratio: float | None = None) -> str:
     """A Markdown table (also readable as plain text), models sorted by PR-AUC, best first."""
-    headers = ["model"] + [h.format(budget=_budget_label(review_budget)) for _, h in _TABLE_COLUMNS]
+    headers = ["model"] + [h.format(budget=budget_label(review_budget)) for _, h in TABLE_COLUMNS]
 
     def _key(item):
         v = item[1].get("pr_auc", float("nan"))
         return (math.isnan(v), -v if not math.isnan(v) else 0.0)
 
     rows = [
-        [name] + [_fmt(m.get(k)) for k, _ in _TABLE_COLUMNS] for name, m in sorted(models.items(), key=_key)
+        [name] + [format_metric(m.get(k)) for k, _ in TABLE_COLUMNS]
+        for name, m in sorted(models.items(), key=_key)
     ]
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
 
@@ -132,11 +144,12 @@ def metrics_table(models: dict[str, dict], review_budget: float, ratio: float | 
     sep = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
     out = [_line(headers), sep, *(_line(r) for r in rows)]
     if ratio is not None:
-        out += ["", f"PR-AUC ratio transformer / LightGBM: {_fmt(ratio)}"]
+        out += ["", f"PR-AUC ratio transformer / LightGBM: {format_metric(ratio)}"]
     notes = [f"- {name}: {m['note']}" for name, m in models.items() if m.get("note")]
     if notes:
         out += ["", "Notes:", *notes]
     return "\n".join(out) + "\n"
+
 
 def _plot_pr_curves(y: np.ndarray, model_scores: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib
@@ -167,6 +180,7 @@ def _plot_pr_curves(y: np.ndarray, model_scores: dict[str, np.ndarray], path: Pa
     fig.savefig(path)
     plt.close(fig)
 
+
 def _plot_histogram(y: np.ndarray, scores: np.ndarray, name: str, path: Path) -> None:
     import matplotlib
 
@@ -189,6 +203,7 @@ def _plot_histogram(y: np.ndarray, scores: np.ndarray, name: str, path: Path) ->
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
 
 def evaluate_models(
     test_frame: pd.DataFrame | None,
@@ -266,6 +281,7 @@ def evaluate_models(
     print(table)
     return result
 
+
 def run_baselines(
     train_frame: pd.DataFrame,
     y_train,
@@ -294,10 +310,12 @@ def run_baselines(
         log.info("baseline %s: fit + score in %.2f s", name, elapsed)
     return out
 
+
 def _positive_scores(raw) -> np.ndarray:
     """predict_proba output -> fraud probabilities (accepts (n,) or (n, 2))."""
     arr = np.asarray(raw, dtype="float64")
     return arr[:, -1] if arr.ndim == 2 else arr.ravel()
+
 
 def run_evaluation(
     training_df: pd.DataFrame,
@@ -309,7 +327,6 @@ def run_evaluation(
     target_review_rate: float = 0.02,
     target_block_precision: float = 0.9,
     split: Callable | None = None,
-    reference_dir: Path | None = None,
     recent_from: str = "",
 ) -> EvaluationResult:
     """The whole evaluation step on a labelled training set (transactions + entity features).
@@ -320,12 +337,13 @@ def run_evaluation(
     policy on VALIDATION (``policy_thresholds``; ``policy_validation``/``policy_test`` report what
     it does on each). Writes everything to ``out_dir`` and returns the result.
 
-    ``reference_dir``: also write the monitoring reference there (``reference.parquet``, see
-    `riskops.monitoring.drift.save_reference`): the model frame of validation + test, the
-    transformer's scores, the labels and the event times — the period the model did not train on,
-    which production traffic is later compared against. ``result.files["reference"]`` names it.
+    ``result.held_out`` keeps the model frame of validation + test, the transformer's scores, the
+    labels and the event times — the period the model did not train on, which production traffic is
+    later compared against (the pipeline stores it with riskops.monitoring.reference.save_reference).
 
     ``recent_from``: as the train step (rows at or after it train; validation and test come before).
+
+    Most of its length (over 80 lines) is the evaluation document, written out field by field.
     """
     from riskops.features.contract import build_model_frame
     from riskops.schema import LABEL_COLUMN, TIMESTAMP_COLUMN
@@ -387,97 +405,53 @@ def run_evaluation(
         }
     )
     result.write_json()
-    if reference_dir is not None:
-        result.files["reference"] = _save_reference(
-            Path(reference_dir), frames, labels, (val, test), (val_scores, test_scores), TIMESTAMP_COLUMN
-        )
+    result.held_out = _held_out_rows(frames, labels, (val, test), (val_scores, test_scores), TIMESTAMP_COLUMN)
     return result
 
-def _save_reference(
-    out_dir: Path, frames: dict, labels: dict, parts: tuple, scores: tuple, ts_col: str
-) -> Path:
-    """Validation + test rows (in time order) -> ``<out_dir>/reference.parquet`` for the monitor."""
-    from riskops.monitoring.drift import save_reference
 
+def _held_out_rows(frames: dict, labels: dict, parts: tuple, scores: tuple, ts_col: str) -> HeldOutRows:
+    """Validation + test rows, in time order: what the monitor compares production traffic against."""
     frame = pd.concat([frames["val"], frames["test"]], ignore_index=True)
     y = np.concatenate([labels["val"], labels["test"]])
     s = np.concatenate([np.asarray(x, dtype="float64").ravel() for x in scores])
     ts = None
     if all(ts_col in part.columns for part in parts):
         ts = pd.concat([pd.to_datetime(part[ts_col], utc=True) for part in parts], ignore_index=True)
-    return save_reference(out_dir, frame, s, y, ts)
+    return HeldOutRows(frame, s, y, ts)
 
-def _img_tag(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>'
 
-def render_html(result: EvaluationResult) -> str:
-    """A self-contained HTML report: metrics table, policy, plots (embedded), segment PR-AUCs."""
-    doc = result.document
-    budget = doc.get("review_budget", 0.01)
-    models = doc["models"]
-    head = "".join(
-        f"<th>{html.escape(h.format(budget=_budget_label(budget)))}</th>" for _, h in _TABLE_COLUMNS
-    )
-    body = "".join(
-        f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{_fmt(m.get(k))}</td>" for k, _ in _TABLE_COLUMNS)
-        + "</tr>"
-        for name, m in models.items()
-    )
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>riskops evaluation</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>",
-        "</head><body><h1>Model evaluation (test period)</h1>",
-        f"<p>{doc.get('n', '?')} test transactions, {doc.get('positives', '?')} fraud.</p>",
-        f"<table><tr><th>model</th>{head}</tr>{body}</table>",
-    ]
-    if doc.get(RATIO_KEY) is not None:
-        parts.append(f"<p>PR-AUC ratio transformer / LightGBM: <b>{_fmt(doc[RATIO_KEY])}</b></p>")
-    notes = [
-        f"<li>{html.escape(n)}: {html.escape(m['note'])}</li>" for n, m in models.items() if m.get("note")
-    ]
-    if notes:
-        parts.append("<ul>" + "".join(notes) + "</ul>")
-    if doc.get("policy_thresholds"):
-        th = doc["policy_thresholds"]
-        parts.append(
-            "<h2>Decision policy (set on validation)</h2>"
-            f"<p>review at score &ge; {th['review']:.6g}; block at score &ge; {th['block']:.6g}</p>"
-        )
-        rows = []
-        for where in ("policy_validation", "policy_test"):
-            r = doc.get(where)
-            if r:
-                rows.append(
-                    f"<tr><td>{where.split('_')[1]}</td><td>{_fmt(r['review_rate'])}</td><td>{_fmt(r['block_rate'])}</td>"
-                    f"<td>{_fmt(r['block_precision'])}</td><td>{_fmt(r['fraud_caught_by_review_or_block'])}</td></tr>"
-                )
-        parts.append(
-            "<table><tr><th>data</th><th>review rate</th><th>block rate</th><th>block precision</th>"
-            "<th>fraud caught (review+block)</th></tr>" + "".join(rows) + "</table>"
-        )
-    for key, alt in (("pr_curve", "precision-recall curves"), ("histogram", "score histogram")):
-        if key in result.files and result.files[key].exists():
-            parts.append(f"<h2>{html.escape(alt)}</h2>" + _img_tag(result.files[key], alt))
-    if doc.get("segments"):
-        names = list(models)
-        parts.append("<h2>PR-AUC by segment</h2><table><tr><th>segment</th><th>n</th><th>fraud</th>"
-                     + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")  # fmt: skip
-        for seg, info in doc["segments"].items():
-            parts.append(
-                f"<tr><td>{html.escape(seg)}</td><td>{info['n']}</td><td>{info['positives']}</td>"
-                + "".join(f"<td>{_fmt(info['pr_auc'].get(n))}</td>" for n in names)
-                + "</tr>"
-            )
-        parts.append("</table>")
-    if doc.get("data"):
-        parts.append("<h2>Data</h2><pre>" + html.escape(json.dumps(doc["data"], indent=2)) + "</pre>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def headline_metrics(document: dict) -> dict[str, float]:
+    """The evaluation's headline figures, finite values only (KFP metadata cannot hold NaN/None).
 
-def _roc_points(y: np.ndarray, s: np.ndarray, max_points: int = 200) -> tuple[list, list, list]:
+    The transformer's ROC-AUC, PR-AUC, recall at 1% FPR, precision at the review budget and ECE;
+    every other model's PR-AUC; the PR-AUC ratio vs LightGBM; the policy's two thresholds.
+    """
+    headline = {
+        f"{TRANSFORMER}_{k}": v
+        for k, v in document["models"][TRANSFORMER].items()
+        if k in ("roc_auc", "pr_auc", "recall_at_1pct_fpr", "precision_at_review_budget", "ece")
+    }
+    for name, m in document["models"].items():
+        if name != TRANSFORMER:
+            headline[f"{name}_pr_auc"] = m["pr_auc"]
+    headline[RATIO_KEY] = document.get(RATIO_KEY)
+    headline["review_threshold"] = document["policy_thresholds"]["review"]
+    headline["block_threshold"] = document["policy_thresholds"]["block"]
+    return {k: float(v) for k, v in headline.items() if v is not None and math.isfinite(v)}
+
+
+def ranking_metrics(document: dict) -> dict[str, float]:
+    """Every model's ROC-AUC, PR-AUC and recall at 1% FPR as ``<model>_<metric>``, finite values only."""
+    out = {}
+    for name, m in document["models"].items():
+        for key in ("roc_auc", "pr_auc", "recall_at_1pct_fpr"):
+            value = m.get(key)
+            if value is not None and math.isfinite(value):
+                out[f"{name}_{key}"] = float(value)
+    return out
+
+
+def roc_points(y: np.ndarray, s: np.ndarray, max_points: int = 200) -> tuple[list, list, list]:
     """ROC curve, thinned to at most max_points, thresholds made finite (for KFP metadata)."""
     from sklearn.metrics import roc_curve
 

@@ -393,6 +393,9 @@ def fit_ft_transformer(
 
     ``numeric`` / ``categorical`` name the columns (default: number columns are numeric, the rest
     categorical). ``X_val`` must be later in time than ``X_train`` and earlier than any test data.
+
+    One loop over epochs (sample, train, validate, keep the best), kept whole (over 80 lines) so
+    that the early-stopping and time-budget rules read in one place.
     """
     from tqdm.auto import tqdm
 

@@ -10,69 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from support.data import shop_config, shop_orders
 
-from riskops import byod
+from riskops.byod.config import (
+    SINCE_LAST,
+    aggregate_feature_names,
+    check_source,
+    mapped_columns,
+    model_columns,
+    resolve_config,
+)
+from riskops.byod.features import build_dataset_features
+from riskops.byod.ingest import load_canonical
+from riskops.byod.train import MODEL_META, DatasetScorer, joined_text, train_dataset_model
+from riskops.byod.validate import validate_dataset
 from riskops.data.datasets import DatasetConfig, MappingError
-
-TITLES_LEGIT = ["wireless mouse", "running shoes", "coffee beans 1kg", "paperback novel", "garden hose",
-                "yoga mat", "desk lamp", "phone case"]  # fmt: skip
-TITLES_FRAUD = ["gift card 500", "gaming laptop pro", "prepaid voucher bundle"]
-
-
-def shop_orders(n: int = 3000, seed: int = 0) -> pd.DataFrame:
-    """A shop's own export: its own names, ISO time strings, PII, bursts of fraud by a few accounts."""
-    rng = np.random.default_rng(seed)
-    start = pd.Timestamp("2025-03-01T00:00:00Z")
-    t = np.sort(rng.uniform(0, 30 * 86400, n))
-    fraud = rng.random(n) < 0.06
-    customers = np.where(fraud, rng.integers(0, 25, n), rng.integers(25, 600, n))
-    # fraudsters place bursts: pull each fraud close to the previous fraud of the same account
-    last: dict[int, float] = {}
-    for i in np.flatnonzero(fraud):
-        c = int(customers[i])
-        if c in last and rng.random() < 0.7:
-            t[i] = last[c] + rng.uniform(30, 900)
-        last[c] = t[i]
-    total = np.round(np.exp(rng.normal(3.5, 0.8, n)) * np.where(fraud, rng.uniform(2, 6, n), 1.0), 2)
-    pay = np.where(fraud & (rng.random(n) < 0.5), "crypto", rng.choice(["card", "paypal", "bank", "crypto"], n,
-                                                                       p=[0.6, 0.25, 0.13, 0.02]))  # fmt: skip
-    titles = np.where(fraud & (rng.random(n) < 0.6), rng.choice(TITLES_FRAUD, n), rng.choice(TITLES_LEGIT, n))
-    df = pd.DataFrame(
-        {
-            "order_ts": (start + pd.to_timedelta(t, unit="s")).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "chargeback": fraud.astype(int),
-            "customer": [f"cust-{c}" for c in customers],
-            "device_fp": [
-                f"dev-{c % 400 if not f else 900 + c % 5}" for c, f in zip(customers, fraud, strict=True)
-            ],
-            "client_ip": [f"10.0.{c % 50}.{c % 200}" for c in customers],
-            "email": [f"user{c}@example.com" for c in customers],
-            "order_total": total,
-            "items": rng.integers(1, 5, n),
-            "pay_method": pay,
-            "country": rng.choice(["DE", "FR", "NL", "US"], n),
-            "item_title": titles,
-        }
-    )
-    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # exports are not time ordered
-
-
-def shop_config(path, **overrides) -> dict:
-    cfg = {
-        "name": "my-shop",
-        "source": {"path": str(path)},
-        "event_time": "order_ts",
-        "label": "chargeback",
-        "entities": {"user": "customer", "device": "device_fp", "ip": "client_ip"},
-        "amount": "order_total",
-        "numeric": ["order_total", "items"],
-        "categorical": ["pay_method", "country"],
-        "text": ["item_title"],
-        "pii": ["client_ip", "email"],
-        "split": {"time_fraction": 0.75, "val_fraction": 0.25},
-    }
-    cfg.update(overrides)
-    return cfg
 
 
 def write_config(tmp_path, cfg: dict, name: str = "my-shop.yaml"):
@@ -103,17 +55,17 @@ def test_missing_or_mistyped_mapped_columns_fail_fast_naming_them(tmp_path, shop
     assert "'coupon_code' (categorical) is missing from the data" in out
     assert (pd.Timestamp.now() - started).total_seconds() < 30  # before any pipeline step
     with pytest.raises(MappingError, match="coupon_code"):
-        byod.load_canonical(byod.resolve_config(path))  # what the ingest step runs
+        load_canonical(resolve_config(path))  # what the ingest step runs
     amount = shop_config(shop_csv, amount="pay_method", numeric=["order_total"], categorical=["country"])
     with pytest.raises(MappingError, match=r"'pay_method' \(amount\) must be a number column"):
-        byod.check_source(DatasetConfig.from_dict(amount))
+        check_source(DatasetConfig.from_dict(amount))
 
 
 def test_ingest_keeps_mapped_columns_hashes_pii_sorts_and_caps(shop_csv):
-    config = byod.resolve_config(write_config(shop_csv.parent, shop_config(shop_csv)))
-    df = byod.load_canonical(config, max_rows=1000)
+    config = resolve_config(write_config(shop_csv.parent, shop_config(shop_csv)))
+    df = load_canonical(config, max_rows=1000)
     assert len(df) == 1000 and "email" not in df.columns  # PII-only column hashed, then dropped
-    assert list(df.columns) == byod.mapped_columns(config)
+    assert list(df.columns) == mapped_columns(config)
     ts = df["order_ts"]
     assert str(ts.dtype) == "datetime64[ns, UTC]" and ts.is_monotonic_increasing
     assert ts.min() >= pd.to_datetime(shop_orders()["order_ts"], utc=True).sort_values().iloc[-1000]
@@ -125,26 +77,26 @@ def test_ingest_keeps_mapped_columns_hashes_pii_sorts_and_caps(shop_csv):
 
 def test_aggregates_follow_the_mapping(shop_csv):
     full = DatasetConfig.from_dict(shop_config(shop_csv))
-    names = byod.aggregate_feature_names(full)
+    names = aggregate_feature_names(full)
     assert "user_amount_sum_24h" in names and "user_distinct_devices_24h" in names
-    assert byod.SINCE_LAST in names and "user_last_event_epoch" not in names
+    assert SINCE_LAST in names and "user_last_event_epoch" not in names
     assert not [n for n in names if n.startswith("merchant_") or "refund" in n or "shipping" in n]
     user_only = DatasetConfig.from_dict(shop_config(shop_csv, entities={"user": "customer"}, amount=None,
                                                     numeric=["items"]))  # fmt: skip
-    names = byod.aggregate_feature_names(user_only)
+    names = aggregate_feature_names(user_only)
     assert names and all(n.startswith("user_") for n in names)
     assert not [n for n in names if "amount" in n or "distinct" in n]
 
 
 def test_no_entities_means_no_aggregates_and_no_feast(tmp_path, shop_csv):
     config = DatasetConfig.from_dict(shop_config(shop_csv, entities={}, pii=["email"]))
-    assert byod.aggregate_feature_names(config) == []
-    df = byod.load_canonical(config)
+    assert aggregate_feature_names(config) == []
+    df = load_canonical(config)
     repo = tmp_path / "feature_repo"
-    out, info = byod.build_dataset_features(df, config, repo)
+    out, info = build_dataset_features(df, config, repo)
     assert info["aggregates"] == [] and info["feast"] is False
     assert list(out.columns) == list(df.columns) and not repo.exists()
-    numeric, categorical, text = byod.model_columns(config, out)
+    numeric, categorical, text = model_columns(config, out)
     assert numeric == ["order_total", "items"] and categorical == ["pay_method", "country"]
 
 
@@ -153,13 +105,13 @@ def test_no_entities_means_no_aggregates_and_no_feast(tmp_path, shop_csv):
 
 def test_without_text_the_ft_transformer_is_trained_calibrated_and_scored(tmp_path, shop_csv):
     config = DatasetConfig.from_dict(shop_config(shop_csv, entities={}, text=[], pii=[]))
-    df = byod.load_canonical(config)
-    info = byod.train_dataset_model(df, config, tmp_path / "model", ft_max_epochs=3, max_train_rows=1500)
+    df = load_canonical(config)
+    info = train_dataset_model(df, config, tmp_path / "model", ft_max_epochs=3, max_train_rows=1500)
     assert info["kind"] == "ft_transformer" and info["calibration"] in ("temperature", "platt")
-    meta = json.loads((tmp_path / "model" / byod.MODEL_META).read_text())
+    meta = json.loads((tmp_path / "model" / MODEL_META).read_text())
     assert meta["text"] == [] and meta["numeric"] == ["order_total", "items"]
     assert (tmp_path / "model" / "tabular_model.json").exists()
-    scorer = byod.DatasetScorer(tmp_path / "model")
+    scorer = DatasetScorer(tmp_path / "model")
     p = scorer.predict_proba(df.tail(300))
     assert p.shape == (300,) and np.all((p >= 0) & (p <= 1))
     # the raw ranking is kept: calibration is monotone
@@ -169,17 +121,17 @@ def test_without_text_the_ft_transformer_is_trained_calibrated_and_scored(tmp_pa
 
 def test_with_text_the_text_tabular_transformer_uses_the_dataset_columns(tmp_path, shop_csv):
     config = DatasetConfig.from_dict(shop_config(shop_csv, entities={}, pii=[]))
-    df = byod.load_canonical(config)
-    info = byod.train_dataset_model(df, config, tmp_path / "model", encoder="tiny", epochs=1, max_steps=10,
+    df = load_canonical(config)
+    info = train_dataset_model(df, config, tmp_path / "model", encoder="tiny", epochs=1, max_steps=10,
                                     max_train_rows=800)  # fmt: skip
     assert info["kind"] == "text_tabular"
     model_config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert model_config["numeric_features"] == ["order_total", "items"]
     assert set(model_config["categorical_vocabs"]) == {"pay_method", "country"}
     assert "crypto" in model_config["categorical_vocabs"]["pay_method"]
-    p = byod.DatasetScorer(tmp_path / "model").predict_proba(df.tail(200))
+    p = DatasetScorer(tmp_path / "model").predict_proba(df.tail(200))
     assert p.shape == (200,) and np.all((p >= 0) & (p <= 1))
-    assert byod.joined_text(df.head(1), ["item_title"])[0].startswith("item_title: ")
+    assert joined_text(df.head(1), ["item_title"])[0].startswith("item_title: ")
 
 
 def test_dataset_pipeline_yaml_is_checked_in_and_strict(tmp_path):
@@ -207,16 +159,14 @@ def test_generated_gx_suite_names_bad_columns_and_rows(tmp_path, shop_csv):
     from riskops.data.validation import ValidationConfig
 
     config = DatasetConfig.from_dict(shop_config(shop_csv))
-    df = byod.load_canonical(config)
-    ok = byod.validate_dataset(
-        df, config, ValidationConfig(fraud_rate_min=0.0001, fraud_rate_max=0.5), tmp_path
-    )
+    df = load_canonical(config)
+    ok = validate_dataset(df, config, ValidationConfig(fraud_rate_min=0.0001, fraud_rate_max=0.5), tmp_path)
     assert ok.success, ok.summary()
     bad = df.copy()
     bad.loc[3, "order_total"] = np.inf
     bad.loc[[5, 8], "chargeback"] = 2
     bad = bad.drop(columns=["country"])
-    result = byod.validate_dataset(bad, config, ValidationConfig(fraud_rate_min=0.0001, fraud_rate_max=0.5),
+    result = validate_dataset(bad, config, ValidationConfig(fraud_rate_min=0.0001, fraud_rate_max=0.5),
                                    tmp_path)  # fmt: skip
     assert not result.success
     failed = {(f["expectation"], f["column"]): f for f in result.failures}

@@ -44,7 +44,7 @@ def test_drift_is_detected_and_the_loop_closes(riskops_home):
     assert f["retrain_run"]["outcome"] == "succeeded", f["retrain_run"]
     assert f["retrain_run"]["registration"]["alias"] == "challenger"  # --promotion never: the gate decides
     # the challenger trains on the labelled part of the shift (retrain.train_on_recent): it must win;
-    # the rejection path is tests/test_promotion.py's (a worse challenger is kept out, with an alert)
+    # the rejection path is tests/unit/test_promotion.py's (a worse challenger is kept out, with an alert)
     assert result.closed and result.outcome == "promoted", (result.outcome, result.events[-6:])
 
     gate = f["gate"]

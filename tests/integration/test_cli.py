@@ -27,6 +27,21 @@ def test_console_script_is_installed_and_lists_commands():
         assert cmd in out.stdout
 
 
+def test_the_drift_choices_are_the_generators_scenarios():
+    # written out in cli/arguments.py so that `riskops --help` does not import the generator
+    from cli.arguments import DRIFT_SCENARIOS
+    from riskops.data.generator import SCENARIOS
+
+    assert ("normal", *DRIFT_SCENARIOS) == SCENARIOS
+
+
+def test_help_does_not_import_the_heavy_libraries():
+    code = ("import sys\nfrom cli.main import build_parser\nbuild_parser().format_help()\n"
+            "print(sorted(m for m in ('pandas', 'numpy', 'torch', 'kfp', 'feast', 'kserve') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_models_list_on_empty_registry_says_what_to_do(capsys, tmp_path, monkeypatch):
     # a home path long enough that a 120-column console would have wrapped the message
     monkeypatch.setenv("RISKOPS_HOME", str(tmp_path / ("a-long-folder-name-" * 6) / "home"))
@@ -53,13 +68,13 @@ def test_a_failed_gate_prints_the_data_as_written_not_as_markup(tmp_path, capsys
     """Examples quoted from the data ("[red]", "[/]") must print verbatim, never crash rich."""
     import json
 
-    from cli.main import _print_failure
+    from cli.console import print_failure
 
     (tmp_path / "validation_report.html").write_text("<html></html>")
     failure = {"expectation": "expect_column_values_to_be_in_set", "column": "currency",
                "details": "2 unexpected values", "examples": ["[red]", "[/]"]}
     (tmp_path / "validation_report.json").write_text(json.dumps({"failures": [failure]}))
-    _print_failure(_Failure(tmp_path))
+    print_failure(_Failure(tmp_path))
     out = capsys.readouterr().out
     assert "['[red]', '[/]']" in out and "currency" in out and "[/] gate" in out
     assert "champion keeps serving" in out
@@ -76,7 +91,7 @@ def test_demos_clean_up_on_sigterm(tmp_path):
     marker = tmp_path / "cleaned"
     code = (
         "import time\n"
-        "from cli.main import exit_on_sigterm\n"
+        "from cli.commands.demos import exit_on_sigterm\n"
         "exit_on_sigterm()\n"
         "try:\n"
         "    print('ready', flush=True)\n"

@@ -1,7 +1,7 @@
 """`riskops monitor`, `riskops feedback`, `riskops retrain status` over a small real setup.
 
 The setup: generated traffic (normal, then the new_payment_method scenario), model inputs with the
-entity state before each event (test_monitoring._model_frame), a logistic-regression champion
+entity state before each event (support.monitoring.model_frame_with_prior_state), a logistic-regression champion
 registered with its reference (save_reference), and a prediction log written by serving's own
 PredictionLog. The monitor pass is the real one (Evidently report, rules, dry-run retraining).
 """
@@ -14,7 +14,7 @@ import warnings
 import pandas as pd
 import pytest
 import yaml
-from test_monitoring import _model_frame, _write_log
+from support.monitoring import model_frame_with_prior_state, write_prediction_log
 
 from cli.main import build_parser, main
 from riskops.data.generator import write_transactions
@@ -29,12 +29,12 @@ def _world(tmp_root):
     if _SETUP:
         return _SETUP
     from riskops.data.generator import GeneratorConfig, generate_with_drift
-    from riskops.monitoring.drift import save_reference
+    from riskops.monitoring.reference import save_reference
     from riskops.training.baselines import fit_logistic_regression
     from riskops.training.metrics import thresholds_for_policy
 
     raw = generate_with_drift(GeneratorConfig(rows=8000, seed=5), "new_payment_method", 1500)
-    frame = _model_frame(raw)
+    frame = model_frame_with_prior_state(raw)
     onset = int((frame["event_timestamp"] < pd.Timestamp(raw.attrs["drift_onset"])).sum())
     train, held = frame.iloc[: onset // 2], frame.iloc[onset // 2 : onset]
     model = fit_logistic_regression(train, train["is_fraud"])
@@ -67,7 +67,7 @@ def drifted_home(world_root, tmp_path):
     reg = ModelRegistry(home.registry)
     mv = reg.register(w["ref_dir"])
     reg.set_alias("champion", mv.version)
-    _write_log(
+    write_prediction_log(
         home.prediction_log,
         w["frame"].iloc[w["onset"] - 300 : w["onset"] + 1000],
         mv.version,

@@ -1,6 +1,6 @@
 """Distributed (DDP) fine-tuning: two CPU processes with gloo, launched the way the PyTorchJob does.
 
-`torchrun --standalone --nproc-per-node 2 -m riskops.training.finetune --distributed ...` runs the real
+`torchrun --standalone --nproc-per-node 2 -m riskops.training.train_job --distributed ...` runs the real
 entry point on a small hand-made training set with the tiny random encoder. The ranks exchange a
 SHA-256 of their final state_dict (training.json keeps every rank's); the test recomputes the
 digest from the model file rank 0 wrote and checks that both ranks match it, that the model was
@@ -22,14 +22,17 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from planted import planted_signal_transactions
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
+from support.data import planted_signal_transactions
 
 from riskops.data.splits import time_split
 from riskops.features.contract import build_model_frame
-from riskops.training.finetune import build_parser, main, resolve_uri, set_seed, shard_batch, state_digest
-from riskops.training.model import ModelConfig, RiskModel, RiskScorer
+from riskops.training.distributed import shard_batch, state_digest
+from riskops.training.finetune import set_seed
+from riskops.training.model import ModelConfig, RiskModel
+from riskops.training.scorer import RiskScorer
+from riskops.training.train_job import build_parser, main, resolve_uri
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -57,7 +60,7 @@ def ddp_run(tmp_path_factory):
     df.to_parquet(tmp / "training_set.parquet")
     cmd = [
         str(TORCHRUN), "--standalone", "--nproc-per-node", "2",
-        "-m", "riskops.training.finetune", "--distributed",
+        "-m", "riskops.training.train_job", "--distributed",
         "--training_set", (tmp / "training_set.parquet").as_uri(),
         "--model_dir", str(tmp / "model"),
         "--output_uri", (tmp / "uploaded").as_uri(),
@@ -84,7 +87,9 @@ def test_two_gloo_ranks_end_with_identical_weights(ddp_run):
     assert rank0 == rank1 == saved == summary["state_sha256"]
     # only rank 0 logs (rank 1 logs at WARNING level only)
     logs = ddp_run["proc"].stderr
-    assert f"rank 0/2 __main__ epoch 1/{EPOCHS}" in logs and "rank 1/2 __main__ epoch" not in logs
+    # the run logs under its module name (riskops.training.finetune_run); only rank 0 logs
+    assert f"rank 0/2 riskops.training.finetune_run epoch 1/{EPOCHS}" in logs
+    assert "rank 1/2 riskops.training.finetune_run epoch" not in logs
     # both ranks stopped early at the same epoch (else the collectives would hang) and restored
     # the same best epoch's weights (the digests above are of the restored weights)
     assert "early stop" in logs and 2 <= len(result["history"]) < EPOCHS
@@ -151,7 +156,7 @@ def test_the_pytorchjob_runs_this_entry_point_with_flags_it_accepts():
     for rtype in ("Master", "Worker"):
         (c,) = job["spec"]["pytorchReplicaSpecs"][rtype]["template"]["spec"]["containers"]
         i = c["args"].index("-m")
-        assert c["command"] == ["torchrun"] and c["args"][i + 1] == "riskops.training.finetune"
+        assert c["command"] == ["torchrun"] and c["args"][i + 1] == "riskops.training.train_job"
         args = build_parser().parse_args(c["args"][i + 2 :])  # exits on an unknown flag
         assert args.distributed and args.training_set.startswith("s3://")
         assert args.model_dir.startswith("/tmp/") and args.output_uri.startswith("s3://")

@@ -1,4 +1,4 @@
-"""serving/feast_process.py: Feast reads and pushes done by a child process, and what happens when it dies."""
+"""serving/feast_process.py: Feast pushes done by a child process, and what happens when it dies."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from riskops.features.contract import ENTITY_FEATURES
 from riskops.pii import hash_pii
 from serving.entity_state import Push
 from serving.feast_process import FeastProcess, FeastProcessError
-from serving.online import OnlineFeatureStore, read_baselines
+from serving.online import OnlineFeatureStore
 
 
 @pytest.fixture(scope="module")
@@ -74,59 +74,5 @@ def test_the_online_store_replaces_a_dead_child_and_loses_no_state(repo):
             time.sleep(0.1)
         assert _online_count(repo, "pp-2") == 7  # requeued after the failure, pushed by a new child
         assert online._push_store is not first and online._push_store.alive()
-    finally:
-        online.close()
-
-
-def test_a_read_through_the_child_equals_the_in_process_read(repo):
-    """The child runs the server's own read (`read_baselines`): same floats, same snapshot times."""
-    known = hash_pii(generate(GeneratorConfig(rows=300, seed=2, days=2))).iloc[-40:]
-    pairs = list(
-        dict.fromkeys(
-            pair
-            for r in known.itertuples()
-            for pair in (
-                ("user", r.user_id),
-                ("merchant", r.merchant_id),
-                ("device", r.device_id),
-                ("ip", r.ip_hash),
-            )
-        )
-    ) + [("user", "pp-3")]  # never seen: defaults
-    now = known["event_timestamp"].max().to_pydatetime()  # within the ttl: the stored states count
-    proc = FeastProcess(repo)
-    try:
-        got = proc.read(pairs, now)
-    finally:
-        proc.close()
-    want = read_baselines(fs.open_store(repo), pairs, now)
-    assert got.keys() == want.keys() == set(pairs)
-    for pair in pairs:
-        a, b = got[pair], want[pair]
-        assert a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a), pair
-    assert sum(got[p]["user_txn_count_24h"] > 0 for p in pairs if p[0] == "user") > 0  # stored states
-    assert got[("user", "pp-3")]["user_txn_count_24h"] == 0.0
-
-
-def test_a_dead_read_child_answers_degraded_then_is_replaced(repo):
-    import asyncio
-
-    online = OnlineFeatureStore(repo, timeout_s=2.0, retry_after_s=0.2, read_process=True)
-    pairs = [("user", "pp-4")]
-    try:
-        assert online.open()
-        first = online._read_store
-        assert isinstance(first, FeastProcess) and first.alive()
-        assert asyncio.run(online.baselines(pairs))[pairs[0]]["user_txn_count_1h"] == 0.0
-        os.kill(first.pid, signal.SIGKILL)
-        first._proc.wait(10)
-        assert asyncio.run(online.baselines(pairs)) is None  # degraded, never an error
-        deadline = time.monotonic() + 60
-        got = None
-        while got is None and time.monotonic() < deadline:
-            time.sleep(0.3)  # past retry_after_s: the next read opens a new child
-            got = asyncio.run(online.baselines(pairs))
-        assert got is not None and got[pairs[0]]["user_txn_count_1h"] == 0.0
-        assert online._read_store is not first and online._read_store.alive()
     finally:
         online.close()

@@ -1,13 +1,12 @@
 """The Kubernetes manifests render, validate offline, and the validator catches broken ones.
 
-The validator (tools/validate_k8s.py) is imported once per module: its CRD schema load
+The validator (tools/validate_k8s.py, checks in tools/k8s_checks/) is imported once: its CRD schema load
 (~1-3 s) is cached for every validate() call below. Broken copies are built in tmp_path and
 rendered with the dev overlay only, to keep the module well under a minute.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,32 +15,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from k8s_checks.custom_resources import CRD_FILE, schemas_dir
+from k8s_checks.render import discover_overlays, find_kubectl
+from validate_k8s import validate
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "validate_k8s.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("validate_k8s", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["validate_k8s"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-vk = _load_tool()
-SCHEMAS = vk.schemas_dir(REPO)
+SCHEMAS = schemas_dir(REPO)  # a path only: read by the tests that need it
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _kubectl_present():
-    if vk.find_kubectl() is None:
+    if find_kubectl() is None:
         pytest.fail("kubectl is required to render the overlays (kubectl v1.32 bundles kustomize v5.5)")
 
 
 @pytest.fixture(scope="module")
 def report():
-    return vk.validate(REPO)
+    return validate(REPO)
 
 
 def _objs(report, overlay: str, kind: str) -> list[dict]:
@@ -52,7 +43,7 @@ def _objs(report, overlay: str, kind: str) -> list[dict]:
 
 
 def test_every_overlay_renders(report):
-    overlays = {p.name for p in vk.discover_overlays(REPO / "k8s")}
+    overlays = {p.name for p in discover_overlays(REPO / "k8s")}
     assert overlays >= {"dev", "prod-gpu"}
     assert set(report.rendered) == overlays
     for name, objs in report.rendered.items():
@@ -72,7 +63,7 @@ def test_validator_passes_on_real_manifests(report):
     text = "\n".join(report.checked)
     assert "kubernetes-validate --strict 1.32" in text
     assert "InferenceService schema: 1 object(s)" in text
-    if (SCHEMAS / vk.CRD_FILE).is_file():
+    if (SCHEMAS / CRD_FILE).is_file():
         assert report.isvc_schema_source.startswith("KServe CRD")
     else:  # never silently skipped: the fallback says so
         assert "kserve Python models" in report.isvc_schema_source
@@ -88,7 +79,7 @@ def test_prod_gpu_training_job_and_canary(report):
         assert c["resources"]["limits"]["nvidia.com/gpu"] >= 1
         assert c["command"][0] == "torchrun"
         i = c["args"].index("-m")
-        assert c["args"][i : i + 3] == ["-m", "riskops.training.finetune", "--distributed"]
+        assert c["args"][i : i + 3] == ["-m", "riskops.training.train_job", "--distributed"]
         assert "--master-addr=$(MASTER_ADDR)" in c["args"][:i]
         assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
         selector = pod["nodeSelector"]
@@ -162,11 +153,10 @@ def test_policy_file_has_only_known_keys():
 
 
 def test_monitor_config_loads_with_the_monitor_code():
-    from riskops.lifecycle.retrain import RetrainSettings
-    from riskops.monitoring.monitor import load_monitor_config
+    from riskops.lifecycle.loop import load_loop_config
 
-    cfg = load_monitor_config(REPO / "k8s/base/config/monitor.yaml")  # unknown keys would raise
-    retrain = RetrainSettings.from_dict(cfg.retrain)
+    cfg = load_loop_config(REPO / "k8s/base/config/monitor.yaml")  # unknown keys would raise
+    retrain = cfg.retrain
     assert retrain.mode == "cluster" and retrain.host.startswith("http://ml-pipeline.kubeflow")
 
 
@@ -205,7 +195,7 @@ def _add_resource(root: Path, filename: str, doc: dict) -> None:
 
 
 def _run_broken(root: Path, lint: bool = False):
-    rep = vk.validate(root, schemas=SCHEMAS, overlays=["dev"], lint=lint)
+    rep = validate(root, schemas=SCHEMAS, overlays=["dev"], lint=lint)
     assert not rep.ok, "the validator accepted a broken manifest"
     return "\n".join(rep.problems)
 
@@ -223,7 +213,7 @@ def test_fails_on_unknown_field_in_inferenceservice(tree):
 def test_kserve_model_fallback_is_strict_and_says_so(tree):
     """Without the CRD folder the InferenceService is still validated (never skipped)."""
     _edit_docs(tree / "k8s/base/inferenceservice.yaml", lambda d: d["spec"]["predictor"].update(replicaz=3))
-    rep = vk.validate(tree, schemas=tree / "no-such-folder", overlays=["dev", "prod-gpu"], lint=False)
+    rep = validate(tree, schemas=tree / "no-such-folder", overlays=["dev", "prod-gpu"], lint=False)
     assert "kserve Python models" in rep.isvc_schema_source
     assert sum("InferenceService schema" in line for line in rep.checked) == 2
     # the injected field is caught in both overlays, and it is the only thing caught
@@ -296,7 +286,7 @@ def test_fails_on_broken_pytorchjob(tree):
         d["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["gpus"] = 1
 
     _edit_docs(path, bad)
-    rep = vk.validate(tree, schemas=SCHEMAS, overlays=["prod-gpu"], lint=False)
+    rep = validate(tree, schemas=SCHEMAS, overlays=["prod-gpu"], lint=False)
     problems = "\n".join(rep.problems)
     assert "has no command" in problems
     assert "Master must have exactly 1 replica" in problems
@@ -315,25 +305,22 @@ def test_fails_on_lint_and_dangling_reference(tree):
 def test_fails_clearly_without_kubectl(tree, monkeypatch):
     monkeypatch.setenv("KUBECTL", str(tree / "no-kubectl"))
     monkeypatch.setenv("PATH", str(tree))
-    rep = vk.validate(tree, schemas=SCHEMAS, lint=False)
+    rep = validate(tree, schemas=SCHEMAS, lint=False)
     assert not rep.ok and any("kubectl not found" in p for p in rep.problems)
 
 
 def test_pipeline_yaml_is_linted_with_long_lines_allowed(tree):
     (tree / "pipelines").mkdir()
     (tree / "pipelines" / "p.yaml").write_text("# PIPELINE DEFINITION\nkey: " + "x" * 300 + "\nflag: yes\n")
-    rep = vk.validate(tree, schemas=SCHEMAS, overlays=["dev"])
+    rep = validate(tree, schemas=SCHEMAS, overlays=["dev"])
     problems = "\n".join(rep.problems)
     assert "pipelines/p.yaml:3" in problems and "truthy" in problems
     assert "line too long" not in problems
 
 
 @pytest.mark.skipif(os.environ.get("RISKOPS_SKIP_CRD_TEST") == "1", reason="explicitly disabled")
-def test_crd_schema_is_strict_where_it_lists_properties():
-    if not (SCHEMAS / vk.CRD_FILE).is_file():
-        pytest.skip(f"no CRD at {SCHEMAS}: covered by the kserve-model fallback tests")
-    schemas = vk.load_crd_schemas(str((SCHEMAS / vk.CRD_FILE).resolve()))
-    root = schemas["serving.kserve.io/v1beta1"]
+def test_crd_schema_is_strict_where_it_lists_properties(kserve_crd):
+    root = kserve_crd["serving.kserve.io/v1beta1"]
     assert root["additionalProperties"] is False
     assert root["properties"]["spec"]["properties"]["predictor"]["additionalProperties"] is False
     assert "additionalProperties" not in root["properties"]["status"]  # preserve-unknown-fields kept open

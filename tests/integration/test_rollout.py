@@ -3,22 +3,23 @@
 No Kubernetes API server runs here, so `FakeKubeApi` stands in for it: it holds the InferenceService
 from our own manifest (k8s/base/inferenceservice.yaml) and applies RFC 6902 patches the way the API
 server does (a failed ``test`` op refuses the whole patch). Every patched object is validated against
-KServe's CRD schema (../shared/k8s-schemas), so a patch that KServe would reject fails here too.
+KServe's CRD schema (../shared/k8s-schemas, the `kserve_crd` fixture), so a patch that KServe would reject fails here too.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from k8s_checks.custom_resources import validate_isvc
+from k8s_checks.report import Report
 
-from riskops.lifecycle.promotion import CanaryDecision, CanaryState, apply_canary_decision, run_promotion_gate
+from riskops.lifecycle.canary import CanaryDecision, CanaryState
+from riskops.lifecycle.promotion import apply_canary_decision, run_promotion_gate
 from riskops.lifecycle.rollout import (
     KServeRollout,
     RolloutError,
@@ -30,18 +31,6 @@ from riskops.registry.store import ModelRegistry
 from riskops.settings import paths as home_paths
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _validator():
-    spec = importlib.util.spec_from_file_location("validate_k8s_rollout", REPO / "tools" / "validate_k8s.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["validate_k8s_rollout"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-vk = _validator()
-CRD = vk.load_crd_schemas(str(vk.schemas_dir(REPO) / "serving.kserve.io_inferenceservices.yaml"))
 
 
 def _isvc() -> dict:
@@ -60,8 +49,9 @@ def _pointer(doc, path: str):
 class FakeKubeApi:
     """Stand-in for kubernetes.client.CustomObjectsApi (get + JSON Patch), one object."""
 
-    def __init__(self, obj: dict) -> None:
+    def __init__(self, obj: dict, crd: dict[str, dict]) -> None:
         self.obj = obj
+        self.crd = crd
         self.patches: list[list[dict]] = []
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name):
@@ -84,8 +74,8 @@ class FakeKubeApi:
                 parent[int(key) if isinstance(parent, list) else key] = op["value"]
             else:
                 raise AssertionError(f"unexpected op {op}")
-        report = vk.Report()
-        vk.validate_isvc(new, "patched", CRD, report)
+        report = Report()
+        validate_isvc(new, "patched", self.crd, report)
         assert report.ok, report.problems  # what KServe's admission would refuse
         self.obj = new
         self.patches.append(body)
@@ -123,8 +113,8 @@ def test_settings_are_validated():
             RolloutSettings.from_dict(bad)
 
 
-def test_canary_start_promote_and_rollback_patch_the_inference_service():
-    api = FakeKubeApi(_isvc())
+def test_canary_start_promote_and_rollback_patch_the_inference_service(kserve_crd):
+    api = FakeKubeApi(_isvc(), kserve_crd)
     rollout = KServeRollout(SETTINGS, api=api)
     rollout.start("v0002")
     assert api.storage_uri == "s3://riskops-models/risk-model/v0002" and api.predictor["canaryTrafficPercent"] == 10
@@ -136,8 +126,8 @@ def test_canary_start_promote_and_rollback_patch_the_inference_service():
     assert len(api.patches) == 4
 
 
-def test_a_concurrent_edit_refuses_the_patch():
-    api = FakeKubeApi(_isvc())
+def test_a_concurrent_edit_refuses_the_patch(kserve_crd):
+    api = FakeKubeApi(_isvc(), kserve_crd)
     rollout = KServeRollout(SETTINGS, api=api)
     seen = api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", "riskops", "inferenceservices",
                                             "risk-model")
@@ -181,10 +171,10 @@ def _gate_setup(paths, tmp_path):
 
 
 @pytest.mark.parametrize("percent", [10, 0])
-def test_a_passed_gate_patches_the_cluster(riskops_home, tmp_path, percent):
+def test_a_passed_gate_patches_the_cluster(riskops_home, tmp_path, percent, kserve_crd):
     paths = home_paths(riskops_home)
     reg, (v1, v2), window, loader = _gate_setup(paths, tmp_path)
-    api = FakeKubeApi(_isvc())
+    api = FakeKubeApi(_isvc(), kserve_crd)
     config = {"bootstrap": 0, "rollout": {**SETTINGS, "canary_percent": percent}}
     d = run_promotion_gate(paths, config, labelled=window, loader=loader, frame_fn=lambda w: w, rollout_api=api)
     assert d.promote and api.storage_uri.endswith(f"/{v2}")
@@ -201,12 +191,12 @@ def test_a_passed_gate_patches_the_cluster(riskops_home, tmp_path, percent):
     assert rec["rollout"]["patch"][-1]["value"] == (percent or 100)
 
 
-def test_a_failed_patch_keeps_the_registry_and_alerts(riskops_home, tmp_path):
+def test_a_failed_patch_keeps_the_registry_and_alerts(riskops_home, tmp_path, kserve_crd):
     paths = home_paths(riskops_home)
     reg, (v1, v2), window, loader = _gate_setup(paths, tmp_path)
     broken = _isvc()
     del broken["spec"]["predictor"]["containers"][0]["env"]  # no model location to patch
-    api = FakeKubeApi(broken)
+    api = FakeKubeApi(broken, kserve_crd)
     config = {"bootstrap": 0, "rollout": {**SETTINGS, "canary_percent": 0}}
     d = run_promotion_gate(paths, config, labelled=window, loader=loader, frame_fn=lambda w: w, rollout_api=api)
     assert d.promote and not d.applied and "error" in d.rollout and api.patches == []

@@ -12,29 +12,25 @@ import concurrent.futures as cf
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from test_serving_feedback import running_server
-from test_serving_http import MODEL, Served, build_home, logged, predict, tx
+from support.servers import MODEL, Served, logged, predict, tx
 
-from riskops.lifecycle.promotion import CanaryRouter
+from riskops.lifecycle.canary import CanaryRouter
 from riskops.registry.store import ModelRegistry
 
 CHAMPION_VERSION = "v0001"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("canary")
-    home, model_dir = build_home(root)
-    write_canary_config(home.root, share=0.2)
-    settings = ("canary=true", f"canary_config={canary_config(home.root)}", "reasons_top_k=0")
-    with running_server(root, home, model_dir, *settings) as s:
-        yield s
+def server_settings(served_home) -> tuple[str, ...]:
+    """The canary on, reading its knobs from a monitor config in the served home."""
+    write_canary_config(served_home.root, share=0.2)
+    return ("canary=true", f"canary_config={canary_config(served_home.root)}", "reasons_top_k=0")
 
 
 def canary_config(home_root: Path) -> Path:

@@ -2,50 +2,18 @@
 
 Accepted feedback is durable and readable with `riskops.monitoring.feedback.load_feedback`; every bad body is
 a 400 naming the row and field with nothing stored (all-or-nothing), and the server goes on.
-The server helpers come from tests/test_serving_http.py.
+The server is the shared `served` fixture (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from test_serving_http import Served, _env, build_home, free_port, logged, predict, stop, tx, wait_ready
+from support.servers import Served, logged, predict, tx
 
 from riskops.monitoring.feedback import feedback_dir, labelled_window, load_feedback
-from riskops.settings import Paths
-
-
-@contextlib.contextmanager
-def running_server(root: Path, home: Paths, model_dir: Path, *settings: str) -> Iterator[Served]:
-    """`python -m serving` on a free port over `home`, with `--set` overrides; stopped on exit."""
-    port = free_port()
-    log = root / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "serving", "--port", str(port), "--home", str(home.root)]
-    for item in ("registry_poll_s=0.3", "feast_timeout_s=5", *settings):
-        cmd += ["--set", item]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, log)
-        yield Served(url, home, proc, log, model_dir)
-    finally:
-        stop(proc)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("feedback")
-    home, model_dir = build_home(root)
-    with running_server(root, home, model_dir) as s:
-        yield s
 
 
 def post(

@@ -11,14 +11,11 @@ import concurrent.futures as cf
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -26,129 +23,25 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.servers import (
+    MODEL,
+    Served,
+    free_port,
+    logged,
+    predict,
+    stop,
+    subprocess_env,
+    tx,
+    wait_ready,
+)
 
 from riskops.monitoring.prediction_log import read_prediction_log
-from riskops.settings import Paths, paths
-from serving.examples import example_transaction
-
-ROOT = Path(__file__).resolve().parents[2]
-T_BASE = datetime(2026, 1, 9, 0, 0, tzinfo=UTC)  # after the generated history (starts 2026-01-01)
-MODEL = "risk-model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(
-    url: str, proc: subprocess.Popen, log: Path, timeout: float = 240.0, path: str = "/v2/health/ready"
-):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout}s:\n{log.read_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-@dataclass
-class Served:
-    url: str
-    home: Paths
-    proc: subprocess.Popen
-    log: Path
-    model_dir: Path
-
-
-def build_home(root: Path) -> tuple[Paths, Path]:
-    """Synthetic history -> Feast repo (offline + online) -> tiny model -> registry champion."""
-    from riskops.data.generator import GeneratorConfig, generate
-    from riskops.features.build import build_features
-    from riskops.registry.store import ModelRegistry
-    from riskops.training.finetune import TrainConfig, train_from_training_set
-
-    home = paths(root / "home")
-    df = generate(GeneratorConfig(rows=1200, seed=5, days=7))
-    result = build_features(df, home.feature_repo)
-    trained = train_from_training_set(
-        result.training_frame,
-        root / "model",
-        TrainConfig(encoder="tiny", epochs=1, max_steps=6, max_train_rows=400, progress=False),
-    )
-    (trained.model_dir / "policy.json").write_text(json.dumps({"review": 0.5, "block": 0.9}))
-    registry = ModelRegistry(home.registry)
-    mv = registry.register(trained.model_dir)
-    registry.set_alias("champion", mv.version)
-    return home, trained.model_dir
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Served:
-    root = tmp_path_factory.mktemp("serving")
-    home, model_dir = build_home(root)
-    port = free_port()
-    log = root / "server.log"
-    cmd = [
-        sys.executable, "-m", "serving", "--port", str(port), "--home", str(home.root),
-        "--set", "registry_poll_s=0.3", "--set", "feast_retry_after_s=0.3",
-        "--set", "push_interval_s=0.05", "--set", "feast_timeout_s=5",
-    ]  # fmt: skip
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, log)
-        yield Served(url, home, proc, log, model_dir)
-    finally:
-        stop(proc)
-
-
-_counter = iter(range(1_000_000))
-
-
-def tx(**overrides) -> dict:
-    """A valid transaction with a unique id and an increasing timestamp."""
-    i = next(_counter)
-    base = example_transaction(
-        transaction_id=f"t-{uuid.uuid4().hex[:12]}",
-        event_timestamp=(T_BASE + timedelta(seconds=i)).isoformat(),
-    )
-    base.update(overrides)
-    return base
-
-
-def predict(served: Served, instances: list[dict], **kw) -> httpx.Response:
-    return httpx.post(
-        f"{served.url}/v1/models/{MODEL}:predict", json={"instances": instances}, timeout=60, **kw
-    )
-
-
-def logged(served: Served):
-    return read_prediction_log(served.home.prediction_log)
+def server_settings() -> tuple[str, ...]:
+    """Quick Feast retries and pushes, so the degraded/recovery and push tests finish fast."""
+    return ("feast_retry_after_s=0.3", "push_interval_s=0.05")
 
 
 # --------------------------------------------------------------------------- happy paths
@@ -256,10 +149,10 @@ def test_metrics_endpoint(served):
 
 def test_the_http_front_writes_no_log_line_per_request(served):
     """KServe 0.21 logs two timing lines (and calls getrusage twice) and uvicorn one access line per
-    request; the riskops front runs on uvloop with both off (serving.http.rest_front): requests are
+    request; the fast path (the default, serving.fast_path) runs on uvloop with both off: requests are
     counted on /metrics and every scored instance is in the prediction log."""
     text = served.log.read_text(errors="replace")
-    assert "REST front: uvloop event loop, access log off, KServe timing log off" in text
+    assert "fast path on: uvloop event loop, no per-request log lines, v1 predict direct" in text
     start = len(served.log.read_bytes())
     counted = _metric(
         httpx.get(served.url + "/metrics").text, 'riskops_http_requests_total{code="200",route="v1_predict"}'
@@ -309,7 +202,7 @@ def test_the_server_threads_share_one_cpu_and_the_feast_child_the_others(served)
 
 
 def test_kserve_stage_histograms_are_observed(served):
-    """`RiskService.__call__` runs KServe's stages itself: each still lands in KServe's own
+    """The fast path runs KServe's stages itself (serving.fast_path.run_stages): each still lands in KServe's own
     ``request_*_seconds{model_name}`` histogram, once per request, a failing stage included."""
     stages = ("preprocess", "predict", "explain", "postprocess")
 
@@ -634,7 +527,7 @@ def test_hot_swap_under_load_has_no_failures(served):
 def test_split_transformer_and_predictor_over_rest(served, tmp_path):
     """The two KServe components as separate processes (what an InferenceService runs)."""
     p_port, t_port = free_port(), free_port()
-    env = _env()
+    env = subprocess_env()
     logs = tmp_path / "predictor.log", tmp_path / "transformer.log"
     common = ["--enable_grpc", "false", "--bind_host", "127.0.0.1", "--model_name", MODEL]
     with open(logs[0], "wb") as fh:
@@ -670,21 +563,23 @@ def test_split_transformer_and_predictor_over_rest(served, tmp_path):
         stop(pred)
 
 
-# --------------------------------------------------------------------------- direct v1 predict
-def test_direct_v1_predict_answers_like_fastapis_router(tmp_path):
-    """`serving.http.DirectV1Predict` (the default) against KServe's routed v1 predict: two servers
-    on copies of one home, the same requests in the same order, the same statuses and bodies, scores
-    and reasons included (so the same validation, features, entity state, model and policy ran)."""
-    home, _ = build_home(tmp_path / "built")
+# --------------------------------------------------------------------------- fast path on / off
+@pytest.mark.slow  # two more servers: ~35 s
+def test_the_fast_path_answers_like_plain_kserve(tmp_path, built_home):
+    """`fast_path: true` (the default, serving.fast_path) against plain KServe (`fast_path: false`):
+    two servers on copies of one home, the same requests in the same order, the same statuses and
+    bodies, scores and reasons included (so the same validation, features, entity state, model and
+    policy ran)."""
+    home = built_home[0]
     servers: dict[str, tuple[str, subprocess.Popen, Path]] = {}
     try:
-        for name, extra in (("direct", []), ("routed", ["--set", "direct_v1_predict=false"])):
+        for name, extra in (("direct", []), ("routed", ["--set", "fast_path=false"])):
             root = tmp_path / name
             shutil.copytree(home.root, root / "home")
             port, log = free_port(), root / "server.log"
             cmd = [sys.executable, "-m", "serving", "--port", str(port), "--home", str(root / "home"), *extra]
             with open(log, "wb") as fh:
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=root)
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=root)
             servers[name] = (f"http://127.0.0.1:{port}", proc, log)
         for url, proc, log in servers.values():
             wait_ready(url, proc, log)
@@ -713,8 +608,9 @@ def test_direct_v1_predict_answers_like_fastapis_router(tmp_path):
         assert [s for s, _, _ in answers["routed"]] == [200] * 5 + [400, 400, 400, 413, 200, 415, 404]
         for request, direct, routed in zip(requests, answers["direct"], answers["routed"], strict=True):
             assert direct == routed, (request[0], request[2], direct, routed)
-        assert "v1 predict direct" in servers["direct"][2].read_text()
-        assert "v1 predict through FastAPI's router" in servers["routed"][2].read_text()
+        assert "fast path on" in servers["direct"][2].read_text()
+        routed_log = servers["routed"][2].read_text()
+        assert "fast path off" in routed_log and "fast path on" not in routed_log
     finally:
         for _, proc, _ in servers.values():
             stop(proc)

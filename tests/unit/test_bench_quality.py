@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_byod_pipeline import shop_config, shop_orders
+from support.data import shop_config, shop_orders
 
 from riskops.data.datasets import DatasetConfig
 

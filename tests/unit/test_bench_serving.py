@@ -1,4 +1,4 @@
-"""benchmarks/bench_serving.py helpers that decide what a reported figure means (no servers here)."""
+"""benchmarks/bench_serving.py (and its serving_*.py parts) helpers that decide what a reported figure means (no servers here)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ def test_first_pass_share_marks_requests_before_the_replay_repeats(bench_serving
 
 
 def test_merge_runs_keeps_each_rounds_throughput(bench_serving):
+    import serving_load  # benchmarks/, on the path while the bench_serving fixture is
+
     runs = [
         {"_lat": [1.0, 2.0], "seconds": 1.0, "errors": 0, "error_examples": [], "throughput_rps": 2.0},
         {"_lat": [1.0] * 6, "seconds": 1.0, "errors": 0, "error_examples": [], "throughput_rps": 6.0},
     ]
-    merged = bench_serving.merge_runs(runs)
+    merged = serving_load.merge_runs(runs)
     assert merged["throughput_rps"] == 4.0 and merged["throughput_rps_per_round"] == [2.0, 6.0]

@@ -3,7 +3,7 @@
 The plan is a pure function of the setting, the allowed CPUs and the cgroup quota, driven here
 with every case; pinning itself runs for real in a child interpreter (it changes the affinity of
 the process that calls it). The real server is held to it in
-`tests/test_serving_http.py::test_the_server_threads_share_one_cpu_and_the_feast_child_the_others`.
+`tests/integration/test_serving_http.py::test_the_server_threads_share_one_cpu_and_the_feast_child_the_others`.
 """
 
 from __future__ import annotations

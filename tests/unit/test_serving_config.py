@@ -28,7 +28,7 @@ def test_an_unknown_key_in_the_file_is_named(tmp_path):
     [
         ("default_review", 0.95, "default_review <= default_block"),
         ("fail_mode", "allow", "fail_mode must be one of"),
-        ("event_loop", "trio", "event_loop must be"),
+        ("workers", 0, "workers must be >= 1"),
         ("reasons_for", "some", "reasons_for must be"),
     ],
 )

@@ -1,4 +1,4 @@
-"""riskops.training.finetune and riskops.data.splits: fine-tuning, the frozen-layer cache, the time split.
+"""riskops.training.finetune, riskops.training.text_cache and riskops.data.splits: fine-tuning, the frozen-layer cache, the time split.
 
 Tiny random encoder everywhere except one slow test with the real all-MiniLM-L6-v2.
 """
@@ -11,24 +11,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from planted import SIGNAL, planted_signal_transactions
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
+from support.data import SIGNAL, planted_signal_transactions
 
 from components.train import train_model_op
 from riskops.data.splits import time_split
 from riskops.features.contract import TEXT_COLUMN, build_model_frame
 from riskops.training.finetune import (
-    LowerStateCache,
     TrainConfig,
-    _loss_fn,
     downsample_legit,
-    length_bucketed_batches,
     set_seed,
     train_from_training_set,
     train_model,
 )
-from riskops.training.model import ModelConfig, RiskModel, RiskScorer, base_tokenizer, resolve_device
+from riskops.training.finetune_run import loss_function
+from riskops.training.model import ModelConfig, RiskModel, base_tokenizer, resolve_device
+from riskops.training.scorer import RiskScorer
+from riskops.training.text_cache import LowerStateCache, length_bucketed_batches
 
 SEED = 11
 # One thread: these models are tiny, and on a busy 2-core machine two OpenMP threads can be 10x slower.
@@ -245,10 +245,10 @@ def test_downsampling_keeps_every_fraud():
 def test_loss_weights_frauds_and_focal_downweights_easy_rows():
     logits = torch.tensor([3.0, -3.0, 0.0])
     y = torch.tensor([1.0, 0.0, 1.0])
-    plain = _loss_fn(1.0, 0.0)(logits, y)
+    plain = loss_function(1.0, 0.0)(logits, y)
     assert torch.isclose(plain, torch.nn.functional.binary_cross_entropy_with_logits(logits, y))
-    assert _loss_fn(5.0, 0.0)(logits, y) > plain
-    assert _loss_fn(1.0, 2.0)(logits, y) < plain
+    assert loss_function(5.0, 0.0)(logits, y) > plain
+    assert loss_function(1.0, 2.0)(logits, y) < plain
 
 
 def test_kfp_component_signature():

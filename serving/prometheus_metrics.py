@@ -6,8 +6,6 @@ under two names) reuses the registered collectors instead of failing with "Dupli
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -49,31 +47,6 @@ def labelled(metric, *values: str):
     if child is None:
         child = _CHILDREN[key] = metric.labels(*values)
     return child
-
-
-class StageTimers(NamedTuple):
-    """KServe's per-stage latency histograms (``request_{preprocess,predict,explain,postprocess}_seconds``)
-    for one model, children resolved once (`serving.server.RiskService.__call__`)."""
-
-    preprocess: Any
-    predict: Any
-    explain: Any
-    postprocess: Any
-
-
-def stage_timers(model_name: str) -> StageTimers:
-    from kserve.metrics import (
-        EXPLAIN_HIST_TIME,
-        POST_HIST_TIME,
-        PRE_HIST_TIME,
-        PREDICT_HIST_TIME,
-        get_labels,
-    )
-
-    labels = get_labels(model_name)
-    return StageTimers(
-        *(h.labels(**labels) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, EXPLAIN_HIST_TIME, POST_HIST_TIME))
-    )
 
 
 REQUESTS = _get_or_create(

@@ -50,7 +50,7 @@ drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrai
 test: install ## the full test suite (what CI runs)
 	$(PYTEST)
 
-test-fast: install ## the tests not marked slow (~3 min), same environment as `make test`
+test-fast: install ## the tests not marked slow, in the same environment as `make test`
 	$(PYTEST) -m "not slow"
 
 lint: install ## ruff, then the import contracts of pyproject.toml (lint-imports)

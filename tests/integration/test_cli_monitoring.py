@@ -90,6 +90,7 @@ def drifted_home(world_root, tmp_path):
     return home, mv.version, cfg
 
 
+@pytest.mark.slow  # 10-15 s: keeps `make test-fast` under 3 minutes
 def test_monitor_once_prints_the_verdict_table_and_reports(drifted_home, capsys):
     home, version, cfg = drifted_home
     assert main(["monitor", "--once", "--config", str(cfg)]) == 0  # drift is reported, not an error

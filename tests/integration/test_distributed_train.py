@@ -34,6 +34,8 @@ from riskops.training.model import ModelConfig, RiskModel
 from riskops.training.scorer import RiskScorer
 from riskops.training.train_job import build_parser, main, resolve_uri
 
+pytestmark = pytest.mark.slow  # torchrun with two ranks: ~10 s a test
+
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 SEED = 5

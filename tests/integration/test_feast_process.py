@@ -59,6 +59,7 @@ def test_a_repo_that_cannot_open_fails_at_start_with_the_reason(tmp_path):
         FeastProcess(tmp_path / "no-such-repo")
 
 
+@pytest.mark.slow  # 10-15 s: keeps `make test-fast` under 3 minutes
 def test_the_online_store_replaces_a_dead_child_and_loses_no_state(repo):
     online = OnlineFeatureStore(repo, retry_after_s=0.2, push_interval_s=0.05, push_process=True)
     try:

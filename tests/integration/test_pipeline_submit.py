@@ -199,6 +199,7 @@ def test_wrong_token_is_a_clear_error():
     assert kfp_api.requests[0]["query"]["namespace"] == ["team-risk"]
 
 
+@pytest.mark.slow  # 10-15 s: keeps `make test-fast` under 3 minutes
 def test_unreachable_host_is_a_clear_error(tmp_path):
     host = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(SubmitError, match=r"cannot reach the Kubeflow Pipelines API at http://127\.0\.0\.1"):

@@ -49,6 +49,7 @@ def test_alert_threshold_flags_the_share_of_legitimate_validation_rows(bench_qua
     assert (legit >= t).mean() == pytest.approx(0.01, abs=0.001)
 
 
+@pytest.mark.slow  # 10-15 s: keeps `make test-fast` under 3 minutes
 def test_quick_synthetic_run_holds_out_each_fraud_type_in_turn(bench_quality, tmp_path):
     from riskops.data.datasets import builtin_config
 

@@ -32,6 +32,7 @@ def test_loss_concentration_names_the_frauds_that_look_legitimate(cv_quality):
     assert c["loss_share_of_worst"]["1"] == 1.0
 
 
+@pytest.mark.slow  # 10-15 s: keeps `make test-fast` under 3 minutes
 def test_cv_run_with_trees_scores_every_family_and_reports_the_loss_tail(cv_quality, tmp_path):
     csv = tmp_path / "orders.csv"
     shop_orders(n=2400).to_csv(csv, index=False)

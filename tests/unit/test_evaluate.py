@@ -308,6 +308,7 @@ def test_evaluate_models_rejects_misaligned_scores(tmp_path):
 # ------------------------------------------------------------------------- the whole step
 
 
+@pytest.mark.slow  # 10-15 s: keeps `make test-fast` under 3 minutes
 def test_run_evaluation_end_to_end_with_a_fake_scorer(tmp_path):
     df = synthetic_transactions(4000, seed=5)
     result = run_evaluation(df, FakeScorer(), tmp_path, test_fraction=0.2, val_fraction=0.15)

@@ -183,6 +183,8 @@ def build_dataset_pipeline(profile_name: str = "dev"):
 
     The GX suite, the Feast aggregates (mapped entities only) and the model (text mapped: text +
     tabular transformer; otherwise the FT-Transformer) adapt to the mapping; see riskops/byod/.
+    Over 80 lines because the pipeline's signature lists every parameter a user can set (KFP reads
+    them from it); the body is the six steps wired in order.
     """
     profile = PROFILES[profile_name]
     state = profile.state_mount

@@ -4,7 +4,8 @@
 IP) and produces exactly the features listed in `riskops.features.contract.ENTITY_FEATURES[entity]`.
 `compute_entity_features` feeds a whole transaction history through the same class, event by
 event, so the Feast offline sources and anything serving pushes online are computed by the same
-code and agree to the last bit.
+code and agree to the last bit (which is why the window state and the backfill stay in one
+module, ~500 lines).
 
 Semantics (the contract the tests pin down):
 

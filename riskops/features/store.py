@@ -1,7 +1,9 @@
 """Feast plumbing for riskops: a per-run repo copy, sources, apply, training frames, online reads/pushes.
 
 Feast is imported lazily inside the functions (the import takes ~5 s), so importing this module
-is cheap. The Feast objects themselves live in `feature_repo/definitions.py`.
+is cheap. The Feast objects themselves live in `feature_repo/definitions.py`. One module (~520
+lines) on purpose: it is riskops' only boundary with Feast, and the offline and online halves share
+the key, view and timestamp conventions below.
 
 Point-in-time semantics (see riskops.features.contract and riskops.features.aggregates):
 

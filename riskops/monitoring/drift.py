@@ -202,7 +202,9 @@ def compute_drift(
 
     ``labelled`` (optional): log rows with ``is_fraud`` from feedback and the served ``risk_score``
     (`riskops.monitoring.feedback.labelled_window`); adds the performance metrics and report. The metrics
-    (flat keys, what `riskops.monitoring.rules` reads) are listed in docs/monitoring.md.
+    (flat keys, what `riskops.monitoring.rules` reads) are named in `riskops.monitoring.rules`.
+    Slightly over 80 lines: one pass in the order the verdict reads (window, inputs, score,
+    decisions, performance), kept together so that order is visible.
     """
     settings = settings or DriftSettings()
     started = time.perf_counter()

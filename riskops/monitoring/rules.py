@@ -20,7 +20,7 @@ A rule is data (configs/monitor.yaml ``rules:``), e.g.::
 * ``message`` — optional; formatted with the metrics (``{metric.name:fmt}``) plus ``{value}`` (the
   first condition's metric) and ``{threshold}``.
 
-`DEFAULT_RULES` are the calibrated defaults (see docs/monitoring.md for the measurements); a
+`DEFAULT_RULES` are the calibrated defaults (how: the comment on `DEFAULT_RULES`); a
 config's ``rules:`` replaces them as a whole, ``rule_overrides:`` tweaks single ones by name.
 """
 
@@ -41,7 +41,7 @@ _COND = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?
 ACTIONS = ("retrain", "alert")
 
 # Calibrated on the synthetic generator (3 seeds x same-distribution windows vs fraud_ring /
-# price_shift / new_payment_method / promotion_season; window 1,500 transactions): see docs/monitoring.md.
+# price_shift / new_payment_method / promotion_season; window 1,500 transactions).
 DEFAULT_RULES: list[dict] = [
     {
         # per-input thresholds are self-calibrated on the reference (riskops.monitoring.drift): two

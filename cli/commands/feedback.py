@@ -16,8 +16,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         OPTIONAL,
         REQUIRED,
         FeedbackError,
-        _is_blank,
         append_feedback,
+        is_blank,
         normalise_record,
         read_feedback_file,
     )
@@ -45,11 +45,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             continue
         good, bad = [], []
         for i, rec in enumerate(df.to_dict("records"), start=1):
-            rec = {k: v for k, v in rec.items() if not _is_blank(v) or k in REQUIRED}
+            rec = {k: v for k, v in rec.items() if not is_blank(v) or k in REQUIRED}
             out, errors = normalise_record(rec, f"row {i}", f"file:{f.name}", "")
             if errors:
                 tid = rec.get("transaction_id")
-                bad.append((i, None if _is_blank(tid) else tid, errors))
+                bad.append((i, None if is_blank(tid) else tid, errors))
             else:
                 good.append({k: v for k, v in out.items() if k != "received_at" and v is not None})
         line = " (CSV line = row + 1)" if f.suffix.lower() == ".csv" else ""

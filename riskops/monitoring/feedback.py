@@ -75,7 +75,8 @@ def _parse_label(v: Any) -> int | None:
     return None
 
 
-def _is_blank(v: Any) -> bool:
+def is_blank(v: Any) -> bool:
+    """A missing value in a feedback row: None, NaN, NaT or an empty string."""
     return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()) or (
         v is pd.NaT)
 
@@ -94,18 +95,18 @@ def normalise_record(rec: Any, where: str, default_source: str, now: str) -> tup
         return None, [f"{where}: expected an object with transaction_id and is_fraud, got {type(rec).__name__}"]
     errors = []
     tid = rec.get("transaction_id")
-    if _is_blank(tid):
+    if is_blank(tid):
         errors.append(f"{where}: transaction_id is missing or empty")
     elif not isinstance(tid, str | int) or isinstance(tid, bool):
         errors.append(f"{where}: transaction_id must be a string, got {type(tid).__name__}")
     label = _parse_label(rec.get("is_fraud"))
-    if "is_fraud" not in rec or _is_blank(rec.get("is_fraud")):
+    if "is_fraud" not in rec or is_blank(rec.get("is_fraud")):
         errors.append(f"{where}: is_fraud is missing")
     elif label is None:
         errors.append(f"{where}: is_fraud {rec.get('is_fraud')!r} is not 0/1 (or true/false)")
     reported = rec.get("reported_at")
     reported_iso = now
-    if not _is_blank(reported):
+    if not is_blank(reported):
         try:
             reported_iso = _parse_time(reported) or now
         except (ValueError, TypeError):
@@ -118,8 +119,8 @@ def normalise_record(rec: Any, where: str, default_source: str, now: str) -> tup
     out = {
         "transaction_id": str(tid).strip(),
         "is_fraud": int(label),
-        "fraud_type": None if _is_blank(rec.get("fraud_type")) else str(rec["fraud_type"]),
-        "source": default_source if _is_blank(rec.get("source")) else str(rec["source"]),
+        "fraud_type": None if is_blank(rec.get("fraud_type")) else str(rec["fraud_type"]),
+        "source": default_source if is_blank(rec.get("source")) else str(rec["source"]),
         "reported_at": reported_iso,
         "received_at": now,
     }
@@ -267,7 +268,7 @@ def ingest_feedback_file(paths: Paths, file: Path | str) -> IngestResult:
     unknown = [c for c in df.columns if c not in COLUMNS]
     if unknown:
         raise FeedbackError(f"{p}: unknown column(s) {unknown}; allowed: {', '.join(COLUMNS[:-1])}")
-    records = [{k: v for k, v in r.items() if not _is_blank(v) or k in REQUIRED} for r in df.to_dict("records")]
+    records = [{k: v for k, v in r.items() if not is_blank(v) or k in REQUIRED} for r in df.to_dict("records")]
     label = "row"
     try:
         good = validate_records(records, default_source=f"file:{p.name}", row_offset=1, row_label=label)

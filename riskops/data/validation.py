@@ -169,40 +169,22 @@ def build_suite(config: ValidationConfig, columns: Iterable[str] | None = None) 
         column_set=list(schema.REQUIRED_COLUMNS),
         exact_match=False,
     )
+    # the type each schema kind must have: (expectation, rule, its arguments)
+    type_checks: dict[str, tuple[Any, str, dict[str, Any]]] = {
+        "string": (gxe.ExpectColumnValuesToBeOfType, "values must be strings", {"type_": "str"}),
+        "float": (gxe.ExpectColumnValuesToBeInTypeList, "must be numeric", {"type_list": NUMERIC_TYPES}),
+        "int": (gxe.ExpectColumnValuesToBeInTypeList, "must be integers", {"type_list": INTEGER_TYPES}),
+        "bool": (gxe.ExpectColumnValuesToBeInTypeList, "must be booleans", {"type_list": BOOLEAN_TYPES}),
+        "timestamp": (gxe.ExpectColumnValuesToBeOfType, "must be timezone-aware timestamps (UTC)",
+                      {"type_": "Timestamp"}),
+    }
     fields = [f for f in schema.TRANSACTION_FIELDS if f.required or f.name in present]
     for f in fields:
         if f.required:
             add(gxe.ExpectColumnValuesToNotBeNull, "required: no nulls", column=f.name)
-        if f.kind == "string":
-            add(gxe.ExpectColumnValuesToBeOfType, "values must be strings", column=f.name, type_="str")
-        elif f.kind == "float":
-            add(
-                gxe.ExpectColumnValuesToBeInTypeList,
-                "must be numeric",
-                column=f.name,
-                type_list=NUMERIC_TYPES,
-            )
-        elif f.kind == "int":
-            add(
-                gxe.ExpectColumnValuesToBeInTypeList,
-                "must be integers",
-                column=f.name,
-                type_list=INTEGER_TYPES,
-            )
-        elif f.kind == "bool":
-            add(
-                gxe.ExpectColumnValuesToBeInTypeList,
-                "must be booleans",
-                column=f.name,
-                type_list=BOOLEAN_TYPES,
-            )
-        elif f.kind == "timestamp":
-            add(
-                gxe.ExpectColumnValuesToBeOfType,
-                "must be timezone-aware timestamps (UTC)",
-                column=f.name,
-                type_="Timestamp",
-            )
+        if f.kind in type_checks:
+            exp_cls, rule, kwargs = type_checks[f.kind]
+            add(exp_cls, rule, column=f.name, **kwargs)
 
     add(gxe.ExpectColumnValuesToBeUnique, "transaction ids must be unique", column="transaction_id")
     add(

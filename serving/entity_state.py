@@ -32,15 +32,25 @@ The choice made here (docs/serving.md, "How it decides"; the combining rules: se
   user already counts the 1st (what burst detection needs).
 * An event older than the entity's clock (clients' clocks disagree) is counted at the clock's
   time, because windows only move forward.
+* Each user / device / IP track also keeps its last events (`HISTORY_PER_ENTITY`), from which
+  `history_tokens` builds the transaction's behaviour-sequence inputs with the same encoder as the
+  offline backfill (riskops.features.sequences). An entity met for the first time starts from the
+  events the feature build left next to the online store (`recent_events.parquet`), so a restarted
+  server sees the same history the model was trained with.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Mapping
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from riskops.features.aggregates import (
     ENTITIES,
@@ -51,6 +61,7 @@ from riskops.features.aggregates import (
     with_time,
 )
 from riskops.features.contract import ENTITY_FEATURE_DEFAULTS, ENTITY_KEYS
+from riskops.features.sequences import EVENT_FIELDS, HISTORY_PER_ENTITY, encode_one, event_record
 from serving.entity_baseline import FrozenBaseline, combine, holds_only_defaults, snapshot_time_us
 
 
@@ -62,6 +73,8 @@ class _Track:
     # the features after the track's last event. `combine` depends on (baseline, state) alone, so
     # they are also the features *before* its next event: one combine per event instead of two
     features: dict[str, float] | None = None
+    # (arrival number, event tuple) of the entity's last events (user / device / IP tracks only)
+    events: deque | None = None
 
     def current(self) -> dict[str, float]:
         """The entity's features now (computed once per change of the state)."""
@@ -87,12 +100,38 @@ class Push:
 _KEY_FIELDS = tuple((entity, ENTITY_KEYS[entity]) for entity in ENTITIES)
 
 
-class EntityTracker:
-    """Bounded LRU of entity tracks (all four entity types together)."""
+HistorySeed = Mapping[tuple[str, str], list[tuple[int, tuple]]]
 
-    def __init__(self, capacity: int = 200_000) -> None:
+
+def load_recent_events(path: Path | str) -> dict[tuple[str, str], list[tuple[int, tuple]]]:
+    """The feature build's recent-events table (riskops.features.sequences.recent_events) as
+    {(entity, key): [(arrival, event tuple), ...]}; arrivals are negative (before any live event),
+    in the table's order, which is time order within an entity."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    table = pd.read_parquet(path)
+    out: dict[tuple[str, str], list[tuple[int, tuple]]] = {}
+    columns = [table[c].tolist() for c in EVENT_FIELDS]
+    arrivals = table["arrival"].tolist() if "arrival" in table.columns else range(-len(table), 0)
+    for i, (entity, key) in enumerate(zip(table["entity"].tolist(), table["key"].tolist(), strict=True)):
+        ev = tuple(int(col[i]) if name == "t_us" else col[i] for name, col in zip(EVENT_FIELDS, columns, strict=True))
+        out.setdefault((entity, key), []).append((int(arrivals[i]), ev))
+    return out
+
+
+class EntityTracker:
+    """Bounded LRU of entity tracks (all four entity types together).
+
+    history_seed: the last events of entities as the offline history ends (`load_recent_events`);
+    an entity's track starts from them when this process first meets it.
+    """
+
+    def __init__(self, capacity: int = 200_000, history_seed: HistorySeed | None = None) -> None:
         self.capacity = int(capacity)
         self._tracks: OrderedDict[tuple[str, str], _Track] = OrderedDict()
+        self._seed: HistorySeed = history_seed or {}
+        self._arrivals = itertools.count()
 
     def __len__(self) -> int:
         return len(self._tracks)
@@ -134,6 +173,7 @@ class EntityTracker:
         ev: tuple | None = None  # the record as an event tuple, built once for all its entities
         ev_time: datetime | None = None
         ev_time_us = t_us
+        recorded: tuple[int, tuple] | None = None  # (arrival, event tuple) for the history deques
         for ek in self.keys_of(record):
             entity, key = ek
             track = self._tracks.get(ek)
@@ -146,6 +186,8 @@ class EntityTracker:
                 if base is not None and not holds_only_defaults(entity, base):
                     frozen = FrozenBaseline(entity, base, snapshot_time_us(entity, base, t_us))
                 track = _Track(entity, frozen, EntityWindowState(entity))
+                if entity in HISTORY_PER_ENTITY:
+                    track.events = deque(self._seed.get(ek, ()), maxlen=HISTORY_PER_ENTITY[entity])
                 self._tracks[ek] = track
                 while len(self._tracks) > self.capacity:
                     self._tracks.popitem(last=False)
@@ -159,7 +201,25 @@ class EntityTracker:
             if ev_time is None or ev_time_us != ev_us:  # one datetime per distinct time of the record
                 ev_time, ev_time_us = from_epoch_us(ev_us), ev_us
             pushes.append(Push(entity, key, ev_time, track.include(with_time(ev, ev_us))))
+            if track.events is not None:
+                if recorded is None:
+                    recorded = (next(self._arrivals), event_record(record, t_us))
+                track.events.append(recorded)
         return features, pushes, degraded
+
+    def history_tokens(self, record: Mapping[str, Any]) -> np.ndarray:
+        """The record's behaviour-sequence tokens (SEQUENCE_COLUMNS order): the events its user,
+        device and IP hold *before* it (call before `observe` includes it)."""
+        prior: list[Iterable[tuple[int, tuple]]] = []
+        for ek in self.keys_of(record):
+            if ek[0] not in HISTORY_PER_ENTITY:
+                continue
+            track = self._tracks.get(ek)
+            events = track.events if track is not None and track.events is not None else self._seed.get(ek)
+            if events:
+                prior.append(events)
+        t_us = to_epoch_us(record["event_timestamp"])
+        return encode_one(event_record(record, t_us), itertools.chain.from_iterable(prior))
 
     def peek(
         self, record: Mapping[str, Any], baselines: Mapping[tuple[str, str], dict[str, float] | None]

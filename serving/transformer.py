@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,13 @@ from riskops.features.contract import (
     build_model_frame_records,
     model_frame_and_numeric,
 )
+from riskops.features.sequences import RECENT_EVENTS_FILE, SEQUENCE_KEY
 from riskops.pii import hash_record, pii_key
 from riskops.settings import paths
 from serving.alerts import AlertManager
 from serving.config import ServingConfig, apply_runtime_settings, load_config, setup_logging
 from serving.cpus import pin_server
-from serving.entity_state import EntityTracker
+from serving.entity_state import EntityTracker, load_recent_events
 from serving.environment import prepare_process_environment
 from serving.fast_path import fast_rest_server
 from serving.gc_control import GcController
@@ -81,12 +83,17 @@ class Prepared:
     degraded: list[bool]
     explain: bool = False
     v2_request: InferRequest | None = None
+    history_tokens: list[np.ndarray] | None = None  # per record: riskops.features.sequences tokens
 
     def __len__(self) -> int:
         return len(self.records)
 
     def feature_rows(self) -> list[dict]:
-        return [{**r, **f} for r, f in zip(self.records, self.entity_features, strict=True)]
+        rows = [{**r, **f} for r, f in zip(self.records, self.entity_features, strict=True)]
+        if self.history_tokens is not None:
+            for row, tokens in zip(rows, self.history_tokens, strict=True):
+                row[SEQUENCE_KEY] = tokens
+        return rows
 
 
 @dataclass
@@ -155,7 +162,12 @@ class RiskTransformer(Model):
         super().__init__(name)
         self.online = online
         self.config = config or ServingConfig()
-        self.tracker = tracker or EntityTracker(self.config.entity_cache_size)
+        if tracker is None:
+            seed = {}
+            if self.config.feature_repo is not None:  # the offline history's last events per entity
+                seed = load_recent_events(Path(self.config.feature_repo) / "data" / RECENT_EVENTS_FILE)
+            tracker = EntityTracker(self.config.entity_cache_size, history_seed=seed)
+        self.tracker = tracker
         self.prediction_log = prediction_log
         self.alerts = alerts
         self.ready = True
@@ -183,7 +195,7 @@ class RiskTransformer(Model):
             hash_record(r, self._pii_key)
             for r in validate_instances(instances, limit=self.config.max_batch or MAX_BATCH)
         ]
-        feats, degraded = await self.entity_features(records, update=not explain)
+        feats, degraded, tokens = await self.entity_features(records, update=not explain)
         return Prepared(
             request_id=request_id_of(headers),
             protocol=protocol,
@@ -192,12 +204,14 @@ class RiskTransformer(Model):
             degraded=degraded,
             explain=explain,
             v2_request=payload if isinstance(payload, InferRequest) else None,
+            history_tokens=tokens,
         )
 
     async def entity_features(
         self, records: list[dict], update: bool = True
-    ) -> tuple[list[dict], list[bool]]:
-        """Entity features (state before each record) and degraded flags; `update` includes the records."""
+    ) -> tuple[list[dict], list[bool], list[np.ndarray]]:
+        """Entity features (state before each record), degraded flags and behaviour-sequence tokens;
+        `update` includes the records."""
         tracker = self.tracker
         missing = tracker.untracked(records)
         baselines: dict = {}
@@ -220,8 +234,9 @@ class RiskTransformer(Model):
             else:
                 baselines = got
         # no await below: lookups and updates of one request are atomic w.r.t. other requests
-        feats, degraded, pushes = [], [], []
+        feats, degraded, pushes, tokens = [], [], [], []
         for r in records:
+            tokens.append(tracker.history_tokens(r))  # before the record joins its entities' history
             if update:
                 f, p, d = tracker.observe(r, baselines)
                 pushes.extend(p)
@@ -231,7 +246,7 @@ class RiskTransformer(Model):
             degraded.append(d)
         if pushes and self.online is not None:
             self.online.enqueue(pushes)
-        return feats, degraded
+        return feats, degraded, tokens
 
     # -- postprocess -------------------------------------------------------------------------
     def log_records(self, scored: Scored) -> list[dict]:

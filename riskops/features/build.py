@@ -1,6 +1,7 @@
 """The feature build: Feast features and the point-in-time training set over raw transactions.
 
-hash PII -> working copy of feature_repo/ -> entity states as parquet sources -> `feast apply`
+hash PII -> working copy of feature_repo/ -> entity states as parquet sources (+ each user's, device's
+and IP's last events, riskops.features.sequences.recent_events, for serving) -> `feast apply`
 -> point-in-time training frame (every transaction + the entity state just before it, label kept)
 -> materialize the online store up to the last event (serving reads the same repo copy).
 """
@@ -32,6 +33,7 @@ def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "au
     """Transactions (raw PII allowed) -> Feast repo at `work_dir` + a point-in-time training frame."""
     from riskops.features import store as fs
     from riskops.features.contract import ENTITY_KEYS
+    from riskops.features.sequences import RECENT_EVENTS_FILE, recent_events
     from riskops.pii import hash_pii
     from riskops.schema import coerce
 
@@ -49,6 +51,7 @@ def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "au
     t = lap("hash_pii", t)
     repo = fs.prepare_repo(Path(work_dir))
     sources = fs.write_feature_sources(repo, tx)
+    recent_events(tx).to_parquet(Path(repo) / "data" / RECENT_EVENTS_FILE, index=False)
     t = lap("write_sources", t)
     store = fs.apply(repo)
     t = lap("apply", t)

@@ -21,6 +21,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from riskops.features.sequences import SEQUENCE_COLUMNS, SEQUENCE_KEY, has_sequence_columns
 from riskops.schema import CHANNELS, COUNTRIES, CURRENCIES, PAYMENT_METHODS, PRODUCT_CATEGORIES
 
 # Feast entity name -> join key column (the IP key is the keyed hash, never the raw address).
@@ -161,6 +162,11 @@ class _FrameColumns:
     def text_inputs(self) -> list[dict]:
         return self.df[list(_TEXT_INPUTS)].to_dict("records")
 
+    def sequence_tokens(self) -> np.ndarray | None:
+        if not has_sequence_columns(self.df.columns):
+            return None
+        return self.df[list(SEQUENCE_COLUMNS)].to_numpy(dtype=np.float64, na_value=0.0)
+
 
 def _to_float(v: object) -> float:
     """`pd.to_numeric(errors="coerce")` for one value."""
@@ -203,6 +209,12 @@ class _RecordColumns:
 
     def text_inputs(self) -> Sequence[Mapping[str, object]]:
         return self.rows
+
+    def sequence_tokens(self) -> np.ndarray | None:
+        vectors = [r.get(SEQUENCE_KEY) for r in self.rows]
+        if not self.rows or any(v is None for v in vectors):
+            return None
+        return np.vstack(vectors).astype(np.float64, copy=False)
 
 
 def build_model_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -294,6 +306,9 @@ def _frame_columns(src: _FrameColumns | _RecordColumns, cols: dict[str, np.ndarr
     texts = np.empty(src.n, dtype=object)
     texts[:] = [transaction_text(r) for r in src.text_inputs()]
     out[TEXT_COLUMN] = texts
+    tokens = src.sequence_tokens()
+    if tokens is not None:  # the behaviour-sequence tokens ride along (riskops.features.sequences)
+        out.update(zip(SEQUENCE_COLUMNS, tokens.T, strict=True))
     return out
 
 

@@ -346,12 +346,15 @@ def run_evaluation(
     Most of its length (over 80 lines) is the evaluation document, written out field by field.
     """
     from riskops.features.contract import build_model_frame
+    from riskops.features.sequences import add_sequence_columns
     from riskops.schema import LABEL_COLUMN, TIMESTAMP_COLUMN
 
     if split is None:
         from riskops.data.splits import time_split as split
     if LABEL_COLUMN not in training_df.columns:
         raise ValueError(f"training set has no label column {LABEL_COLUMN!r}")
+    if "user_id" in training_df.columns:  # the models' behaviour sequences, from every earlier row
+        training_df = add_sequence_columns(training_df)
     if recent_from:
         train, val, test = split(training_df, test_fraction, val_fraction, recent_from=recent_from)
     else:

@@ -81,6 +81,8 @@ class TrainConfig:
     num_threads: int | None = None  # CPU threads; None = all cores available to this process
     progress: bool = True  # tqdm bar per epoch
     cpu_bf16: bool = False  # opt-in bf16 autocast on CPU (speed); CUDA always uses bf16 autocast
+    numeric_embedding: str = "periodic"  # riskops.training.model.NUMERIC_EMBEDDINGS
+    sequence: bool = TRAINING.sequence  # read each transaction's behaviour sequence (riskops.features.sequences)
     # bring-your-own-data (riskops.byod): the model frame's own columns; None = the built-in schema's
     numeric_features: tuple[str, ...] | None = None
     categorical_vocabs: dict[str, tuple[str, ...]] | None = None
@@ -100,6 +102,7 @@ class TrainConfig:
             finetune_layers=params.finetune_layers,
             seed=params.seed,
             max_train_rows=params.max_train_rows or None,
+            sequence=params.sequence,
             **overrides,
         )
 
@@ -261,10 +264,13 @@ def train_from_training_set(
     """
     from riskops.data.splits import time_split
     from riskops.features.contract import build_model_frame
+    from riskops.features.sequences import add_sequence_columns
     from riskops.schema import LABEL_COLUMN
 
     if LABEL_COLUMN not in df.columns:
         raise KeyError(f"training set lacks the label column {LABEL_COLUMN!r}")
+    if config.sequence:  # histories come from every earlier row, whichever split it falls in
+        df = add_sequence_columns(df)
     train, val, _test = time_split(df, test_fraction, val_fraction, recent_from=recent_from or None)
     return train_model(
         build_model_frame(train),

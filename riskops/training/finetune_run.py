@@ -22,6 +22,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
 from riskops.features.contract import TEXT_COLUMN
+from riskops.features.sequences import has_sequence_columns
 from riskops.training.distributed import DistInfo, comm_device, current_dist, shard_batch, state_digest
 from riskops.training.model import (
     ModelConfig,
@@ -31,6 +32,7 @@ from riskops.training.model import (
     categorical_indices,
     fit_temperature,
     resolve_device,
+    sequence_matrix,
 )
 from riskops.training.text_cache import (
     LowerStateCache,
@@ -169,9 +171,13 @@ class FineTuningRun:
             k: v for k, v in (("numeric_features", config.numeric_features),
                               ("categorical_vocabs", config.categorical_vocabs)) if v is not None
         }  # fmt: skip
+        # a frame without history tokens (data with no user entity) trains the tabular + text model
+        sequence = bool(config.sequence) and has_sequence_columns(train_frame.columns)
+        if config.sequence and not sequence:
+            log_progress(config, "no behaviour-sequence columns in the training frame: the model reads no history")
         self.mcfg = ModelConfig(
             encoder=config.encoder, finetune_layers=config.finetune_layers, max_length=config.max_length,
-            **byod_columns,
+            numeric_embedding=config.numeric_embedding, sequence=sequence, **byod_columns,
         )  # fmt: skip
         self.model = RiskModel.build(self.mcfg).to(self.place.device)
         self.tokenizer = base_tokenizer()
@@ -186,6 +192,10 @@ class FineTuningRun:
         self.num_va = torch.from_numpy(self.normalizer.transform(val_frame))
         self.cat_tr = torch.from_numpy(categorical_indices(train_frame, vocabs))
         self.cat_va = torch.from_numpy(categorical_indices(val_frame, vocabs))
+        self.seq_tr = self.seq_va = None
+        if self.mcfg.sequence:
+            self.seq_tr = torch.from_numpy(sequence_matrix(train_frame))
+            self.seq_va = torch.from_numpy(sequence_matrix(val_frame))
         texts = np.concatenate(
             [train_frame[TEXT_COLUMN].to_numpy(dtype=object), val_frame[TEXT_COLUMN].to_numpy(dtype=object)]
         )
@@ -285,6 +295,7 @@ class FineTuningRun:
                 self.num_tr[idx],
                 self.cat_tr[idx],
                 place.device,
+                None if self.seq_tr is None else self.seq_tr[idx],
             )
             loss = self.loss_fn(logits, self.yt_tr[idx].to(place.device))
             self.optimizer.zero_grad(set_to_none=True)
@@ -343,7 +354,7 @@ class FineTuningRun:
     def _val_logits(self, bf16: bool) -> np.ndarray:
         return eval_logits_sharded(
             self.model, self.cache, self.tid_va, self.num_va, self.cat_va, self.place.device,
-            self.config.eval_batch_size, bf16, self.place.dinfo,
+            self.config.eval_batch_size, bf16, self.place.dinfo, self.seq_va,
         )  # fmt: skip
 
     def finish(self):

@@ -7,9 +7,15 @@ Architecture (``RiskModel``)::
 
     text ──tokenizer──> BERT encoder (all-MiniLM-L6-v2, or a tiny random BERT in tests)
                         embeddings + lower layers frozen, top `finetune_layers` layers trained
-                        ──mean pooling──> Linear(H, text_dim) ─┐
-    numeric features ──Normalizer──> Linear(n_num, numeric_dim) ─┼─ concat ─ MLP ─ 1 logit
-    categoricals ──index (0 = unknown)──> Embedding(cat_dim) each ─┘
+                        (0: the pretrained encoder as it is; its embeddings are cached per text)
+                        ──mean pooling──> Linear(H, text_dim) ───────────────┐
+    numeric features ──Normalizer──> periodic embeddings ─> Linear(numeric_dim) ─┤
+    categoricals ──index (0 = unknown)──> Embedding(cat_dim) each ─────────────┼─ concat ─ MLP ─ 1 logit
+    history tokens (riskops.features.sequences) ──> EventSequenceEncoder ─────┘
+                        (small transformer over the last events of the user/device/IP, CLS)
+
+The branches are trained jointly (riskops.training.finetune). Parts of the network that read
+numbers and histories: riskops.training.sequence_encoder.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from riskops.features.contract import CATEGORICAL_VOCABS, NUMERIC_FEATURES, ColumnFrame
+from riskops.features.sequences import SEQUENCE_COLUMNS
+from riskops.training.sequence_encoder import EventSequenceEncoder, NumericEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,9 @@ ENCODERS: tuple[str, ...] = ("minilm", "tiny")
 CONFIG_FILE = "config.json"
 # 2: the text is product title + category + merchant category only (riskops.features.contract.transaction_text);
 # a format-1 model read a longer text and would be scored with inputs it never saw.
-FORMAT_VERSION = 2
+# 3: numeric embeddings and the behaviour-sequence branch (riskops.features.sequences).
+FORMAT_VERSION = 3
+NUMERIC_EMBEDDINGS: tuple[str, ...] = ("periodic", "linear")
 
 # The shape of the tiny random encoder used by tests and smoke runs (the MiniLM vocabulary, so the
 # same tokenizer works for both encoders).
@@ -125,6 +135,17 @@ def categorical_indices(frame: pd.DataFrame | ColumnFrame, vocabs: dict[str, Seq
     return out
 
 
+def sequence_matrix(frame: pd.DataFrame | ColumnFrame) -> np.ndarray:
+    """[n, len(SEQUENCE_COLUMNS)] float32 history tokens of a model frame (riskops.features.sequences)."""
+    missing = [c for c in SEQUENCE_COLUMNS[:1] if c not in frame.columns]
+    if missing:
+        raise KeyError(
+            "model frame lacks the behaviour-sequence columns (seq_00_... from riskops.features.sequences."
+            "add_sequence_columns); this model reads each transaction's history"
+        )
+    return np.column_stack([np.asarray(frame[c], dtype=np.float32) for c in SEQUENCE_COLUMNS])
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of the token states over real (non-padding) tokens, as sentence-transformers does."""
     m = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -152,11 +173,18 @@ class ModelConfig:
     cat_dim: int = 8
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
+    numeric_embedding: str = "periodic"  # "periodic" (PLR-lite) or "linear" (one Linear over all numerics)
+    sequence: bool = False  # the behaviour-sequence branch (training turns it on when the data has histories)
+    sequence_dim: int = 32
+    sequence_layers: int = 2
+    sequence_heads: int = 4
     encoder_config: dict | None = None  # BERT shape (_BERT_KEYS); filled in when the encoder is built
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}: use one of {ENCODERS}")
+        if self.numeric_embedding not in NUMERIC_EMBEDDINGS:
+            raise ValueError(f"unknown numeric_embedding {self.numeric_embedding!r}: use one of {NUMERIC_EMBEDDINGS}")
         self.numeric_features = tuple(self.numeric_features)
         self.categorical_vocabs = {k: tuple(v) for k, v in self.categorical_vocabs.items()}
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -219,7 +247,17 @@ class RiskModel(nn.Module):
         hidden_size = encoder.config.hidden_size
 
         self.text_proj = nn.Linear(hidden_size, config.text_dim)
-        self.numeric_proj = nn.Linear(len(config.numeric_features), config.numeric_dim)
+        n_num = len(config.numeric_features)
+        self.numeric_proj = (
+            NumericEmbedding(n_num, config.numeric_dim)
+            if config.numeric_embedding == "periodic"
+            else nn.Linear(n_num, config.numeric_dim)
+        )
+        self.sequence_encoder = (
+            EventSequenceEncoder(config.sequence_dim, config.sequence_layers, config.sequence_heads, config.dropout)
+            if config.sequence
+            else None
+        )
         self.cat_embeddings = nn.ModuleDict(
             {
                 name: nn.Embedding(len(vocab) + 1, config.cat_dim)
@@ -227,6 +265,7 @@ class RiskModel(nn.Module):
             }
         )
         width = config.text_dim + config.numeric_dim + len(config.categorical_vocabs) * config.cat_dim
+        width += config.sequence_dim if config.sequence else 0
         layers: list[nn.Module] = []
         for h in config.hidden:
             layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(config.dropout)]
@@ -315,15 +354,38 @@ class RiskModel(nn.Module):
     def categorical_vectors(self, categorical: torch.Tensor) -> list[torch.Tensor]:
         return [emb(categorical[:, j]) for j, emb in enumerate(self.cat_embeddings.values())]
 
-    def head_from_vectors(
-        self, text_emb: torch.Tensor, numeric: torch.Tensor, cat_vectors: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        z = torch.cat([self.text_proj(text_emb), self.numeric_proj(numeric), *cat_vectors], dim=-1)
-        return self.mlp(z).squeeze(-1)
+    def history_vector(self, sequence: torch.Tensor | None) -> torch.Tensor | None:
+        """[B, sequence_dim] from flat history tokens [B, len(SEQUENCE_COLUMNS)]; None without the branch."""
+        if self.sequence_encoder is None:
+            return None
+        if sequence is None:
+            raise ValueError("this model reads behaviour sequences: pass the SEQUENCE_COLUMNS tokens")
+        return self.sequence_encoder(sequence)
 
-    def head(self, text_emb: torch.Tensor, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """Logits [B] from pooled text embeddings, normalised numerics and categorical indices."""
-        return self.head_from_vectors(text_emb, numeric, self.categorical_vectors(categorical))
+    def head_from_vectors(
+        self,
+        text_emb: torch.Tensor,
+        numeric: torch.Tensor,
+        cat_vectors: Sequence[torch.Tensor],
+        history: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        parts = [self.text_proj(text_emb), self.numeric_proj(numeric), *cat_vectors]
+        if history is not None:
+            parts.append(history)
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+
+    def head(
+        self,
+        text_emb: torch.Tensor,
+        numeric: torch.Tensor,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B] from pooled text embeddings, normalised numerics, categorical indices and
+        (for a model with the sequence branch) flat history tokens."""
+        return self.head_from_vectors(
+            text_emb, numeric, self.categorical_vectors(categorical), self.history_vector(sequence)
+        )
 
     def forward(
         self,
@@ -331,8 +393,9 @@ class RiskModel(nn.Module):
         attention_mask: torch.Tensor,
         numeric: torch.Tensor,
         categorical: torch.Tensor,
+        sequence: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.head(self.encode_text(input_ids, attention_mask), numeric, categorical)
+        return self.head(self.encode_text(input_ids, attention_mask), numeric, categorical, sequence)
 
 
 @dataclass

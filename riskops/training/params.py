@@ -31,6 +31,8 @@ class TrainingParams:
         ft_max_epochs: FT-Transformer epochs at most (a dataset without text columns).
         ft_patience: FT-Transformer epochs without a better validation PR-AUC before stopping.
         max_train_seconds: FT-Transformer time budget, checked after each epoch (0 = none).
+        sequence: read each transaction's recent events of its user, device and IP
+            (riskops.features.sequences) through the model's sequence branch.
     """
 
     encoder: str = "minilm"
@@ -44,6 +46,7 @@ class TrainingParams:
     ft_max_epochs: int = 30
     ft_patience: int = 4
     max_train_seconds: float = 0.0
+    sequence: bool = True
 
 
 # The built-in pipeline (`training_pipeline`) and its components: 3 epochs on up to 6,000 rows.

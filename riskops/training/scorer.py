@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
 from riskops.features.contract import NUMERIC_FEATURES, TEXT_COLUMN, ColumnFrame
+from riskops.features.sequences import SEQUENCE_COLUMNS
 from riskops.training.model import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -45,11 +46,13 @@ from riskops.training.model import (
     categorical_indices,
     fit_temperature,
     resolve_device,
+    sequence_matrix,
 )
 
 log = logging.getLogger(__name__)
 
 TEXT_ATTRIBUTION = "text"  # the explain() key of the text's attribution
+HISTORY_ATTRIBUTION = "history"  # the explain() key of the behaviour sequence's attribution
 WEIGHTS_FILE = "model.safetensors"
 NORMALIZER_FILE = "normalizer.json"
 CALIBRATION_FILE = "calibration.json"
@@ -81,6 +84,7 @@ class ModelInputs:
     numeric: torch.Tensor  # [n, n_numeric] float32, normalised
     categorical: torch.Tensor  # [n, n_categorical] int64 vocabulary indices (0 = unknown)
     texts: np.ndarray  # [n] object: the text column
+    sequence: torch.Tensor | None = None  # [n, len(SEQUENCE_COLUMNS)] float32 history tokens, if read
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -89,7 +93,8 @@ class ModelInputs:
         """The inputs of `rows` (positions), in that order."""
         idx = np.asarray(rows, dtype=np.int64)
         t = torch.from_numpy(idx)
-        return ModelInputs(self.numeric[t], self.categorical[t], self.texts[idx])
+        seq = None if self.sequence is None else self.sequence[t]
+        return ModelInputs(self.numeric[t], self.categorical[t], self.texts[idx], seq)
 
 
 class RiskScorer:
@@ -134,8 +139,10 @@ class RiskScorer:
 
     @property
     def feature_names(self) -> list[str]:
-        """The explain() keys: numeric features, categorical features, then 'text'."""
-        return [*self.config.numeric_features, *self.config.categorical_vocabs, TEXT_ATTRIBUTION]
+        """The explain() keys: numeric features, categorical features, 'text', then 'history' (the
+        behaviour sequence as one input) for a model that reads it."""
+        history = [HISTORY_ATTRIBUTION] if self.config.sequence else []
+        return [*self.config.numeric_features, *self.config.categorical_vocabs, TEXT_ATTRIBUTION, *history]
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, model_dir: Path | str) -> Path:
@@ -285,6 +292,7 @@ class RiskScorer:
             numeric=torch.from_numpy(normalised),
             categorical=torch.from_numpy(categorical_indices(frame, self.config.categorical_vocabs)),
             texts=np.asarray(frame[TEXT_COLUMN], dtype=object),
+            sequence=torch.from_numpy(sequence_matrix(frame)) if self.config.sequence else None,
         )
 
     def _text_batch(self, texts: np.ndarray) -> torch.Tensor:
@@ -313,8 +321,9 @@ class RiskScorer:
         for start in range(0, len(x), batch_size):
             sl = slice(start, start + batch_size)
             text_emb = self._text_batch(texts[sl])
+            seq = None if x.sequence is None else x.sequence[sl].to(self.device)
             with autocast(self.device):
-                z = self.model.head(text_emb, numeric[sl].to(self.device), categorical[sl].to(self.device))
+                z = self.model.head(text_emb, numeric[sl].to(self.device), categorical[sl].to(self.device), seq)
             out.append(z.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
@@ -335,9 +344,10 @@ class RiskScorer:
         pooled text embedding treated as one input: for each row, the path from a baseline to
         the row's inputs is split into `steps` midpoint-rule steps and
         attribution_i = (x_i - baseline_i) * mean_path_gradient_i, summed over the embedding
-        dimensions for the text and for each categorical. Baselines: numeric 0 (the training
+        dimensions for the text, each categorical and the history. Baselines: numeric 0 (the training
         median after normalisation), each categorical the mean embedding of its known values,
-        the text the mean training text embedding. Completeness: the attributions sum to
+        the text the mean training text embedding, the history the encoded empty history (a
+        first-time customer). Completeness: the attributions sum to
         (logit(x) - logit(baseline)) / temperature, up to the Riemann-sum error. Positive values
         push towards fraud. Costs `steps` head evaluations per row (the encoder runs once per
         text, through the cache).
@@ -353,6 +363,10 @@ class RiskScorer:
         with torch.no_grad():
             base_text = self.model.text_baseline.float()
             base_cats = [emb.weight[1:].mean(0) for emb in self.model.cat_embeddings.values()]
+            base_hist = None
+            if self.config.sequence:
+                empty = torch.zeros((1, len(SEQUENCE_COLUMNS)), device=self.device)
+                base_hist = self.model.history_vector(empty)[0].float()
         alphas = ((torch.arange(steps, dtype=torch.float32) + 0.5) / steps).to(self.device)
         rows: list[np.ndarray] = []
         for start in range(0, len(x), batch_size):
@@ -370,14 +384,28 @@ class RiskScorer:
             p_text = _ig_path(base_text, d_text, alphas)
             p_num = _ig_path(torch.zeros_like(d_num[0]), d_num, alphas)
             p_cats = [_ig_path(base, d, alphas) for base, d in zip(base_cats, d_cats, strict=True)]
+            inputs = [p_text, p_num, *p_cats]
+            p_hist = d_hist = None
+            if base_hist is not None:
+                with torch.no_grad():
+                    x_hist = self.model.history_vector(x.sequence[sl].to(self.device)).float()
+                d_hist = x_hist - base_hist
+                p_hist = _ig_path(base_hist, d_hist, alphas)
+                inputs.append(p_hist)
             with torch.enable_grad():
-                z = self.model.head_from_vectors(p_text, p_num, p_cats)
-                grads = torch.autograd.grad(z.sum(), [p_text, p_num, *p_cats])
+                z = self.model.head_from_vectors(p_text, p_num, p_cats, p_hist)
+                grads = torch.autograd.grad(z.sum(), inputs)
             g = [gr.reshape(steps, b, -1).mean(0) for gr in grads]
             attr_text = (d_text * g[0]).sum(-1, keepdim=True)
             attr_num = d_num * g[1]
-            attr_cats = [(d * gc).sum(-1, keepdim=True) for d, gc in zip(d_cats, g[2:], strict=True)]
-            rows.append(torch.cat([attr_num, *attr_cats, attr_text], dim=-1).detach().float().cpu().numpy())
+            n_cats = len(d_cats)
+            attr_cats = [(d * gc).sum(-1, keepdim=True) for d, gc in zip(d_cats, g[2 : 2 + n_cats], strict=True)]
+            parts = [attr_num, *attr_cats, attr_text]
+            if d_hist is not None:
+                parts.append((d_hist * g[2 + n_cats]).sum(-1, keepdim=True))
+            rows.append(torch.cat(parts, dim=-1).detach().float().cpu().numpy())
         attr = np.concatenate(rows) / self.calibration.temperature
-        assert attr.shape[1] == len(names) == len(cfg.numeric_features) + len(cfg.categorical_vocabs) + 1
+        assert attr.shape[1] == len(names) == len(cfg.numeric_features) + len(cfg.categorical_vocabs) + 1 + int(
+            cfg.sequence
+        )
         return [dict(zip(names, map(float, r), strict=True)) for r in attr]

@@ -144,10 +144,11 @@ class RowLogits(torch.nn.Module):
         inverse: torch.Tensor,
         numeric: torch.Tensor,
         categorical: torch.Tensor,
+        sequence: torch.Tensor | None = None,
     ) -> torch.Tensor:
         with autocast(hidden.device, self.bf16):
             pooled = self.model.pooled_from_lower(hidden, mask)
-            return self.model.head(pooled[inverse], numeric, categorical).float()
+            return self.model.head(pooled[inverse], numeric, categorical, sequence).float()
 
 
 def forward_rows(
@@ -157,12 +158,14 @@ def forward_rows(
     numeric: torch.Tensor,
     categorical: torch.Tensor,
     device: torch.device,
+    sequence: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits for a batch of rows through `step` (RowLogits, or DDP around it); the top encoder
     layers run once per distinct text in the batch."""
     uniq, inverse = torch.unique(text_ids, return_inverse=True)
     hidden, mask = cache.gather(uniq, device)
-    return step(hidden, mask, inverse.to(device), numeric.to(device), categorical.to(device))
+    seq = None if sequence is None else sequence.to(device)
+    return step(hidden, mask, inverse.to(device), numeric.to(device), categorical.to(device), seq)
 
 
 @torch.no_grad()
@@ -197,6 +200,7 @@ def eval_logits(
     device: torch.device,
     batch_size: int,
     bf16: bool,
+    sequence: torch.Tensor | None = None,
 ) -> np.ndarray:
     was_training = model.training
     model.eval()
@@ -207,8 +211,9 @@ def eval_logits(
     out = []
     for s in range(0, len(text_ids), batch_size):
         sl = slice(s, s + batch_size)
+        seq = None if sequence is None else sequence[sl].to(device)
         with autocast(device, bf16):
-            z = model.head(pooled[rows[sl].to(device)], numeric[sl].to(device), categorical[sl].to(device))
+            z = model.head(pooled[rows[sl].to(device)], numeric[sl].to(device), categorical[sl].to(device), seq)
         out.append(z.float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
@@ -224,8 +229,10 @@ def eval_logits_sharded(
     batch_size: int,
     bf16: bool,
     dinfo: DistInfo,
+    sequence: torch.Tensor | None = None,
 ) -> np.ndarray:
     """``_eval_logits`` on this rank's contiguous share of the rows, gathered in row order."""
     sl = shard_bounds(len(text_ids), dinfo)
-    part = eval_logits(model, cache, text_ids[sl], numeric[sl], categorical[sl], device, batch_size, bf16)
+    seq = None if sequence is None else sequence[sl]
+    part = eval_logits(model, cache, text_ids[sl], numeric[sl], categorical[sl], device, batch_size, bf16, seq)
     return gather_rows(part, dinfo)

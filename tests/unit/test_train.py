@@ -18,6 +18,7 @@ from support.data import SIGNAL, planted_signal_transactions
 from components.train import train_model_op
 from riskops.data.splits import time_split
 from riskops.features.contract import TEXT_COLUMN, build_model_frame
+from riskops.features.sequences import add_sequence_columns
 from riskops.training.finetune import (
     TrainConfig,
     downsample_legit,
@@ -203,8 +204,10 @@ def test_trains_on_generated_transactions(tmp_path):
     config = TrainConfig(encoder="tiny", epochs=1, max_steps=5, progress=False, num_threads=1)
     result = train_from_training_set(df, tmp_path / "m", config)
     assert result.n_train + result.n_val == round(len(df) * 0.8)
-    _, _, test = time_split(df)
-    p = RiskScorer.load(tmp_path / "m").predict_proba(build_model_frame(test))
+    _, _, test = time_split(add_sequence_columns(df))  # histories from every earlier row, as training
+    scorer = RiskScorer.load(tmp_path / "m")
+    assert scorer.config.sequence  # generated data has users: the model reads their histories
+    p = scorer.predict_proba(build_model_frame(test))
     assert p.shape == (len(test),) and ((p >= 0) & (p <= 1)).all()
     assert 1 / 20 <= result.calibration["temperature"] <= 20
 

@@ -48,6 +48,14 @@ def add_pipeline_args(
         default="if-none",
         help="make the new model champion: only if there is none (default), always, or never",
     )
+    p.add_argument(
+        "--when-worse",
+        choices=("register", "withhold"),
+        default="register",
+        help="a transformer that loses to the strongest baseline on validation is registered as usual, flagged"
+        " in the output, model card and record (register, default), or stored without an alias so that it can"
+        " neither serve nor be canaried (withhold)",
+    )
     p.add_argument("--test-fraction", type=float, default=QUICK_TRAINING.test_fraction,
                    help="newest share of the data held out as the test period (default %(default)s)")
     p.add_argument("--val-fraction", type=float, default=QUICK_TRAINING.val_fraction,
@@ -73,6 +81,7 @@ def pipeline_params(args: argparse.Namespace) -> dict:
         "max_steps": args.max_steps,
         "max_train_rows": args.max_train_rows,
         "promotion": args.promotion,
+        "when_worse": args.when_worse,
         "test_fraction": args.test_fraction,
         "val_fraction": args.val_fraction,
         "recent_from": args.recent_from,

@@ -20,8 +20,11 @@ def register_model_op(
     promotion: str = "if-none",
     git_commit: str = "",
     reports_dir: str = "",
+    when_worse: str = "register",
 ) -> None:
-    """Register the evaluated model; champion if the promotion policy says so."""
+    """Register the evaluated model; champion if the promotion policy says so. ``when_worse``: a
+    transformer that loses to the strongest baseline on validation is "register"ed (flagged) or
+    "withhold"-en (no alias)."""
     import json
     from pathlib import Path
 
@@ -30,9 +33,11 @@ def register_model_op(
 
     evaluation_doc = json.loads(Path(evaluation.path).read_text())
     result = register_model(Path(model.path), evaluation_doc, Path(registry_root), promotion, git_commit,
-                            extra_files={REFERENCE_FILE: Path(reference.path)})  # fmt: skip
+                            extra_files={REFERENCE_FILE: Path(reference.path)}, when_worse=when_worse)  # fmt: skip
     record = write_record(result.to_dict(), Path(registration.path), reports_dir)
     registration.metadata.update(record)
+    if result.baseline_check is not None:
+        print(result.baseline_check["statement"])
     print(f"registered {result.version} as {result.alias}: {result.reason}")
 
 

@@ -99,6 +99,7 @@ def build_pipeline(profile_name: str = "dev"):
         recent_from: str = "",
         promotion: str = "if-none",
         git_commit: str = "",
+        when_worse: str = "register",
     ):
         ingest = ingest_transactions_op(
             source=source, rows=rows, seed=seed, fraud_rate=fraud_rate, input_path=input_path
@@ -154,6 +155,7 @@ def build_pipeline(profile_name: str = "dev"):
             promotion=promotion,
             git_commit=git_commit,
             reports_dir=reports_dir,
+            when_worse=when_worse,
         ).set_display_name("register model")
 
         for task in (ingest, validate, features, train, evaluate, register):

@@ -83,6 +83,7 @@ class TrainConfig:
     cpu_bf16: bool = False  # opt-in bf16 autocast on CPU (speed); CUDA always uses bf16 autocast
     numeric_embedding: str = "periodic"  # riskops.training.model.NUMERIC_EMBEDDINGS
     sequence: bool = TRAINING.sequence  # read each transaction's behaviour sequence (riskops.features.sequences)
+    tabular: bool = True  # False: the history alone (an ablation of the benchmark)
     # bring-your-own-data (riskops.byod): the model frame's own columns; None = the built-in schema's
     numeric_features: tuple[str, ...] | None = None
     categorical_vocabs: dict[str, tuple[str, ...]] | None = None

@@ -177,7 +177,8 @@ class FineTuningRun:
             log_progress(config, "no behaviour-sequence columns in the training frame: the model reads no history")
         self.mcfg = ModelConfig(
             encoder=config.encoder, finetune_layers=config.finetune_layers, max_length=config.max_length,
-            numeric_embedding=config.numeric_embedding, sequence=sequence, **byod_columns,
+            numeric_embedding=config.numeric_embedding, sequence=sequence, tabular=config.tabular,
+            **byod_columns,
         )  # fmt: skip
         self.model = RiskModel.build(self.mcfg).to(self.place.device)
         self.tokenizer = base_tokenizer()

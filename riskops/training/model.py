@@ -178,6 +178,7 @@ class ModelConfig:
     sequence_dim: int = 32
     sequence_layers: int = 2
     sequence_heads: int = 4
+    tabular: bool = True  # False: the head reads the history alone (the benchmark's "sequence only" model)
     encoder_config: dict | None = None  # BERT shape (_BERT_KEYS); filled in when the encoder is built
 
     def __post_init__(self) -> None:
@@ -264,7 +265,10 @@ class RiskModel(nn.Module):
                 for name, vocab in config.categorical_vocabs.items()
             }
         )
+        if not config.tabular and not config.sequence:
+            raise ValueError("a model without the tabular inputs needs the sequence branch")
         width = config.text_dim + config.numeric_dim + len(config.categorical_vocabs) * config.cat_dim
+        width = width if config.tabular else 0
         width += config.sequence_dim if config.sequence else 0
         layers: list[nn.Module] = []
         for h in config.hidden:
@@ -369,10 +373,20 @@ class RiskModel(nn.Module):
         cat_vectors: Sequence[torch.Tensor],
         history: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        parts = [self.text_proj(text_emb), self.numeric_proj(numeric), *cat_vectors]
+        return self.mlp[-1](self.fused(text_emb, numeric, cat_vectors, history)).squeeze(-1)
+
+    def fused(
+        self,
+        text_emb: torch.Tensor,
+        numeric: torch.Tensor,
+        cat_vectors: Sequence[torch.Tensor],
+        history: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The MLP's last hidden layer [B, hidden[-1]]: the joint representation the logit reads."""
+        parts = [self.text_proj(text_emb), self.numeric_proj(numeric), *cat_vectors] if self.config.tabular else []
         if history is not None:
             parts.append(history)
-        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+        return self.mlp[:-1](torch.cat(parts, dim=-1))
 
     def head(
         self,

@@ -327,6 +327,24 @@ class RiskScorer:
             out.append(z.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
+    @torch.inference_mode()
+    def embeddings(self, frame: pd.DataFrame | ColumnFrame | ModelInputs, batch_size: int = 256) -> np.ndarray:
+        """The fused representation of each row (the MLP's last hidden layer), float32 [n, hidden[-1]]:
+        what the benchmark's "LightGBM on the model's embedding" reads."""
+        x = self.inputs(frame)
+        if self.model.training:
+            self.model.eval()
+        out = []
+        for start in range(0, len(x), batch_size):
+            sl = slice(start, start + batch_size)
+            seq = None if x.sequence is None else x.sequence[sl].to(self.device)
+            cats = self.model.categorical_vectors(x.categorical[sl].to(self.device))
+            z = self.model.fused(
+                self._text_batch(x.texts[sl]), x.numeric[sl].to(self.device), cats, self.model.history_vector(seq)
+            )
+            out.append(z.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.hidden[-1]), np.float32)
+
     def predict_proba(
         self, model_frame: pd.DataFrame | ColumnFrame | ModelInputs, batch_size: int = 256
     ) -> np.ndarray:
@@ -394,7 +412,8 @@ class RiskScorer:
                 inputs.append(p_hist)
             with torch.enable_grad():
                 z = self.model.head_from_vectors(p_text, p_num, p_cats, p_hist)
-                grads = torch.autograd.grad(z.sum(), inputs)
+                grads = torch.autograd.grad(z.sum(), inputs, allow_unused=True)  # unused: a history-only model
+            grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(inputs, grads, strict=True)]
             g = [gr.reshape(steps, b, -1).mean(0) for gr in grads]
             attr_text = (d_text * g[0]).sum(-1, keepdim=True)
             attr_num = d_num * g[1]

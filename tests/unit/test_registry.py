@@ -1,6 +1,7 @@
 import json
 import threading
 
+import numpy as np
 import pytest
 
 from riskops.registry.store import CHAMPION, ModelRegistry, RegistryError
@@ -49,3 +50,43 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path):
     assert versions == [f"v{i:04d}" for i in range(1, 7)]
     payloads = sorted((v.path / "model.safetensors").read_text() for v in reg.list_versions())
     assert payloads == [str(i) for i in range(6)]
+
+
+# --------------------------------------------------------------------------- never silently worse
+def _evaluation(transformer: float, lightgbm: float) -> dict:
+    from riskops.training.evaluate import validation_comparison
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.1).astype(int)
+
+    def scores(quality: float) -> np.ndarray:  # higher quality: frauds ranked higher
+        return y * quality + rng.random(400)
+
+    val = validation_comparison(y, scores(transformer), {"lightgbm": scores(lightgbm), "rules": scores(0.0)})
+    return {"models": {"transformer": {"pr_auc": 0.5}}, "validation": val}
+
+
+def test_a_transformer_that_loses_on_validation_is_flagged_everywhere(tmp_path):
+    from riskops.registry.register import register_model
+
+    evaluation = _evaluation(transformer=0.2, lightgbm=2.0)
+    assert evaluation["validation"]["strongest_baseline"] == "lightgbm"
+    assert evaluation["validation"]["transformer_loses"] is True
+    result = register_model(_model_dir(tmp_path), evaluation, tmp_path / "reg")
+    assert result.alias == CHAMPION  # the default policy registers it, flagged
+    assert "WARNING" in result.reason and "LOSES to" in result.reason
+    card = (tmp_path / "reg" / "risk-model" / result.version / "MODEL_CARD.md").read_text()
+    assert "LOSES to the strongest baseline, lightgbm" in card
+
+
+def test_withhold_keeps_a_losing_transformer_away_from_serving(tmp_path):
+    from riskops.registry.register import NO_ALIAS, register_model
+
+    first = register_model(_model_dir(tmp_path, "a"), _evaluation(2.0, 0.2), tmp_path / "reg", when_worse="withhold")
+    assert first.alias == CHAMPION and first.baseline_check["loses"] is False
+    worse = register_model(_model_dir(tmp_path, "b"), _evaluation(0.2, 2.0), tmp_path / "reg", when_worse="withhold")
+    assert worse.alias == NO_ALIAS and worse.reason.startswith("withheld")
+    registry = ModelRegistry(tmp_path / "reg")
+    assert registry.champion().version == first.version  # the serving model stays
+    with pytest.raises(ValueError, match="when_worse"):
+        register_model(_model_dir(tmp_path, "c"), _evaluation(1, 1), tmp_path / "reg", when_worse="maybe")

@@ -207,9 +207,9 @@ class EntityTracker:
                 track.events.append(recorded)
         return features, pushes, degraded
 
-    def history_tokens(self, record: Mapping[str, Any]) -> np.ndarray:
-        """The record's behaviour-sequence tokens (SEQUENCE_COLUMNS order): the events its user,
-        device and IP hold *before* it (call before `observe` includes it)."""
+    def history_tokens(self, record: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
+        """The record's behaviour-sequence tokens (SEQUENCE_COLUMNS order) from the events its user,
+        device and IP hold *before* it (call before `observe` includes it), and those events' ids."""
         prior: list[Iterable[tuple[int, tuple]]] = []
         for ek in self.keys_of(record):
             if ek[0] not in HISTORY_PER_ENTITY:

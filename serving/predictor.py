@@ -43,6 +43,7 @@ from riskops.features.contract import (
     ColumnFrame,
     build_model_frame,
 )
+from riskops.features.sequences import SEQUENCE_COLUMNS, add_sequence_columns, has_sequence_columns
 from riskops.pii import hash_record
 from riskops.registry.store import ModelRegistry, RegistryError
 from riskops.settings import MODEL_NAME
@@ -112,7 +113,7 @@ def warm_up(lm: LoadedModel, extra_texts: Sequence[str] = ()) -> None:
             time.perf_counter() - started,
         )
     rec = hash_record(example_transaction())
-    frame = build_model_frame(pd.DataFrame([rec]))
+    frame = build_model_frame(add_sequence_columns(pd.DataFrame([rec])))  # a first-time customer
     lm.scorer.predict_proba(frame)
     lm.scorer.explain(frame)
 
@@ -363,9 +364,11 @@ class RiskPredictor(Model):
                 "send transactions to the transformer, not to the predictor"
             )
         degraded = [bool(r.get(DEGRADED_KEY, False)) for r in instances]
-        frame = pd.DataFrame.from_records(instances, columns=list(FRAME_COLUMNS))
+        # the behaviour-sequence tokens come along when the transformer built them (every row or none)
+        tokens = list(SEQUENCE_COLUMNS) if all(has_sequence_columns(r) for r in instances) else []
+        frame = pd.DataFrame.from_records(instances, columns=[*FRAME_COLUMNS, *tokens])
         try:
-            frame[list(NUMERIC_FEATURES)] = frame[list(NUMERIC_FEATURES)].astype("float64")
+            frame[list(NUMERIC_FEATURES) + tokens] = frame[list(NUMERIC_FEATURES) + tokens].astype("float64")
         except (TypeError, ValueError) as exc:
             raise RequestError(f"numeric model inputs must be numbers: {exc}") from None
         for c in (*CATEGORICAL_FEATURES, TEXT_COLUMN):

@@ -84,6 +84,7 @@ class Prepared:
     explain: bool = False
     v2_request: InferRequest | None = None
     history_tokens: list[np.ndarray] | None = None  # per record: riskops.features.sequences tokens
+    history_ids: list[list[str]] | None = None  # per record: the transaction ids those tokens describe
 
     def __len__(self) -> int:
         return len(self.records)
@@ -204,12 +205,13 @@ class RiskTransformer(Model):
             degraded=degraded,
             explain=explain,
             v2_request=payload if isinstance(payload, InferRequest) else None,
-            history_tokens=tokens,
+            history_tokens=[t for t, _ in tokens],
+            history_ids=[ids for _, ids in tokens],
         )
 
     async def entity_features(
         self, records: list[dict], update: bool = True
-    ) -> tuple[list[dict], list[bool], list[np.ndarray]]:
+    ) -> tuple[list[dict], list[bool], list[tuple[np.ndarray, list[str]]]]:
         """Entity features (state before each record), degraded flags and behaviour-sequence tokens;
         `update` includes the records."""
         tracker = self.tracker
@@ -278,6 +280,8 @@ class RiskTransformer(Model):
                     # mutated after the lookup: logged as is, not copied per request
                     "entity_features": ents,
                     "features": features,
+                    # the earlier transactions the model read as this one's history (newest first)
+                    "history": p.history_ids[i] if p.history_ids is not None else None,
                 }
             )
         return out

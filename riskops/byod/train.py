@@ -9,6 +9,7 @@ validation (riskops.training.calibration). :class:`DatasetScorer` scores with ei
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ MODEL_META = "byod_model.json"
 CALIBRATION_NAME = "calibration.json"
 MIN_CATEGORY_COUNT = 5
 MAX_VOCAB = 500
+log = logging.getLogger(__name__)
 
 
 def split_frame(df: pd.DataFrame, config: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -90,9 +92,14 @@ def train_dataset_model(
 ) -> dict:
     """Train on the fit part, stop early and calibrate on validation; write the model folder.
 
-    Text mapped: the text + tabular transformer (``max_train_rows``: all frauds + a legit sample).
-    No text: the FT-Transformer (``max_train_rows``: all frauds + a fresh legit sample per epoch).
+    The training budget adapts to the data (riskops.training.tabular.epoch_sample): every fraud (up
+    to 20,000) and legitimate rows numbering the largest of ``max_train_rows``, 20,000 and 20 per
+    fraud, capped by the data (``max_train_rows`` 0: every row). No text: the FT-Transformer draws
+    a fresh sample of that size every epoch. Text mapped: the text + tabular transformer trains
+    on one such sample. One log line (and ``info["sampled"]``) says what was sampled.
     """
+    from riskops.training.tabular import epoch_sample
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fit, val, _test = split_frame(df, config)
@@ -107,12 +114,16 @@ def train_dataset_model(
     meta = {"dataset": config.to_dict(), "numeric": numeric, "categorical": categorical, "text": text,
             "label": config.label}  # fmt: skip
     t0 = time.perf_counter()
+    n_pos = int(y_fit.sum())
+    sample = epoch_sample(n_pos, len(y_fit) - n_pos, max_train_rows)
     if text:
         from riskops.training.finetune import TrainConfig, train_model
 
         vocabs = vocabularies(fit, categorical)
+        fit, y_fit = sampled_rows(fit, y_fit, sample, seed)
+        sampled = sample.describe("(one sample for every epoch)")
         params = TrainingParams(encoder=encoder, epochs=epochs, max_steps=max_steps,
-                                finetune_layers=finetune_layers, max_train_rows=max_train_rows, seed=seed)  # fmt: skip
+                                finetune_layers=finetune_layers, max_train_rows=0, seed=seed)  # fmt: skip
         tc = TrainConfig.from_params(params, progress=False, max_length=64, numeric_features=tuple(numeric),
                                      categorical_vocabs=vocabs)  # fmt: skip
         result = train_model(
@@ -127,10 +138,10 @@ def train_dataset_model(
         from riskops.training.calibration import choose_calibrator
         from riskops.training.tabular import FTTransformerConfig, fit_ft_transformer
 
-        n_pos = int(y_fit.sum())
-        legit = max(max_train_rows - n_pos, 1000) if max_train_rows else None
-        cfg = FTTransformerConfig(max_epochs=ft_max_epochs, patience=ft_patience, legit_per_epoch=legit,
-                                  max_train_seconds=max_train_seconds or None, seed=seed, progress=False)  # fmt: skip
+        sampled = sample.describe("per epoch (fresh samples)")
+        cfg = FTTransformerConfig(max_epochs=ft_max_epochs, patience=ft_patience, legit_per_epoch=sample.legit,
+                                  fraud_per_epoch=sample.frauds, max_train_seconds=max_train_seconds or None,
+                                  seed=seed, progress=False)  # fmt: skip
         cols = numeric + categorical
         model = fit_ft_transformer(fit[cols], y_fit, val[cols], y_val, cfg, numeric, categorical)
         model.save(out_dir)
@@ -142,11 +153,22 @@ def train_dataset_model(
         info = {"val_pr_auc": model.info["best_val_pr_auc"], "best_epoch": model.info["best_epoch"],
                 "epochs_run": model.info["epochs_run"], "n_train": int(len(fit)),
                 "legit_rows_per_epoch": model.info["legit_rows_per_epoch"], "calibration": choice.name}  # fmt: skip
+    log.info("%s: %s", config.name, sampled)
+    info.update(sampled=sampled, frauds_per_epoch=sample.frauds, legit_per_epoch=sample.legit)
     info.update(kind=meta["kind"], n_val=int(len(val)), train_seconds=round(time.perf_counter() - t0, 2),
                 n_numeric=len(numeric), n_categorical=len(categorical), n_text=len(text))  # fmt: skip
     meta["training"] = info
     (out_dir / MODEL_META).write_text(json.dumps(meta, indent=2, default=str))
     return info
+
+
+def sampled_rows(frame: pd.DataFrame, y: np.ndarray, sample, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """One seeded draw of ``sample.frauds`` frauds and ``sample.legit`` legitimate rows, in time order."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    keep = np.sort(np.concatenate([rng.choice(pos, sample.frauds, replace=False),
+                                   rng.choice(neg, sample.legit, replace=False)]))  # fmt: skip
+    return frame.iloc[keep], y[keep]
 
 
 class DatasetScorer:

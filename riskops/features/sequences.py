@@ -272,8 +272,9 @@ def recent_events(frame: pd.DataFrame, per_entity: Mapping[str, int] = HISTORY_P
 
 
 # --------------------------------------------------------------------------- online (one transaction)
-def encode_one(record_event: tuple, prior: Iterable[tuple[int, tuple]]) -> np.ndarray:
-    """The token vector (SEQUENCE_COLUMNS order) of one transaction from the events its entities keep.
+def encode_one(record_event: tuple, prior: Iterable[tuple[int, tuple]]) -> tuple[np.ndarray, list[str]]:
+    """The token vector (SEQUENCE_COLUMNS order) of one transaction from the events its entities keep,
+    and the transaction ids of the history events it holds (newest first).
 
     prior: (arrival number, event tuple) pairs in any order, duplicates allowed (an event is kept
     by its user, device and IP). Strictly earlier events only, distinct by transaction id, newest
@@ -302,4 +303,4 @@ def encode_one(record_event: tuple, prior: Iterable[tuple[int, tuple]]) -> np.nd
     for j, name in enumerate(EVENT_FIELDS):
         current[name] = np.array([record_event[j]], dtype=object if name in _STRING_FIELDS else np.float64)
     current["t_us"] = current["t_us"].astype(np.int64)
-    return encode_history(current, history, valid)[0]
+    return encode_history(current, history, valid)[0], [str(ev[id_idx]) for ev in events]

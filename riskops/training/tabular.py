@@ -3,13 +3,26 @@
 The Feature-Tokenizer Transformer (Gorishniy et al., "Revisiting Deep Learning Models for Tabular
 Data", 2021) turns every feature into a token and lets self-attention mix them:
 
-* numeric feature j:       token = x_j * W_j + b_j          (a per-feature linear embedding)
+* numeric feature j:       token = x_j * W_j + b_j          (a per-feature linear embedding; or,
+                                                             with ``numeric_embedding``, periodic
+                                                             or piecewise-linear embeddings, below)
 * categorical feature j:   token = E_j[category] + b_j      (one embedding table per feature;
                                                              index 0 = unseen / rare category)
 * a learned [CLS] token is prepended; the encoder is a stack of BERT layers
   (``transformers.models.bert.BertEncoder`` built from a small ``BertConfig`` — the same
   transformer family as the text model), and the CLS output goes through LayerNorm -> ReLU ->
   Linear to one fraud logit.
+
+Numeric embeddings (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep
+Learning", NeurIPS 2022; package ``rtdl-num-embeddings``) let a token bend with its value, so the
+model can learn the sharp thresholds trees find for free:
+
+* ``"periodic"``: PeriodicEmbeddings(lite=False) — sin/cos of k learned frequencies of x_j, then a
+  per-feature linear layer and ReLU ("PLR"); ``frequency_init_scale`` is the frequencies' initial
+  spread (the paper's sigma, its most important setting).
+* ``"ple"``: PiecewiseLinearEmbeddings(version "B") — x_j encoded against bin edges (quantiles of
+  the transformed training values, ``n_bins`` at most) plus a linear term; the bin edges are part
+  of the preprocessing state and are saved with the model.
 
 Preprocessing is fitted on the training rows only: numerics go through a quantile transform to a
 standard normal (robust to the heavy tails of money amounts; NaN -> 0 = the median), categoricals
@@ -18,8 +31,8 @@ get a vocabulary of the training values seen at least ``min_category_count`` tim
 Training: AdamW, class-weighted BCE (or focal loss), early stopping on validation PR-AUC (average
 precision). The validation rows must come from the END of the training period (see
 riskops.data.datasets.train_val_split); the test period is never seen here. With
-``legit_per_epoch`` set, every epoch trains on all frauds plus a fresh random sample of that many
-legitimate rows — over the epochs the model still sees most legitimate rows, at a fraction of
+``legit_per_epoch`` set, every epoch trains on all frauds (``fraud_per_epoch``: a fresh sample of
+at most that many) plus a fresh random sample of that many legitimate rows — over the epochs the model still sees most legitimate rows, at a fraction of
 the cost per epoch. Seeds are fixed; on CPU the result is reproducible for a given thread count.
 
 ``FittedTabularModel.save(dir)`` writes ``model.safetensors`` (weights) + ``tabular_model.json``
@@ -31,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +58,14 @@ META_NAME = "tabular_model.json"
 FORMAT_VERSION = 1
 UNKNOWN = 0  # category index for unseen / rare values
 NUMERIC_TRANSFORMS = ("quantile", "robust_log")
+NUMERIC_EMBEDDINGS = ("linear", "periodic", "ple")
+# Per-epoch sample budget (epoch_sample): at least LEGIT_PER_FRAUD legitimate rows per fraud, and at
+# least MIN_LEGIT_PER_EPOCH (a measured ULB run at ~20,000 per epoch matched the full-data model;
+# ~1,000 per epoch against thousands of frauds gave 0.45x LightGBM's PR-AUC), frauds capped at
+# MAX_FRAUDS_PER_EPOCH so one epoch stays a few hundred thousand rows at most.
+LEGIT_PER_FRAUD = 20
+MIN_LEGIT_PER_EPOCH = 20_000
+MAX_FRAUDS_PER_EPOCH = 20_000
 
 
 @dataclass
@@ -63,11 +85,16 @@ class FTTransformerConfig:
     pos_weight: float | str | None = "sqrt"  # number, "sqrt" (sqrt(neg/pos)), "balanced" (neg/pos) or None
     focal_gamma: float = 2.0
     legit_per_epoch: int | None = None  # None: all legitimate rows every epoch
+    fraud_per_epoch: int | None = None  # None: all frauds every epoch (a cap for fraud-heavy data)
     n_quantiles: int = 1000
     # "quantile": quantile transform to a standard normal (the FT-Transformer paper's choice);
     # "robust_log": sign(r) * log1p(|r|), r = (x - median) / IQR — keeps the order and size of the
     # far tails, where a quantile map squeezes the rarest 0.1% of values into 0.6 standard units
     numeric_transform: str = "quantile"
+    numeric_embedding: str = "linear"  # "linear" | "periodic" | "ple" (see the module docstring)
+    n_frequencies: int = 16  # periodic: frequencies per feature
+    frequency_init_scale: float = 0.1  # periodic: sigma of the initial frequencies (inputs ~ N(0, 1))
+    n_bins: int = 32  # ple: bins per feature at most (quantiles of the training rows)
     min_category_count: int = 5
     max_train_seconds: float | None = None  # stop after the epoch that crosses this budget
     seed: int = 0
@@ -81,8 +108,44 @@ class FTTransformerConfig:
             raise ValueError(
                 f"numeric_transform must be one of {NUMERIC_TRANSFORMS}, got {self.numeric_transform!r}"
             )
+        if self.numeric_embedding not in NUMERIC_EMBEDDINGS:
+            raise ValueError(
+                f"numeric_embedding must be one of {NUMERIC_EMBEDDINGS}, got {self.numeric_embedding!r}"
+            )
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}")
+
+
+@dataclass(frozen=True)
+class EpochSample:
+    """How many rows of each class one epoch trains on, out of how many there are."""
+
+    frauds: int
+    total_frauds: int
+    legit: int
+    total_legit: int
+
+    def describe(self, unit: str = "per epoch") -> str:
+        """e.g. ``trained on 1,112 frauds + 40,000 of 65,000 legitimate rows per epoch``."""
+        frauds = (
+            f"{self.frauds:,}"
+            if self.frauds == self.total_frauds
+            else f"{self.frauds:,} of {self.total_frauds:,}"
+        )
+        return f"trained on {frauds} frauds + {self.legit:,} of {self.total_legit:,} legitimate rows {unit}"
+
+
+def epoch_sample(n_fraud: int, n_legit: int, min_legit: int | None = 0) -> EpochSample:
+    """The per-epoch budget: every fraud (up to MAX_FRAUDS_PER_EPOCH) and legitimate rows numbering
+    the largest of ``min_legit``, MIN_LEGIT_PER_EPOCH and LEGIT_PER_FRAUD per fraud, capped by the
+    data. Frauds and legitimate rows are counted separately, so a fraud-heavy dataset cannot crowd
+    out the legitimate rows. ``min_legit`` None or 0: every row of both classes.
+    """
+    if not min_legit:
+        return EpochSample(n_fraud, n_fraud, n_legit, n_legit)
+    frauds = min(n_fraud, MAX_FRAUDS_PER_EPOCH)
+    legit = min(n_legit, max(int(min_legit), MIN_LEGIT_PER_EPOCH, LEGIT_PER_FRAUD * frauds))
+    return EpochSample(frauds, n_fraud, legit, n_legit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,6 +177,7 @@ class TabularPreprocessor:
     numeric_transform: str = "quantile"
     medians: list[float] = field(default_factory=list)  # robust_log: per numeric feature
     scales: list[float] = field(default_factory=list)  # robust_log: IQR (std, then 1 if 0)
+    bins: list[list[float]] = field(default_factory=list)  # ple: per numeric feature, ascending edges
 
     @classmethod
     def fit(
@@ -175,6 +239,19 @@ class TabularPreprocessor:
             raise ValueError(f"input is missing column(s) {missing}")
         return self.transform_numeric(X), self.transform_categorical(X)
 
+    def fit_bins(self, x_num: np.ndarray, n_bins: int) -> None:
+        """Bin edges for piecewise-linear embeddings: quantiles of the *transformed* training numerics."""
+        from rtdl_num_embeddings import compute_bins
+
+        self.bins = []
+        for j in range(x_num.shape[1]):
+            col = torch.from_numpy(np.ascontiguousarray(x_num[:, j : j + 1], dtype="float32"))
+            if len(col) < 3 or bool((col == col[0]).all()):
+                self.bins.append([-1.0, 1.0])  # constant column: one bin, the embedding is linear
+                continue
+            edges = compute_bins(col, n_bins=max(2, min(n_bins, len(col) - 1)))[0]
+            self.bins.append([float(v) for v in edges])
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -202,18 +279,40 @@ def _bert_config(cfg: FTTransformerConfig, n_tokens: int):
     return bert
 
 
+def numeric_embedding(n_numeric: int, cfg: FTTransformerConfig, bins: list[list[float]] | None) -> nn.Module:
+    """The rtdl module that turns [B, n] numbers into [B, n, d_token] tokens (periodic or ple)."""
+    from rtdl_num_embeddings import PeriodicEmbeddings, PiecewiseLinearEmbeddings
+
+    if cfg.numeric_embedding == "periodic":
+        return PeriodicEmbeddings(n_numeric, cfg.d_token, n_frequencies=cfg.n_frequencies,
+                                  frequency_init_scale=cfg.frequency_init_scale, lite=False)  # fmt: skip
+    if not bins or len(bins) != n_numeric:
+        raise ValueError(
+            "numeric_embedding='ple' needs the preprocessor's bins (TabularPreprocessor.fit_bins)"
+        )
+    with warnings.catch_warnings():  # a single-bin (constant) feature warns; it is a linear token, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        edges = [torch.tensor(b, dtype=torch.float32) for b in bins]
+        return PiecewiseLinearEmbeddings(edges, cfg.d_token, activation=False, version="B")
+
+
 class FTTransformer(nn.Module):
     """Feature tokenizer + [CLS] + BertEncoder + head. ``forward(x_num, x_cat) -> logits (B,)``."""
 
-    def __init__(self, n_numeric: int, cardinalities: list[int], cfg: FTTransformerConfig):
+    def __init__(self, n_numeric: int, cardinalities: list[int], cfg: FTTransformerConfig,
+                 bins: list[list[float]] | None = None):  # fmt: skip
         super().__init__()
         from transformers.models.bert.modeling_bert import BertEncoder
 
         d = cfg.d_token
         bound = 1.0 / math.sqrt(d)
         self.n_numeric = n_numeric
-        self.num_weight = nn.Parameter(torch.empty(n_numeric, d).uniform_(-bound, bound))
-        self.num_bias = nn.Parameter(torch.empty(n_numeric, d).uniform_(-bound, bound))
+        self.num_embedding = None
+        if n_numeric and cfg.numeric_embedding != "linear":
+            self.num_embedding = numeric_embedding(n_numeric, cfg, bins)
+        else:  # parameter names kept from format 1's linear tokens, so older model files load
+            self.num_weight = nn.Parameter(torch.empty(n_numeric, d).uniform_(-bound, bound))
+            self.num_bias = nn.Parameter(torch.empty(n_numeric, d).uniform_(-bound, bound))
         self.n_categorical = len(cardinalities)
         if cardinalities:
             offsets = torch.tensor([0, *np.cumsum(cardinalities)[:-1].tolist()], dtype=torch.long)
@@ -229,7 +328,9 @@ class FTTransformer(nn.Module):
 
     def tokens(self, x_num: torch.Tensor, x_cat: torch.Tensor | None) -> torch.Tensor:
         parts = [self.cls.expand(x_num.shape[0], -1, -1)]
-        if self.n_numeric:
+        if self.num_embedding is not None:
+            parts.append(self.num_embedding(x_num))
+        elif self.n_numeric:
             parts.append(x_num.unsqueeze(-1) * self.num_weight + self.num_bias)
         if self.n_categorical:
             parts.append(self.cat_embedding(x_cat + self.cat_offsets) + self.cat_bias)
@@ -312,7 +413,7 @@ class FittedTabularModel:
             raise ValueError(f"{d / META_NAME} is not a riskops FT-Transformer (format {FORMAT_VERSION})")
         config = FTTransformerConfig(**meta["config"])
         pre = TabularPreprocessor(**meta["preprocessor"])
-        model = FTTransformer(len(pre.numeric), pre.cardinalities, config)
+        model = FTTransformer(len(pre.numeric), pre.cardinalities, config, pre.bins)
         model.load_state_dict(load_file(str(d / WEIGHTS_NAME)))
         model.eval()
         return cls(model, pre, config, meta.get("history"), meta.get("info"))
@@ -425,11 +526,14 @@ def fit_ft_transformer(
         )
         xn_tr, xc_tr = pre.transform(X_train)
         xn_va, xc_va = pre.transform(X_val)
-        model = FTTransformer(len(numeric), pre.cardinalities, cfg)
+        if cfg.numeric_embedding == "ple" and numeric:
+            pre.fit_bins(xn_tr, cfg.n_bins)
+        model = FTTransformer(len(numeric), pre.cardinalities, cfg, pre.bins)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         pos_idx, neg_idx = np.flatnonzero(y_tr > 0.5), np.flatnonzero(y_tr <= 0.5)
         n_neg_epoch = n_neg if cfg.legit_per_epoch is None else min(n_neg, int(cfg.legit_per_epoch))
-        pos_weight = _pos_weight(cfg, n_pos, n_neg_epoch)
+        n_pos_epoch = n_pos if cfg.fraud_per_epoch is None else max(1, min(n_pos, int(cfg.fraud_per_epoch)))
+        pos_weight = _pos_weight(cfg, n_pos_epoch, n_neg_epoch)
 
         best_ap, best_epoch, best_state, bad = -1.0, -1, None, 0
         history: list[dict] = []
@@ -437,7 +541,8 @@ def fit_ft_transformer(
         for epoch in range(cfg.max_epochs):
             model.train()
             negs = neg_idx if n_neg_epoch == n_neg else rng.choice(neg_idx, n_neg_epoch, replace=False)
-            idx = rng.permutation(np.concatenate([pos_idx, negs]))
+            poss = pos_idx if n_pos_epoch == n_pos else rng.choice(pos_idx, n_pos_epoch, replace=False)
+            idx = rng.permutation(np.concatenate([poss, negs]))
             total, steps = 0.0, 0
             bar = tqdm(range(0, len(idx), cfg.batch_size), desc=f"ft-transformer epoch {epoch + 1}",
                        leave=False, disable=not cfg.progress, mininterval=2.0)  # fmt: skip
@@ -477,6 +582,7 @@ def fit_ft_transformer(
             "epochs_run": len(history),
             "train_rows": int(len(y_tr)),
             "train_frauds": n_pos,
+            "frauds_per_epoch": n_pos_epoch,
             "legit_rows_per_epoch": n_neg_epoch,
             "pos_weight": pos_weight,
             "train_seconds": round(time.perf_counter() - t0, 2),

@@ -93,13 +93,16 @@ def test_online_replay_equals_offline(history):
     """The serving path (events kept per entity, `encode_one`) gives the offline tokens exactly."""
     offline = S.sequence_columns(history).to_numpy()
     ev = S.event_columns(history)
+    positions = S.prior_positions(ev["t_us"], {e: ev[c] for e, c in S.ENTITY_COLUMN.items()})
     kept: dict[tuple[str, str], deque] = {}
     arrivals = itertools.count()
     for i, record in enumerate(history.to_dict("records")):
         keys = [(e, str(record[c])) for e, c in S.ENTITY_COLUMN.items() if isinstance(record[c], str) and record[c]]
         prior = itertools.chain.from_iterable(kept.get(k, ()) for k in keys)
         event = S.event_record(record, int(ev["t_us"][i]))
-        np.testing.assert_allclose(S.encode_one(event, prior), offline[i], rtol=0, atol=1e-12)
+        tokens, ids = S.encode_one(event, prior)
+        np.testing.assert_allclose(tokens, offline[i], rtol=0, atol=1e-12)
+        assert ids == [history["transaction_id"].iloc[j] for j in positions[i] if j >= 0]
         item = (next(arrivals), event)
         for k in keys:
             kept.setdefault(k, deque(maxlen=S.HISTORY_PER_ENTITY[k[0]])).append(item)

@@ -153,16 +153,32 @@ def _strings(values: Iterable) -> np.ndarray:
                      for v in values], dtype=object)  # fmt: skip
 
 
-def event_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """A hashed transaction frame's EVENT_FIELDS as arrays (the offline event records)."""
+def event_columns(frame: pd.DataFrame, columns: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """A hashed transaction frame's EVENT_FIELDS as arrays (the offline event records).
+
+    columns: event field -> the frame's column, for data with its own names (bring your own data:
+    riskops.byod maps user, device, IP, amount and time); a field with no column is empty ('' / 0),
+    so its comparisons never match and its embedding is the unknown one.
+    """
+    names = {f: f for f in EVENT_FIELDS if f != "t_us"} | {"t_us": "event_timestamp"}
+    names.update(columns or {})
+
+    def col(field: str) -> pd.Series | None:
+        name = names.get(field)
+        return frame[name] if name is not None and name in frame.columns else None
+
     out: dict[str, np.ndarray] = {}
     for name in _STRING_FIELDS:
-        out[name] = _strings(frame[name]) if name in frame.columns else np.full(len(frame), "", dtype=object)
-    ts = pd.to_datetime(frame["event_timestamp"], utc=True)
+        values = col(name)
+        out[name] = _strings(values) if values is not None else np.full(len(frame), "", dtype=object)
+    ts = pd.to_datetime(col("t_us"), utc=True)
     out["t_us"] = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1000
-    out["amount"] = pd.to_numeric(frame["amount"], errors="coerce").fillna(0.0).to_numpy(np.float64)
-    refund = frame["is_refund"] if "is_refund" in frame.columns else pd.Series(False, index=frame.index)
-    out["is_refund"] = refund.fillna(False).astype(bool).to_numpy(np.float64)
+    amount = col("amount")
+    out["amount"] = (np.zeros(len(frame)) if amount is None
+                     else pd.to_numeric(amount, errors="coerce").fillna(0.0).to_numpy(np.float64))  # fmt: skip
+    refund = col("is_refund")
+    out["is_refund"] = (np.zeros(len(frame)) if refund is None
+                        else refund.fillna(False).astype(bool).to_numpy(np.float64))  # fmt: skip
     return out
 
 
@@ -235,9 +251,10 @@ def _newest_distinct(cand: np.ndarray, t_us: np.ndarray, length: int) -> np.ndar
     return cand
 
 
-def sequence_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """The token columns of every row of a hashed transaction frame, its history taken from the frame."""
-    ev = event_columns(frame)
+def sequence_columns(frame: pd.DataFrame, columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The token columns of every row of a hashed transaction frame, its history taken from the frame
+    (`columns`: see `event_columns`)."""
+    ev = event_columns(frame, columns)
     pos = prior_positions(ev["t_us"], {e: ev[c] for e, c in ENTITY_COLUMN.items()})
     valid = pos >= 0
     safe = np.clip(pos, 0, None)
@@ -245,10 +262,10 @@ def sequence_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(encode_history(ev, history, valid), index=frame.index, columns=list(SEQUENCE_COLUMNS))
 
 
-def add_sequence_columns(frame: pd.DataFrame) -> pd.DataFrame:
+def add_sequence_columns(frame: pd.DataFrame, columns: Mapping[str, str] | None = None) -> pd.DataFrame:
     """`frame` with SEQUENCE_COLUMNS added (replaced if present); history = the frame's own rows."""
     base = frame.drop(columns=[c for c in SEQUENCE_COLUMNS if c in frame.columns])
-    return pd.concat([base, sequence_columns(base)], axis=1)
+    return pd.concat([base, sequence_columns(base, columns)], axis=1)
 
 
 def recent_events(frame: pd.DataFrame, per_entity: Mapping[str, int] = HISTORY_PER_ENTITY) -> pd.DataFrame:

@@ -60,21 +60,20 @@ for _k, _v in {
 
 from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
 from riskops.training.metrics import score_metrics  # noqa: E402
+from riskops.training.params import TRAINING  # noqa: E402
 from riskops.training.significance import mean_ci, metric_by_group, paired_bootstrap  # noqa: E402
 
 log = logging.getLogger("bench_fused")
 RESULTS = ROOT / "benchmarks" / "results"
 
-# The fused models' training knobs (riskops.training.finetune.TrainConfig); the lead sets the final ones.
-# Each run adds the model's sequence/tabular switches (FUSED_MODELS) and seed = the generator seed;
+# The fused models' training knobs (riskops.training.finetune.TrainConfig; batch size, learning rates and
+# patience are its defaults). Each run adds the model's sequence/tabular switches (FUSED_MODELS) and seed = the generator seed;
 # num_threads defaults to --threads. Scores and latency are computed on CPU (RiskScorer.load(device="cpu")).
-FUSED_CONFIG: dict = {
-    "encoder": "minilm",
-    "finetune_layers": 0,
-    "batch_size": 256,
-    "lr_head": 3e-3,
-    "epochs": 12,
-    "patience": 4,
+FUSED_CONFIG: dict = {  # the training pipeline's own profile (riskops.training.params.TRAINING)
+    "encoder": TRAINING.encoder,
+    "finetune_layers": TRAINING.finetune_layers,
+    "epochs": TRAINING.epochs,
+    "max_train_rows": TRAINING.max_train_rows or None,
     "progress": False,
 }
 QUICK_OVERRIDES: dict = {"encoder": "tiny", "epochs": 2}  # --quick: smoke settings, numbers not meaningful

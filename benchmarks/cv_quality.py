@@ -1,6 +1,7 @@
 """Forward-chaining cross-validation INSIDE the training period — for choices, not for reporting.
 
     .venv/bin/python benchmarks/cv_quality.py [--dataset ulb-ccfraud] [--folds 0.55,0.70,0.85]
+    .venv/bin/python benchmarks/cv_quality.py --whole-range [--windows 4] [--trials 30] [--ft-embedding periodic]
 
 The quality benchmark's validation block is the last 15% of the training period; on ULB that is
 36 frauds, too few to choose between models or ensemble weights (one fraud moves recall by 0.03).
@@ -19,6 +20,16 @@ with the best LightGBM and LR. Per fold AUC-ROC and AUPRC plus their means, and 
 model's AUC-ROC loss sits: every fraud's loss is the share of its window's legitimate rows scored
 above it (the mean over frauds is 1 - AUC-ROC), so a few frauds that look legitimate to every
 model show up as a few large losses. Writes ``<out>/cv_<dataset>.json`` and ``.md``.
+
+``--whole-range`` is the reporting mode over the WHOLE time range (the test period included):
+rows sorted by event time, an initial block (``--initial``, default 40%) that is only trained on,
+then ``--windows`` consecutive equal windows. Each window is scored by models fitted on every row
+before it, whose last 15% is their validation tail (optuna's trials and early stopping for LightGBM,
+early stopping for the FT-Transformer) — never the window itself. Models: LightGBM tuned by
+riskops.training.tuning.tune_lightgbm (``--trials``) and the FT-Transformer with
+``--ft-embedding``. Per window and mean PR-AUC / AUC-ROC, the ratio FT / LightGBM of PR-AUC per
+window and its mean with a t-interval (riskops.training.significance.mean_ci), and the frauds
+scored. Writes ``<out>/cv_whole_<dataset>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +53,14 @@ from bench_quality import LGB_BASE, RESULTS, _lgb_frame, logistic_pipeline  # no
 
 from riskops.data import datasets as D  # noqa: E402
 from riskops.training.ensemble import fit_rank_ensemble  # noqa: E402
-from riskops.training.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
+from riskops.training.significance import mean_ci  # noqa: E402
+from riskops.training.tabular import (  # noqa: E402
+    NUMERIC_EMBEDDINGS,
+    NUMERIC_TRANSFORMS,
+    FTTransformerConfig,
+    fit_ft_transformer,
+)
+from riskops.training.tuning import tune_lightgbm  # noqa: E402
 
 log = logging.getLogger("cv_quality")
 
@@ -184,13 +202,16 @@ def fit_predict_ft(
     seed: int = 0,
     d_token: int = 32,
     n_layers: int = 2,
+    embedding: str = "linear",
+    max_epochs: int = 20,
+    legit_per_epoch: int = 60_000,
 ) -> np.ndarray:
     """FT-Transformer as in bench_quality (full settings), early-stopped on the newest rows of X."""
     cut = int(len(X) * (1 - val_fraction))
-    cfg = FTTransformerConfig(d_token=d_token, n_layers=n_layers, n_heads=4, lr=3e-4, legit_per_epoch=60_000, max_epochs=20,
-                              patience=6, max_train_seconds=900.0, progress=False,
+    cfg = FTTransformerConfig(d_token=d_token, n_layers=n_layers, n_heads=4, lr=3e-4, legit_per_epoch=legit_per_epoch,
+                              max_epochs=max_epochs, patience=6, max_train_seconds=900.0, progress=False,
                               numeric_transform=numeric_transform, pos_weight=None if pos_weight == "none" else pos_weight,
-                              seed=seed)  # fmt: skip
+                              numeric_embedding=embedding, seed=seed)  # fmt: skip
     model = fit_ft_transformer(X.iloc[:cut], y[:cut], X.iloc[cut:], y[cut:], cfg, numeric=numeric,
                                categorical=categorical)  # fmt: skip
     return model.predict_proba(Xw)
@@ -332,6 +353,107 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------
+# --whole-range: forward-chaining windows over the whole time range (reporting, not choosing)
+# --------------------------------------------------------------------------------------------
+
+
+def whole_range_windows(n: int, n_windows: int, initial: float) -> list[tuple[int, int]]:
+    """[start, end) row ranges of ``n`` time-sorted rows: ``n_windows`` consecutive, near-equal
+    windows covering every row after the first ``floor(n * initial)`` exactly once."""
+    if n_windows < 1 or not 0 < initial < 1:
+        raise ValueError("need at least one window and an initial share in (0, 1)")
+    edges = np.linspace(int(n * initial), n, n_windows + 1).round().astype(int)
+    if np.any(np.diff(edges) < 1):
+        raise ValueError(f"{n} rows are too few for {n_windows} windows after {initial:.0%}")
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def run_whole_range(
+    dataset: str, n_windows: int = 4, initial: float = 0.4, trials: int = 30, embedding: str = "periodic",
+    ft_max_epochs: int = 20, ft_legit_per_epoch: int = 60_000, val_fraction: float = 0.15,
+) -> dict:  # fmt: skip
+    """Tuned LightGBM and the FT-Transformer scored on every window after the initial block."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    cfg = D.builtin_config(dataset)
+    df = D.load_dataset(cfg)
+    df = df.sort_values(cfg.event_time.column, kind="stable").reset_index(drop=True)
+    y = D.labels(df, cfg)
+    numeric, categorical = list(cfg.numeric), list(cfg.categorical)
+    X = df[numeric + categorical]
+    windows = whole_range_windows(len(df), n_windows, initial)
+    rows, scores = [], {"lightgbm": [], "ft_transformer": []}
+    for a, b in windows:
+        cut = int(a * (1 - val_fraction))  # the validation tail of the rows before the window
+        t = time.perf_counter()
+        lgb = tune_lightgbm(X.iloc[:cut], y[:cut], X.iloc[cut:a], y[cut:a], n_trials=trials,
+                            categorical=categorical)  # fmt: skip
+        scores["lightgbm"].append(lgb.predict_scores(X.iloc[a:b]))
+        t_lgb, t = time.perf_counter() - t, time.perf_counter()
+        scores["ft_transformer"].append(
+            fit_predict_ft(X.iloc[:a], y[:a], X.iloc[a:b], numeric, categorical, embedding=embedding,
+                           max_epochs=ft_max_epochs, legit_per_epoch=ft_legit_per_epoch, val_fraction=val_fraction)
+        )  # fmt: skip
+        row = {"start_row": a, "end_row": b, "frauds": int(y[a:b].sum()), "train_rows": a, "train_frauds": int(y[:a].sum()),
+               "lightgbm_seconds": round(t_lgb, 1), "ft_seconds": round(time.perf_counter() - t, 1),
+               "lightgbm_best_params": lgb.best_params, "lightgbm_rounds": lgb.best_iteration}  # fmt: skip
+        for name, parts in scores.items():
+            row[f"{name}_pr_auc"] = float(average_precision_score(y[a:b], parts[-1]))
+            row[f"{name}_roc_auc"] = float(roc_auc_score(y[a:b], parts[-1]))
+        row["ratio_pr_auc"] = row["ft_transformer_pr_auc"] / row["lightgbm_pr_auc"]
+        rows.append(row)
+        log.info("window %d-%d (%d frauds): LightGBM PR-AUC %.3f, FT %.3f (%.0fs + %.0fs)", a, b, row["frauds"],
+                 row["lightgbm_pr_auc"], row["ft_transformer_pr_auc"], t_lgb, row["ft_seconds"])  # fmt: skip
+    summary = {
+        f"{name}_{metric}": mean_ci([r[f"{name}_{metric}"] for r in rows])
+        for name in scores
+        for metric in ("pr_auc", "roc_auc")
+    }
+    summary["ratio_pr_auc"] = mean_ci([r["ratio_pr_auc"] for r in rows])
+    return {
+        "dataset": cfg.name, "mode": "whole-range", "initial_rows": windows[0][0], "windows": rows,
+        "frauds_scored": int(sum(r["frauds"] for r in rows)), "summary": summary,
+        "settings": {"trials": trials, "ft_embedding": embedding, "ft_max_epochs": ft_max_epochs,
+                     "ft_legit_per_epoch": ft_legit_per_epoch, "val_fraction": val_fraction, "initial": initial},
+    }  # fmt: skip
+
+
+def markdown_whole_range(doc: dict) -> str:
+    s, st = doc["summary"], doc["settings"]
+
+    def ci(m: dict, nd: int = 3) -> str:
+        return f"{m['mean']:.{nd}f} [{m['lo']:.{nd}f}, {m['hi']:.{nd}f}]"
+
+    lines = [
+        f"# Forward-chaining windows over the whole time range: {doc['dataset']}",
+        "",
+        f"Initial training block: {doc['initial_rows']:,} rows; {len(doc['windows'])} windows, "
+        f"{doc['frauds_scored']} frauds scored. Each window: models fitted on every row before it "
+        f"(last {st['val_fraction']:.0%} = validation tail). LightGBM: tune_lightgbm, {st['trials']} trials; "
+        f"FT-Transformer: numeric embedding `{st['ft_embedding']}`, {st['ft_max_epochs']} epochs at most, "
+        f"{st['ft_legit_per_epoch']:,} legit rows per epoch.",
+        "",
+        "| window (rows) | frauds | LightGBM PR-AUC | FT PR-AUC | FT / LightGBM | LightGBM AUC-ROC | FT AUC-ROC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["windows"]:
+        lines.append(
+            f"| {r['start_row']:,}–{r['end_row']:,} | {r['frauds']} | {r['lightgbm_pr_auc']:.3f} | "
+            f"{r['ft_transformer_pr_auc']:.3f} | {r['ratio_pr_auc']:.2f} | {r['lightgbm_roc_auc']:.4f} | "
+            f"{r['ft_transformer_roc_auc']:.4f} |"
+        )
+    lines += [
+        f"| mean [95% t-interval] | {doc['frauds_scored']} | {ci(s['lightgbm_pr_auc'])} | "
+        f"{ci(s['ft_transformer_pr_auc'])} | {ci(s['ratio_pr_auc'], 2)} | {ci(s['lightgbm_roc_auc'], 4)} | "
+        f"{ci(s['ft_transformer_roc_auc'], 4)} |",
+        "",
+        f"Command: `{doc.get('command', '')}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ulb-ccfraud",
@@ -358,8 +480,35 @@ def main(argv: list[str] | None = None) -> int:
                     help="the FT-Transformer's token width and encoder layers (benchmark: 32,2; 4 heads)")  # fmt: skip
     ap.add_argument("--trees", action="store_true",
                     help="also extra trees, random forests and kNN, and their rank averages (~15 min on ULB)")  # fmt: skip
+    ap.add_argument("--whole-range", action="store_true",
+                    help="report over windows covering the whole time range (see the module docstring)")  # fmt: skip
+    ap.add_argument("--windows", type=int, default=4, help="--whole-range: windows after the initial block")
+    ap.add_argument("--initial", type=float, default=0.4, help="--whole-range: share of rows only trained on")
+    ap.add_argument("--trials", type=int, default=30, help="--whole-range: optuna trials per window")
+    ap.add_argument("--ft-embedding", default="periodic", choices=NUMERIC_EMBEDDINGS,
+                    help="--whole-range: the FT-Transformer's numeric embedding (periodic: the best "
+                         "validation PR-AUC on the FDB split)")  # fmt: skip
+    ap.add_argument(
+        "--ft-max-epochs", type=int, default=20, help="--whole-range: FT-Transformer epochs at most"
+    )
+    ap.add_argument("--ft-legit-per-epoch", type=int, default=60_000,
+                    help="--whole-range: legit rows per FT-Transformer epoch")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    command = " ".join(["python", "benchmarks/cv_quality.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.whole_range:
+        import torch
+
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        doc = run_whole_range(args.dataset, args.windows, args.initial, args.trials, args.ft_embedding,
+                              args.ft_max_epochs, args.ft_legit_per_epoch)  # fmt: skip
+        doc.update(command=command, seconds=round(time.perf_counter() - t0, 1))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"cv_whole_{doc['dataset']}.json").write_text(json.dumps(doc, indent=2))
+        (args.out / f"cv_whole_{doc['dataset']}.md").write_text(markdown_whole_range(doc))
+        print(markdown_whole_range(doc))
+        return 0
     starts = [float(v) for v in args.folds.split(",")]
     if starts != sorted(starts) or not 0 < starts[0] or starts[-1] >= 1:
         ap.error("--folds must be increasing fractions in (0, 1)")
@@ -375,9 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         ft_seeds=tuple(int(v) for v in args.ft_seeds.split(",")),
         ft_size=tuple(int(v) for v in args.ft_size.split(",")),
     )
-    doc["command"] = " ".join(
-        ["python", "benchmarks/cv_quality.py", *(argv if argv is not None else sys.argv[1:])]
-    )
+    doc["command"] = command
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"cv_{doc['dataset']}.json").write_text(json.dumps(doc, indent=2))

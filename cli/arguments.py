@@ -39,7 +39,7 @@ def add_pipeline_args(
         "--max-train-rows",
         type=int,
         default=max_train_rows,
-        help="train on every fraud plus a sample of legit rows up to N rows, for CPU speed; validation"
+        help="train on every fraud plus at most N sampled legitimate rows, for CPU speed; validation"
         " and test are never sampled and scores are re-calibrated (0 = all rows; default %(default)s)",
     )
     p.add_argument(

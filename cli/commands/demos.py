@@ -7,6 +7,7 @@ import os
 import signal
 
 from cli.arguments import DRIFT_SCENARIOS, add_pipeline_args
+from riskops.training.params import TRAINING
 
 
 def exit_on_sigterm() -> None:
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", choices=("minilm", "tiny"), default="tiny", help="text encoder (default tiny: fast)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs, first champion and retraining")
     p.add_argument("--max-train-rows", type=int, default=12_000,
-                   help="train on every fraud plus legit rows up to N, first champion and retraining (default %(default)s)")
+                   help="train on every fraud plus at most N legit rows, first champion and retraining (default %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.05,
                    help="retraining: validation share (small: the drifted rows are the newest, and the gate decides)")
     p.add_argument("--test-fraction", type=float, default=0.05, help="retraining: test share")
@@ -91,9 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "champion and score new orders; then close the loop (unless --skip-loop): normal traffic, a drift "
                        "scenario with delayed feedback, monitor -> retraining -> promotion gate -> new champion. Exit 1 when "
                        "the loop did not close.")
-    # 3 epochs on up to 12,000 rows, for the first champion and the loop's retraining: ~2 minutes of
-    # training each on 2 CPU cores (the encoder reads short texts, most of them cached)
-    add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)), epochs=3, max_train_rows=12_000)
+    # the pipeline's own training profile (riskops.training.params.TRAINING) for the first champion and
+    # the loop's retraining: about a minute of training on 2 CPU cores for the demo's 20,000 rows
+    add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)), epochs=TRAINING.epochs,
+                      max_train_rows=TRAINING.max_train_rows)
     p.add_argument("--skip-loop", action="store_true",
                    help="stop after training and serving (no drift / monitor / retraining / promotion loop)")
     p.add_argument("--scenario", default="fraud_ring",

@@ -58,8 +58,8 @@ def evaluate_dataset(
     models[TRANSFORMER]["note"] = (
         "FT-Transformer (riskops/training/tabular.py, no text columns mapped), Platt/temperature-calibrated on validation"
         if kind == "ft_transformer"
-        else f"text + tabular transformer ({scorer.meta.get('encoder')} encoder on {', '.join(scorer.text)}), "
-        "calibrated on validation"
+        else f"{'behaviour-sequence + ' if scorer.meta.get('sequences') else ''}text + tabular transformer "
+        f"({scorer.meta.get('encoder')} encoder on {', '.join(scorer.text) or 'no text column'}), calibrated on validation"
     )
     lgb_best = max(tuning[LIGHTGBM], key=lambda r: -1 if math.isnan(r["val_pr_auc"]) else r["val_pr_auc"])
     models[LIGHTGBM]["note"] = f"grid of {len(tuning[LIGHTGBM])}, chosen on validation: {lgb_best}"

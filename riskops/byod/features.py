@@ -1,7 +1,10 @@
-"""Features of a user's dataset: windowed aggregates of the mapped entities, through Feast.
+"""Features of a user's dataset: windowed aggregates of the mapped entities, through Feast, and
+behaviour sequences when a user is mapped.
 
 The same riskops.features.aggregates code and Feast repo as the built-in schema, for the MAPPED
 entities only and only the aggregates the mapping supports (riskops.byod.config.aggregate_feature_names).
+The sequences are riskops.features.sequences over the mapped user / device / IP / merchant and the
+amount column; fields the mapping has no role for stay empty.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from riskops.data.datasets import (
     DatasetConfig,
 )
 from riskops.features.contract import ENTITY_KEYS
+from riskops.features.sequences import sequence_columns
 
 _NEVER_SEEN_SECONDS = 30 * 24 * 3600.0
 
@@ -69,6 +73,8 @@ def build_dataset_features(
     views = [fs.view_name(role) for role in ENTITY_ROLES if role in config.entities]
     store.materialize(start_date=fs._utc(end - fs.FEATURE_TTL), end_date=fs._utc(end), feature_views=views)
     out = df.copy()
+    if "user" in config.entities:  # each row's recent events of its user (and device / IP when mapped)
+        out = pd.concat([out, sequence_columns(events)], axis=1)
     with np.errstate(all="ignore"):
         for f in names:
             if f == SINCE_LAST:
@@ -81,5 +87,6 @@ def build_dataset_features(
             else:
                 out[f] = joined[f].to_numpy("float64")
     info = {"aggregates": names, "entities": sorted(config.entities), "feast": True, "feature_views": views,
-            "repo": str(repo), "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+            "repo": str(repo), "sequences": "user" in config.entities,
+            "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
     return out, info

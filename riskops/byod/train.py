@@ -23,6 +23,7 @@ from riskops.data.datasets import (
     train_val_split,
 )
 from riskops.features.contract import TEXT_COLUMN
+from riskops.features.sequences import SEQUENCE_COLUMNS, has_sequence_columns
 from riskops.training.params import QUICK_TRAINING, TrainingParams
 
 MODEL_META = "byod_model.json"
@@ -51,9 +52,13 @@ def joined_text(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
 def text_model_frame(
     frame: pd.DataFrame, numeric: list[str], categorical: list[str], text: list[str]
 ) -> pd.DataFrame:
+    """The risk model's frame of a dataset: numerics, categoricals, the joined text ('' with no text
+    column) and the behaviour-sequence columns when the frame has them."""
     out = {c: frame[c].to_numpy("float64") for c in numeric}
     out.update({c: frame[c].astype(str).to_numpy(dtype=object) for c in categorical})
-    out[TEXT_COLUMN] = joined_text(frame, text)
+    out[TEXT_COLUMN] = joined_text(frame, text) if text else [""] * len(frame)
+    if has_sequence_columns(frame.columns):
+        out.update({c: frame[c].to_numpy("float64") for c in SEQUENCE_COLUMNS})
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -116,7 +121,10 @@ def train_dataset_model(
     t0 = time.perf_counter()
     n_pos = int(y_fit.sum())
     sample = epoch_sample(n_pos, len(y_fit) - n_pos, max_train_rows)
-    if text:
+    # a mapped user gives every row its recent events (riskops.byod.features): the fused model reads
+    # them, with the text when text columns are mapped and an empty text otherwise
+    sequences = has_sequence_columns(df.columns)
+    if text or sequences:
         from riskops.training.finetune import TrainConfig, train_model
 
         vocabs = vocabularies(fit, categorical)
@@ -131,7 +139,7 @@ def train_dataset_model(
             text_model_frame(val, numeric, categorical, text),
             y_fit, y_val, tc, out_dir,
         )  # fmt: skip
-        meta.update(kind="text_tabular", encoder=encoder)
+        meta.update(kind="fused" if sequences else "text_tabular", encoder=encoder, sequences=sequences)
         info = {"val_pr_auc": result.val_pr_auc, "best_epoch": result.best_epoch, "n_train": result.n_train,
                 "calibration": result.calibration.get("method", "temperature")}  # fmt: skip
     else:

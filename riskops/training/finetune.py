@@ -55,13 +55,13 @@ class TrainConfig:
     """The training loop's knobs; what a run is asked to do defaults to riskops.training.params.TRAINING."""
 
     epochs: int = TRAINING.epochs
-    batch_size: int = 64  # rows per step per process (DDP: the global batch is batch_size * world_size)
+    batch_size: int = 256  # rows per step per process (DDP: the global batch is batch_size * world_size)
     lr_encoder: float = 3e-5  # the fine-tuned top encoder layers
-    lr_head: float = 1e-3  # projections, embeddings, MLP
+    lr_head: float = 3e-3  # projections, embeddings, sequence encoder, MLP
     weight_decay: float = 0.01  # AdamW decoupled weight decay lambda (see module docstring)
     pos_weight: float | None = None  # None: n_legit / n_fraud of the training rows, capped
     focal_gamma: float = 0.0  # > 0: focal loss instead of weighted BCE
-    patience: int = 2  # epochs without a better validation PR-AUC before stopping
+    patience: int = 3  # epochs without a better validation PR-AUC before stopping
     seed: int = TRAINING.seed
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke runs)
     encoder: str = TRAINING.encoder  # "minilm" (packaged all-MiniLM-L6-v2) or "tiny" (random, tests)
@@ -69,9 +69,9 @@ class TrainConfig:
         TRAINING.finetune_layers
     )  # top encoder layers trained; the rest and the embeddings frozen
     device: str = "auto"  # "auto" = CUDA (bf16 autocast) if available else CPU (fp32)
-    # Speed: keep every fraud and a random sample of legit rows so that the training part has at
-    # most this many rows (None = all). Validation is never down-sampled, and the calibration
-    # bias fitted on it undoes the changed class prior, so scores stay calibrated.
+    # Speed: keep every fraud and a random sample of at most this many legit rows (None = all).
+    # Validation is never down-sampled, and the calibration bias fitted on it undoes the changed
+    # class prior, so scores stay calibrated.
     max_train_rows: int | None = None
     pos_weight_cap: float = 10.0
     max_length: int = 48  # tokens per text
@@ -151,15 +151,19 @@ def set_seed(seed: int) -> None:
 
 
 def downsample_legit(
-    frame: pd.DataFrame, labels: np.ndarray, max_rows: int | None, seed: int
+    frame: pd.DataFrame, labels: np.ndarray, max_legit: int | None, seed: int
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Keep all frauds and a random (seeded) sample of legit rows, at most `max_rows` in all."""
-    if max_rows is None or len(frame) <= max_rows:
-        return frame, labels
+    """Keep every fraud and a random (seeded) sample of at most `max_legit` legitimate rows.
+
+    The budget counts legitimate rows only: a training period rich in frauds keeps all of them and
+    still as many legitimate rows as a poor one (counting frauds too once left a real dataset with
+    thousands of frauds 1,000 legitimate rows).
+    """
     pos = np.flatnonzero(labels == 1)
     neg = np.flatnonzero(labels == 0)
-    n_neg = max(int(max_rows) - len(pos), 0)
-    keep_neg = np.random.default_rng(seed).choice(neg, size=min(n_neg, len(neg)), replace=False)
+    if max_legit is None or len(neg) <= max_legit:
+        return frame, labels
+    keep_neg = np.random.default_rng(seed).choice(neg, size=int(max_legit), replace=False)
     keep = np.sort(np.concatenate([pos, keep_neg]))
     return frame.iloc[keep], labels[keep]
 
@@ -205,7 +209,13 @@ def train_model(
         set_seed(config.seed)  # the same on every rank: same data sample, batch order, initial weights
         # the served catalogue: every text of the data, before legit rows are sampled away
         catalogue_texts = [*train_frame[TEXT_COLUMN].tolist(), *val_frame[TEXT_COLUMN].tolist()]
+        n_legit = int((y_tr == 0).sum())
         train_frame, y_tr = downsample_legit(train_frame, y_tr, config.max_train_rows, config.seed)
+        log_progress(
+            config,
+            f"training on {int(y_tr.sum()):,} frauds + {int((y_tr == 0).sum()):,} of {n_legit:,} legitimate rows"
+            + (f" (max_train_rows {config.max_train_rows:,} legitimate)" if config.max_train_rows else ""),
+        )
         loop = FineTuningRun(config, place, train_frame, val_frame, y_tr, y_va)
         history, best_epoch = loop.fit()
         calibration, digests = loop.finish()

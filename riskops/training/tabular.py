@@ -60,7 +60,7 @@ UNKNOWN = 0  # category index for unseen / rare values
 NUMERIC_TRANSFORMS = ("quantile", "robust_log")
 NUMERIC_EMBEDDINGS = ("linear", "periodic", "ple")
 # Per-epoch sample budget (epoch_sample): at least LEGIT_PER_FRAUD legitimate rows per fraud, and at
-# least MIN_LEGIT_PER_EPOCH (a measured ULB run at ~20,000 per epoch matched the full-data model;
+# least MIN_LEGIT_PER_EPOCH (on ULB, ~20,000 per epoch tested as well as 60,000, docs/quality.md;
 # ~1,000 per epoch against thousands of frauds gave 0.45x LightGBM's PR-AUC), frauds capped at
 # MAX_FRAUDS_PER_EPOCH so one epoch stays a few hundred thousand rows at most.
 LEGIT_PER_FRAUD = 20

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_train_rows",
         type=int,
         default=d.max_train_rows,
-        help="every fraud plus sampled legit rows up to N (0 = all rows)",
+        help="every fraud plus at most N sampled legit rows (0 = all rows)",
     )
     p.add_argument(
         "--test_fraction", type=float, default=d.test_fraction, help="newest share left for evaluation"

@@ -25,6 +25,7 @@ from riskops.byod.ingest import load_canonical
 from riskops.byod.train import MODEL_META, DatasetScorer, joined_text, train_dataset_model
 from riskops.byod.validate import validate_dataset
 from riskops.data.datasets import DatasetConfig, MappingError
+from riskops.features.sequences import column_name, has_sequence_columns
 
 
 def write_config(tmp_path, cfg: dict, name: str = "my-shop.yaml"):
@@ -119,6 +120,21 @@ def test_without_text_the_ft_transformer_is_trained_calibrated_and_scored(tmp_pa
     assert np.array_equal(np.argsort(z, kind="stable"), np.argsort(p, kind="stable"))
 
 
+def test_a_mapped_user_gives_the_fused_model_its_histories_even_without_text(tmp_path, shop_csv):
+    config = DatasetConfig.from_dict(shop_config(shop_csv, text=[], pii=[]))
+    df, info = build_dataset_features(load_canonical(config), config, tmp_path / "repo")
+    assert info["sequences"] and has_sequence_columns(df.columns)
+    # the shop's customers come back: most rows have at least one earlier event of their user
+    assert (df[column_name(0, "relation")] > 0).mean() > 0.5
+    trained = train_dataset_model(df, config, tmp_path / "model", encoder="tiny", epochs=1, max_steps=10,
+                                  max_train_rows=800)  # fmt: skip
+    assert trained["kind"] == "fused"
+    scorer = DatasetScorer(tmp_path / "model")
+    assert scorer.model.config.sequence
+    p = scorer.predict_proba(df.tail(200))
+    assert p.shape == (200,) and np.all((p >= 0) & (p <= 1))
+
+
 def test_with_text_the_text_tabular_transformer_uses_the_dataset_columns(tmp_path, shop_csv):
     config = DatasetConfig.from_dict(shop_config(shop_csv, entities={}, pii=[]))
     df = load_canonical(config)
@@ -198,7 +214,7 @@ def test_own_csv_through_the_real_pipeline_registers_an_evaluated_version(riskop
                  "MODEL_CARD.md"):  # fmt: skip
         assert (mv.path / name).exists(), name
     evaluation = json.loads((mv.path / "evaluation.json").read_text())
-    assert evaluation["model_kind"] == "text_tabular"
+    assert evaluation["model_kind"] == "fused"  # the config maps a user: each row's recent events are read
     assert {"transformer", "lightgbm", "logistic_regression"} == set(evaluation["models"])
     for m in evaluation["models"].values():
         assert 0.0 <= m["roc_auc"] <= 1.0

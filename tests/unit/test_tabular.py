@@ -8,9 +8,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from riskops.training.tabular import (
+    EpochSample,
     FittedTabularModel,
     FTTransformerConfig,
     TabularPreprocessor,
+    epoch_sample,
     fit_ft_transformer,
 )
 
@@ -108,3 +110,56 @@ def test_robust_log_model_learns_and_round_trips(tmp_path):
     loaded = FittedTabularModel.load(model.save(tmp_path / "ft"))
     assert loaded.pre.numeric_transform == "robust_log" and loaded.pre.quantiles == []
     np.testing.assert_allclose(loaded.predict_proba(Xt), p, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("embedding", ["periodic", "ple"])
+def test_numeric_embeddings_learn_and_round_trip(embedding, tmp_path):
+    X, y = _planted(3000, 0)
+    Xv, yv = _planted(800, 1)
+    cfg = FTTransformerConfig(**{**CFG.__dict__, "numeric_embedding": embedding, "n_bins": 8})
+    model = fit_ft_transformer(X, y, Xv, yv, cfg, numeric=["signal", "heavy", "noise"], categorical=["kind"])
+    assert model.model.num_embedding is not None and not hasattr(model.model, "num_weight")
+    Xt, yt = _planted(1500, 2)
+    p = model.predict_proba(Xt)
+    assert roc_auc_score(yt, p) > 0.9
+    loaded = FittedTabularModel.load(model.save(tmp_path / "ft"))
+    assert loaded.config.numeric_embedding == embedding
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), p)
+    if embedding == "ple":  # the bins are fitted on the transformed training numerics and saved
+        assert len(loaded.pre.bins) == 3 and loaded.pre.bins == model.pre.bins
+        assert all(2 <= len(b) <= 9 and b == sorted(set(b)) for b in loaded.pre.bins)
+    else:
+        assert loaded.pre.bins == []
+
+
+def test_ple_bins_of_a_constant_column_are_one_bin():
+    pre = TabularPreprocessor(["const", "x"], [])
+    pre.fit_bins(np.column_stack([np.zeros(50), np.arange(50.0)]).astype("float32"), n_bins=4)
+    assert pre.bins[0] == [-1.0, 1.0] and pre.bins[1] == [0.0, 12.25, 24.5, 36.75, 49.0]
+    with pytest.raises(ValueError, match="numeric_embedding"):
+        FTTransformerConfig(numeric_embedding="fourier")
+
+
+def test_epoch_sample_counts_frauds_and_legitimate_rows_separately():
+    # fraud-heavy: 20 legit rows per fraud, never the 1,000 left over from a shared row budget
+    s = epoch_sample(5_000, 300_000, min_legit=6_000)
+    assert (s.frauds, s.legit) == (5_000, 100_000)
+    assert s.describe() == "trained on 5,000 frauds + 100,000 of 300,000 legitimate rows per epoch"
+    assert epoch_sample(381, 193_287, 6_000).legit == 20_000  # few frauds: the floor
+    assert epoch_sample(381, 193_287, 60_000).legit == 60_000  # the caller may ask for more
+    assert epoch_sample(1_112, 15_000, 6_000).legit == 15_000  # capped by the data
+    capped = epoch_sample(50_000, 2_000_000, 6_000)  # frauds capped, the ratio kept
+    assert (capped.frauds, capped.legit) == (20_000, 400_000)
+    assert capped.describe().startswith("trained on 20,000 of 50,000 frauds + 400,000 of 2,000,000")
+    assert epoch_sample(10, 500, 0) == EpochSample(10, 10, 500, 500)  # 0: every row
+
+
+def test_fraud_per_epoch_samples_frauds_each_epoch():
+    X, y = _planted(3000, 0)
+    Xv, yv = _planted(800, 1)
+    cfg = FTTransformerConfig(
+        **{**CFG.__dict__, "fraud_per_epoch": 50, "legit_per_epoch": 500, "max_epochs": 2}
+    )
+    model = fit_ft_transformer(X, y, Xv, yv, cfg, numeric=["signal", "heavy", "noise"], categorical=["kind"])
+    assert model.info["frauds_per_epoch"] == 50 < model.info["train_frauds"]
+    assert model.info["legit_rows_per_epoch"] == 500

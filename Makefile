@@ -68,7 +68,8 @@ validate-k8s: install ## offline checks of k8s/ and the compiled pipelines (yaml
 
 bench: bench-quality bench-serving ## all benchmarks
 
-bench-quality: install ## model quality: transformer vs LightGBM/LR/rules/IsolationForest on a larger synthetic set
+bench-quality: install ## model quality: the fused model vs tuned LightGBM (3 seeds), then the real-data and baseline benchmark
+	$(PY) benchmarks/bench_fused.py
 	$(PY) benchmarks/bench_quality.py
 
 bench-serving: install ## serving latency/throughput vs a bare KServe floor, open-loop load, Feast staleness

@@ -1,6 +1,6 @@
 """Fused-model benchmark (issue #23): does the behaviour-sequence + tabular + text model beat tuned LightGBM?
 
-    .venv/bin/python benchmarks/bench_fused.py [--rows 60000] [--seeds 7,8,9] [--trials 50]
+    .venv/bin/python benchmarks/bench_fused.py [--rows 40000] [--seeds 7,8,9] [--trials 50]
                                                [--out benchmarks/results] [--quick] [--threads 1] [--days D]
 
 Per generator seed: generate transactions, build the Feast point-in-time features (temporary
@@ -48,15 +48,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "FEAST_USAGE": "False",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_k, _v)
+from riskops.settings import use_offline_environment  # noqa: E402
+
+use_offline_environment()
 
 from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
 from riskops.training.metrics import score_metrics  # noqa: E402
@@ -537,7 +531,7 @@ def _jsonable(o):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--rows", type=int, default=None, help="generated rows per seed (default 60000; --quick 6000)"
+        "--rows", type=int, default=None, help="generated rows per seed (default 40000; --quick 6000)"
     )
     ap.add_argument(
         "--seeds", default=None, help="comma-separated generator seeds (default 7,8,9; --quick 7)"
@@ -554,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke settings: tiny encoder, 2 epochs; numbers not meaningful"
     )
     args = ap.parse_args(argv)
-    args.rows = args.rows if args.rows is not None else 6000 if args.quick else 60_000
+    args.rows = args.rows if args.rows is not None else 6000 if args.quick else 40_000
     args.trials = args.trials if args.trials is not None else 3 if args.quick else 50
     seeds = [int(x) for x in (args.seeds or ("7" if args.quick else "7,8,9")).split(",") if x.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -53,16 +53,21 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "DO_NOT_TRACK": "1", "FEAST_USAGE": "False", "TOKENIZERS_PARALLELISM": "false"}.items():  # fmt: skip
-    os.environ.setdefault(_k, _v)
+from riskops.settings import use_offline_environment  # noqa: E402
+
+use_offline_environment()
 
 from riskops.data import datasets as D  # noqa: E402
 from riskops.training.anomaly import AutoencoderConfig, blend, choose_blend_weight, fit_autoencoder  # noqa: E402
 from riskops.training.calibration import choose_calibrator, expected_calibration_error, reliability_plot  # noqa: E402
 from riskops.training.ensemble import choose_ensemble_weights, fit_rank_ensemble  # noqa: E402
 from riskops.training.metrics import score_metrics  # noqa: E402
-from riskops.training.tabular import NUMERIC_TRANSFORMS, FTTransformerConfig, fit_ft_transformer  # noqa: E402
+from riskops.training.tabular import (  # noqa: E402
+    NUMERIC_EMBEDDINGS,
+    NUMERIC_TRANSFORMS,
+    FTTransformerConfig,
+    fit_ft_transformer,
+)
 
 log = logging.getLogger("bench_quality")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -297,7 +302,7 @@ def ft_config(quick: bool, args) -> FTTransformerConfig:
     return FTTransformerConfig(
         d_token=32, n_layers=2, n_heads=4, lr=args.ft_lr, legit_per_epoch=args.ft_legit_per_epoch,
         max_epochs=args.ft_max_epochs, patience=args.ft_patience, max_train_seconds=args.ft_max_seconds,
-        numeric_transform=args.ft_numeric, progress=not args.no_progress,
+        numeric_transform=args.ft_numeric, numeric_embedding=args.ft_embedding, progress=not args.no_progress,
     )  # fmt: skip
 
 
@@ -814,6 +819,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-max-seconds", type=float, default=900.0)
     ap.add_argument("--ft-numeric", default="quantile", choices=NUMERIC_TRANSFORMS,
                     help="the FT-Transformer's numeric preprocessing (riskops.training.tabular.FTTransformerConfig)")  # fmt: skip
+    ap.add_argument("--ft-embedding", default="linear", choices=NUMERIC_EMBEDDINGS,
+                    help="the FT-Transformer's numeric tokens: linear, periodic or piecewise-linear (ple)")  # fmt: skip
     ap.add_argument("--synthetic-rows", type=int, default=None)
     ap.add_argument("--synthetic-encoder", default="minilm", choices=("minilm", "tiny"))
     ap.add_argument("--synthetic-epochs", type=int, default=2)

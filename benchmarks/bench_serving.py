@@ -47,15 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "FEAST_USAGE": "False",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_k, _v)
+from riskops.settings import use_offline_environment  # noqa: E402
+
+use_offline_environment()
 
 
 from serving_load import CLIENTS, Bodies, batch_stats, measure_interleaved, open_loop, scrape, staleness  # noqa: E402

@@ -9,24 +9,14 @@ are imported inside the commands that need them, so `riskops --help` answers ins
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from cli.commands import data, demos, feedback, models, monitor, pipeline, retrain
 from riskops import __version__
-from riskops.settings import paths
+from riskops.settings import paths, use_offline_environment
 
 # every command runs offline and quiet: no model hub, no telemetry (settings a user may override)
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "FEAST_USAGE": "False",
-    "GX_ANALYTICS_ENABLED": "False",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_k, _v)
+use_offline_environment()
 
 # in the order `riskops --help` lists them: the steps, the pipeline, models and serving, the loop, the demos
 COMMAND_GROUPS = (data, pipeline, models, monitor, feedback, retrain, demos)

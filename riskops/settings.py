@@ -24,6 +24,25 @@ def home() -> Path:
     return Path(os.environ.get(HOME_ENV, Path.cwd() / ".riskops")).resolve()
 
 
+# What every entry point (CLI, benchmarks, tests) sets before heavy imports: no model hub, no dataset
+# download, no telemetry. setdefault, so a user's own setting wins.
+OFFLINE_ENVIRONMENT: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "FEAST_USAGE": "False",
+    "GX_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def use_offline_environment(env: dict | None = None) -> None:
+    """Set OFFLINE_ENVIRONMENT's variables in `env` (default: os.environ) where they are not set."""
+    target = os.environ if env is None else env
+    for key, value in OFFLINE_ENVIRONMENT.items():
+        target.setdefault(key, value)
+
 @dataclass(frozen=True)
 class Paths:
     """The layout under the home folder."""

@@ -18,7 +18,9 @@ Record fields (see `record_columns`): request_id, logged_at, event_timestamp, tr
 model_version, arm (champion / challenger while a canary runs, else null), risk_score, decision,
 degraded, reasons, the hashed transaction (PII only as
 keyed hashes), ``entity_features`` (the looked-up entity state, names as in the training frame)
-and ``features`` (the numeric model inputs, flattened by the reader as ``model.<name>``).
+``features`` (the numeric model inputs, flattened by the reader as ``model.<name>``), ``history``
+(the ids of the earlier transactions read as the behaviour sequence) and ``history_tokens`` (their
+tokens as the model read them, riskops.features.sequences.logged_tokens).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from riskops.features.contract import (
     build_model_frame_records,
     model_frame_and_numeric,
 )
-from riskops.features.sequences import RECENT_EVENTS_FILE, SEQUENCE_KEY
+from riskops.features.sequences import RECENT_EVENTS_FILE, SEQUENCE_KEY, logged_tokens
 from riskops.pii import hash_record, pii_key
 from riskops.settings import paths
 from serving.alerts import AlertManager
@@ -280,8 +280,14 @@ class RiskTransformer(Model):
                     # mutated after the lookup: logged as is, not copied per request
                     "entity_features": ents,
                     "features": features,
-                    # the earlier transactions the model read as this one's history (newest first)
+                    # the earlier transactions the model read as this one's history (newest first) and
+                    # their tokens as the model read them: a challenger is scored on the same inputs
                     "history": p.history_ids[i] if p.history_ids is not None else None,
+                    "history_tokens": (
+                        logged_tokens(p.history_tokens[i], len(p.history_ids[i]))
+                        if p.history_tokens is not None and p.history_ids is not None
+                        else None
+                    ),
                 }
             )
         return out

@@ -10,25 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from riskops.settings import use_offline_environment
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 # No network at run time, in tests too.
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "FEAST_USAGE": "False",
-    "GX_ANALYTICS_ENABLED": "False",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_k, _v)
+use_offline_environment()
 
 
 @pytest.fixture(autouse=True)

@@ -146,6 +146,23 @@ def encode_history(current: Mapping[str, np.ndarray], history: Mapping[str, np.n
     return mat.reshape(n, length * len(TOKEN_FIELDS))  # column order = SEQUENCE_COLUMNS
 
 
+def logged_tokens(vector: np.ndarray, n_events: int) -> list[list[float]]:
+    """The token vector of one transaction as the prediction log keeps it: one list of TOKEN_FIELDS
+    values per history event, newest first, padding left out."""
+    return np.asarray(vector, dtype=np.float64).reshape(SEQUENCE_LENGTH, len(TOKEN_FIELDS))[:n_events].tolist()
+
+
+def tokens_from_log(rows: Iterable) -> np.ndarray:
+    """[n, len(SEQUENCE_COLUMNS)] token matrix from logged tokens (`logged_tokens`; None / NaN = no history)."""
+    rows = list(rows)
+    out = np.zeros((len(rows), SEQUENCE_LENGTH, len(TOKEN_FIELDS)), dtype=np.float64)
+    for i, events in enumerate(rows):
+        if isinstance(events, list | tuple | np.ndarray) and len(events):
+            block = np.asarray([np.asarray(e, dtype=np.float64) for e in events])
+            out[i, : len(block)] = block
+    return out.reshape(len(rows), -1)
+
+
 # --------------------------------------------------------------------------- event records
 def _strings(values: Iterable) -> np.ndarray:
     """Keys as python strings; missing (None / NA / NaN) -> ''."""

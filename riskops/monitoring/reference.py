@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN, transaction_text
+from riskops.features.sequences import SEQUENCE_COLUMNS, tokens_from_log
 from riskops.monitoring.prediction_log import MODEL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,10 @@ def model_frame_from_log(log_df: pd.DataFrame) -> pd.DataFrame:
                 "billing_country", "shipping_country")
         rows = log_df.reindex(columns=list(cols)).fillna("").astype(str).to_dict("records")
         frame[TEXT_COLUMN] = [transaction_text(r) for r in rows]
+    if "history_tokens" in log_df.columns:  # the behaviour-sequence inputs as served
+        tokens = pd.DataFrame(tokens_from_log(log_df["history_tokens"]), columns=list(SEQUENCE_COLUMNS),
+                              index=frame.index)  # fmt: skip
+        frame = pd.concat([frame, tokens], axis=1)
     return frame
 
 

@@ -84,6 +84,7 @@ class TrainConfig:
     numeric_embedding: str = "periodic"  # riskops.training.model.NUMERIC_EMBEDDINGS
     sequence: bool = TRAINING.sequence  # read each transaction's behaviour sequence (riskops.features.sequences)
     tabular: bool = True  # False: the history alone (an ablation of the benchmark)
+    model: dict = field(default_factory=dict)  # further ModelConfig fields (sizes, dropout, text), e.g. ablations
     # bring-your-own-data (riskops.byod): the model frame's own columns; None = the built-in schema's
     numeric_features: tuple[str, ...] | None = None
     categorical_vocabs: dict[str, tuple[str, ...]] | None = None
@@ -280,7 +281,7 @@ def train_from_training_set(
 
     if LABEL_COLUMN not in df.columns:
         raise KeyError(f"training set lacks the label column {LABEL_COLUMN!r}")
-    if config.sequence:  # histories come from every earlier row, whichever split it falls in
+    if config.sequence and "user_id" in df.columns:  # histories come from every earlier row, whichever split
         df = add_sequence_columns(df)
     train, val, _test = time_split(df, test_fraction, val_fraction, recent_from=recent_from or None)
     return train_model(

@@ -178,7 +178,7 @@ class FineTuningRun:
         self.mcfg = ModelConfig(
             encoder=config.encoder, finetune_layers=config.finetune_layers, max_length=config.max_length,
             numeric_embedding=config.numeric_embedding, sequence=sequence, tabular=config.tabular,
-            **byod_columns,
+            **byod_columns, **config.model,
         )  # fmt: skip
         self.model = RiskModel.build(self.mcfg).to(self.place.device)
         self.tokenizer = base_tokenizer()

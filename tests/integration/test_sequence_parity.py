@@ -18,6 +18,7 @@ from support.servers import T_BASE, logged, predict
 from riskops.data.generator import GeneratorConfig, generate
 from riskops.features.contract import ALL_ENTITY_FEATURES, build_model_frame
 from riskops.features.sequences import ENTITY_COLUMN, add_sequence_columns, event_columns, prior_positions
+from riskops.monitoring.reference import model_frame_from_log
 from riskops.pii import hash_pii
 from riskops.schema import COLUMNS, LABEL_COLUMN, coerce
 from riskops.training.scorer import RiskScorer
@@ -73,3 +74,6 @@ def test_online_history_and_score_equal_offline(served, history, stream):
     scorer = RiskScorer.load(served.model_dir, device="cpu")
     assert scorer.config.sequence
     np.testing.assert_allclose(scorer.predict_proba(frame), log["risk_score"].to_numpy(), rtol=0, atol=1e-5)
+    # the promotion gate scores a challenger on the logged inputs: the logged tokens are the served ones
+    from_log = model_frame_from_log(log.reset_index())
+    np.testing.assert_allclose(scorer.predict_proba(from_log), log["risk_score"].to_numpy(), rtol=0, atol=1e-5)

@@ -344,3 +344,73 @@ def test_a_model_of_another_format_is_refused_with_what_to_do(scorer, tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFormatError, match="retrain"):
         RiskScorer.load(tmp_path / "m", device="cpu")
+
+
+# --------------------------------------------------------------------------- the fused model (histories)
+@pytest.fixture(scope="module")
+def history_frame() -> pd.DataFrame:
+    from riskops.data.generator import GeneratorConfig, generate
+    from riskops.features.sequences import add_sequence_columns
+    from riskops.pii import hash_pii
+    from riskops.schema import coerce
+
+    return build_model_frame(add_sequence_columns(hash_pii(coerce(generate(GeneratorConfig(rows=400, seed=2))))))
+
+
+@pytest.fixture(scope="module")
+def fused(tokenizer, history_frame) -> RiskScorer:
+    torch.manual_seed(1)
+    model = RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=0, sequence=True))
+    return RiskScorer(model, tokenizer, Normalizer.fit(history_frame))
+
+
+def test_the_history_changes_the_score_and_is_explained_as_one_input(fused, history_frame):
+    from riskops.features.sequences import SEQUENCE_COLUMNS
+    from riskops.training.scorer import HISTORY_ATTRIBUTION
+
+    rows = history_frame.iloc[-6:]
+    assert (rows[SEQUENCE_COLUMNS[0]] > 0).any()  # some rows have an earlier event
+    forgotten = rows.assign(**{c: 0.0 for c in SEQUENCE_COLUMNS})  # every history emptied
+    assert not np.allclose(fused.logits(rows), fused.logits(forgotten))
+    attributions = fused.explain(rows, steps=64)
+    assert list(attributions[0])[-1] == HISTORY_ATTRIBUTION
+    # completeness: attributions sum to (logit(x) - logit(baseline)) / T; the baseline's history is
+    # the empty one, so a row with no history gets no history attribution
+    m = fused.model
+    with torch.no_grad():
+        empty = m.history_vector(torch.zeros(1, len(SEQUENCE_COLUMNS)))
+        base = m.head_from_vectors(
+            m.text_baseline.unsqueeze(0),
+            torch.zeros(1, len(NUMERIC_FEATURES)),
+            [e.weight[1:].mean(0, keepdim=True) for e in m.cat_embeddings.values()],
+            empty,
+        )
+    for a, zi in zip(attributions, fused.logits(rows), strict=True):
+        assert sum(a.values()) == pytest.approx(float(zi - base), abs=1e-3)
+    no_history = fused.explain(forgotten.iloc[:1], steps=16)[0]
+    assert no_history[HISTORY_ATTRIBUTION] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_fused_model_refuses_a_frame_without_histories(fused, frame):
+    with pytest.raises(KeyError, match="behaviour-sequence"):
+        fused.predict_proba(frame)  # planted data: no users, so no sequence columns
+
+
+def test_a_fused_model_saves_loads_and_embeds(fused, history_frame, tmp_path):
+    fused.save(tmp_path / "m")
+    loaded = RiskScorer.load(tmp_path / "m", device="cpu")
+    assert loaded.config.sequence and loaded.config.numeric_embedding == "periodic"
+    np.testing.assert_allclose(loaded.predict_proba(history_frame), fused.predict_proba(history_frame), atol=1e-6)
+    emb = loaded.embeddings(history_frame.iloc[:5])
+    assert emb.shape == (5, loaded.config.hidden[-1]) and np.isfinite(emb).all()
+
+
+def test_a_history_only_model_reads_nothing_else(tokenizer, history_frame):
+    torch.manual_seed(0)
+    model = RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=0, sequence=True, tabular=False))
+    s = RiskScorer(model, tokenizer, Normalizer.fit(history_frame))
+    rows = history_frame.iloc[-4:]
+    shifted = rows.assign(amount_log=rows["amount_log"] + 5.0)  # a tabular input changed
+    np.testing.assert_allclose(s.logits(rows), s.logits(shifted))
+    with pytest.raises(ValueError, match="sequence branch"):
+        RiskModel.build(ModelConfig(encoder="tiny", sequence=False, tabular=False))

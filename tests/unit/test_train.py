@@ -57,8 +57,9 @@ def data() -> dict:
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
-    config = TrainConfig(
-        encoder="tiny", epochs=4, patience=2, finetune_layers=1, seed=SEED, progress=False, num_threads=1
+    config = TrainConfig(  # small data: small batches (the defaults are sized for tens of thousands of rows)
+        encoder="tiny", epochs=4, patience=2, finetune_layers=1, seed=SEED, progress=False, num_threads=1,
+        batch_size=64, lr_head=1e-3,
     )
     result = train_model(
         build_model_frame(data["train"]),
@@ -157,7 +158,7 @@ def test_cached_lower_states_equal_the_full_encoder():
 
 def test_max_steps_limits_training(data, tmp_path):
     config = TrainConfig(
-        encoder="tiny", epochs=5, max_steps=3, progress=False, num_threads=1, seed=1, cpu_bf16=True
+        encoder="tiny", epochs=5, max_steps=3, progress=False, num_threads=1, seed=1, cpu_bf16=True, batch_size=64
     )
     result = train_model(
         build_model_frame(data["train"].iloc[:300]),
@@ -239,10 +240,14 @@ def test_length_bucketed_batches_cover_every_row_once():
 def test_downsampling_keeps_every_fraud():
     frame = pd.DataFrame({"x": np.arange(1000)})
     y = (np.arange(1000) % 50 == 0).astype(np.float32)
-    small, ys = downsample_legit(frame, y, 200, seed=0)
-    assert len(small) == 200 and ys.sum() == y.sum()
+    small, ys = downsample_legit(frame, y, 200, seed=0)  # the budget counts legitimate rows only
+    assert ys.sum() == y.sum() == 20 and (ys == 0).sum() == 200
     assert small["x"].is_monotonic_increasing  # time order kept
     assert downsample_legit(frame, y, None, seed=0)[0] is frame
+    rich = (np.arange(1000) % 2 == 0).astype(np.float32)  # 500 frauds: still 200 legitimate rows
+    _, yr = downsample_legit(frame, rich, 200, seed=0)
+    assert yr.sum() == 500 and (yr == 0).sum() == 200
+    assert downsample_legit(frame, y, 5000, seed=0)[0] is frame  # fewer legit rows than the budget
 
 
 def test_loss_weights_frauds_and_focal_downweights_easy_rows():
@@ -317,7 +322,7 @@ def test_minilm_one_training_step(data, tmp_path):
     train = data["train"].iloc[:64]
     val = data["val"].iloc[:64]
     config = TrainConfig(
-        encoder="minilm", epochs=1, max_steps=1, batch_size=32, progress=False, num_threads=1
+        encoder="minilm", epochs=1, max_steps=1, batch_size=32, finetune_layers=2, progress=False, num_threads=1
     )
     result = train_model(
         build_model_frame(train),

@@ -97,13 +97,13 @@ def train_dataset_model(
 ) -> dict:
     """Train on the fit part, stop early and calibrate on validation; write the model folder.
 
-    The training budget adapts to the data (riskops.training.tabular.epoch_sample): every fraud (up
+    The training budget adapts to the data (riskops.training.budget.epoch_sample): every fraud (up
     to 20,000) and legitimate rows numbering the largest of ``max_train_rows``, 20,000 and 20 per
     fraud, capped by the data (``max_train_rows`` 0: every row). No text: the FT-Transformer draws
     a fresh sample of that size every epoch. Text mapped: the text + tabular transformer trains
     on one such sample. One log line (and ``info["sampled"]``) says what was sampled.
     """
-    from riskops.training.tabular import epoch_sample
+    from riskops.training.budget import epoch_sample
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,14 +26,13 @@ from riskops.features.sequences import has_sequence_columns
 from riskops.training.distributed import DistInfo, comm_device, current_dist, shard_batch, state_digest
 from riskops.training.model import (
     ModelConfig,
-    Normalizer,
     RiskModel,
     base_tokenizer,
     categorical_indices,
-    fit_temperature,
     resolve_device,
     sequence_matrix,
 )
+from riskops.training.scaling import Normalizer, fit_temperature
 from riskops.training.text_cache import (
     LowerStateCache,
     RowLogits,

@@ -38,16 +38,14 @@ from riskops.training.model import (
     CONFIG_FILE,
     FORMAT_VERSION,
     SMALL_FRAME_ROWS,
-    Calibration,
     ModelConfig,
-    Normalizer,
     RiskModel,
     autocast,
     categorical_indices,
-    fit_temperature,
     resolve_device,
     sequence_matrix,
 )
+from riskops.training.scaling import Calibration, Normalizer, fit_temperature
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,10 @@ the cost per epoch. Seeds are fixed; on CPU the result is reproducible for a giv
 
 ``FittedTabularModel.save(dir)`` writes ``model.safetensors`` (weights) + ``tabular_model.json``
 (config, columns, preprocessing state, training history); ``load(dir)`` rebuilds it.
+
+One module of ~550 lines on purpose: the config, the preprocessor (with its embedding bins), the
+network and the fit loop share one saved state (``tabular_model.json`` + weights), and ``load``
+rebuilds all of them together; the per-epoch sample budget lives in riskops.training.budget.
 """
 
 from __future__ import annotations
@@ -59,13 +63,6 @@ FORMAT_VERSION = 1
 UNKNOWN = 0  # category index for unseen / rare values
 NUMERIC_TRANSFORMS = ("quantile", "robust_log")
 NUMERIC_EMBEDDINGS = ("linear", "periodic", "ple")
-# Per-epoch sample budget (epoch_sample): at least LEGIT_PER_FRAUD legitimate rows per fraud, and at
-# least MIN_LEGIT_PER_EPOCH (on ULB, ~20,000 per epoch tested as well as 60,000, docs/quality.md;
-# ~1,000 per epoch against thousands of frauds gave 0.45x LightGBM's PR-AUC), frauds capped at
-# MAX_FRAUDS_PER_EPOCH so one epoch stays a few hundred thousand rows at most.
-LEGIT_PER_FRAUD = 20
-MIN_LEGIT_PER_EPOCH = 20_000
-MAX_FRAUDS_PER_EPOCH = 20_000
 
 
 @dataclass
@@ -114,38 +111,6 @@ class FTTransformerConfig:
             )
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}")
-
-
-@dataclass(frozen=True)
-class EpochSample:
-    """How many rows of each class one epoch trains on, out of how many there are."""
-
-    frauds: int
-    total_frauds: int
-    legit: int
-    total_legit: int
-
-    def describe(self, unit: str = "per epoch") -> str:
-        """e.g. ``trained on 1,112 frauds + 40,000 of 65,000 legitimate rows per epoch``."""
-        frauds = (
-            f"{self.frauds:,}"
-            if self.frauds == self.total_frauds
-            else f"{self.frauds:,} of {self.total_frauds:,}"
-        )
-        return f"trained on {frauds} frauds + {self.legit:,} of {self.total_legit:,} legitimate rows {unit}"
-
-
-def epoch_sample(n_fraud: int, n_legit: int, min_legit: int | None = 0) -> EpochSample:
-    """The per-epoch budget: every fraud (up to MAX_FRAUDS_PER_EPOCH) and legitimate rows numbering
-    the largest of ``min_legit``, MIN_LEGIT_PER_EPOCH and LEGIT_PER_FRAUD per fraud, capped by the
-    data. Frauds and legitimate rows are counted separately, so a fraud-heavy dataset cannot crowd
-    out the legitimate rows. ``min_legit`` None or 0: every row of both classes.
-    """
-    if not min_legit:
-        return EpochSample(n_fraud, n_fraud, n_legit, n_legit)
-    frauds = min(n_fraud, MAX_FRAUDS_PER_EPOCH)
-    legit = min(n_legit, max(int(min_legit), MIN_LEGIT_PER_EPOCH, LEGIT_PER_FRAUD * frauds))
-    return EpochSample(frauds, n_fraud, legit, n_legit)
 
 
 # --------------------------------------------------------------------------------------------

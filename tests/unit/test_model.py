@@ -25,12 +25,11 @@ from riskops.training.model import (
     SMALL_FRAME_ROWS,
     ModelConfig,
     ModelFormatError,
-    Normalizer,
     RiskModel,
     base_tokenizer,
     categorical_indices,
-    fit_temperature,
 )
+from riskops.training.scaling import Normalizer, fit_temperature
 from riskops.training.scorer import TEXT_ATTRIBUTION, RiskScorer
 
 

@@ -7,12 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from riskops.training.budget import EpochSample, epoch_sample
 from riskops.training.tabular import (
-    EpochSample,
     FittedTabularModel,
     FTTransformerConfig,
     TabularPreprocessor,
-    epoch_sample,
     fit_ft_transformer,
 )
 

@@ -7,6 +7,7 @@ an error that names them (a typo must not silently keep a default).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from riskops.settings import MODEL_NAME, Paths, from_dict, load_yaml
 from serving.cpus import parse_setting
 
 FAIL_MODES = ("approve", "review", "block")
+STATE_BACKENDS = ("embedded", "redis")
 DECISIONS = ("approve", "review", "block")  # in order of severity
 
 
@@ -39,10 +41,18 @@ class ServingConfig:
     push_interval_s: float = 0.5  # entity state pushes are coalesced and flushed this often
     push_process: bool = True  # run the pushes' Feast work in a child process (serving/feast_process.py)
     entity_cache_size: int = 200_000  # entity tracks kept in memory (LRU) across the four entities
+    # entity state (serving/state/): "embedded" (this process + the Feast online store, no server to
+    # install) or "redis" (one Redis shared by every replica: exact windows, read-your-writes across
+    # replicas, the last events of each entity). Default: $RISKOPS_STATE_BACKEND, else "embedded"
+    state_backend: str | None = None
+    redis_url: str | None = None  # redis://host:port/db; default $RISKOPS_REDIS_URL
+    redis_timeout_s: float = 0.25  # a state round trip slower than this answers degraded
+    state_ttl_s: float = 35 * 86_400  # an entity silent this long leaves Redis (> the longest window, 30d)
     # model batching
     max_batch_rows: int = 256  # rows scored together (requests are merged up to this)
     batch_wait_ms: float = 0.0  # extra wait for more requests before a batch (0 = opportunistic)
-    torch_threads: int = 1  # intra-op threads for the model (0 = torch's default): one model thread, small batches
+    # intra-op threads for the model (0 = torch's default): one model thread, small batches
+    torch_threads: int = 1
     # Python's GIL switch interval (0 = Python's 5 ms). 1 ms: the model thread's torch ops each give
     # the GIL up and waited up to the interval to get it back from the event loop
     switch_interval_ms: float = 1.0
@@ -64,6 +74,9 @@ class ServingConfig:
     log_segment_bytes: int = 64 << 20
     log_segment_seconds: float = 3600.0
     log_fsync: bool = True
+    # closed segments are shipped as Parquet, partitioned by hour, to this fsspec URI (file://..., s3://...)
+    # where the monitor reads them; None keeps the log local. Default: $RISKOPS_PREDICTION_LOG_URI
+    log_ship_uri: str | None = None
     # alerts
     alert_webhook_url: str | None = None
     alert_webhook_timeout_s: float = 2.0
@@ -79,6 +92,8 @@ class ServingConfig:
     canary_outcome_cache: int = 100_000  # recently served transaction ids kept to join feedback to an arm
 
     def __post_init__(self) -> None:
+        if self.state_backend not in (None, *STATE_BACKENDS):
+            raise ValueError(f"state_backend must be one of {STATE_BACKENDS}, got {self.state_backend!r}")
         if self.fail_mode not in FAIL_MODES:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
         object.__setattr__(self, "server_cpu", parse_setting(self.server_cpu))
@@ -94,9 +109,20 @@ class ServingConfig:
                 object.__setattr__(self, name, Path(v))
 
     def with_home(self, home: Paths) -> ServingConfig:
-        """Fill the home-relative defaults."""
+        """Fill the home-relative defaults and those the environment gives (a pod's ConfigMap)."""
+        backend = self.state_backend or os.environ.get("RISKOPS_STATE_BACKEND") or "embedded"
+        if backend not in STATE_BACKENDS:
+            raise ValueError(f"RISKOPS_STATE_BACKEND must be one of {STATE_BACKENDS}, got {backend!r}")
+        redis_url = self.redis_url or os.environ.get("RISKOPS_REDIS_URL")
+        if backend == "redis" and not redis_url:
+            raise ValueError(
+                "state_backend 'redis' needs redis_url (or $RISKOPS_REDIS_URL), e.g. redis://localhost:6379/0"
+            )
         return replace(
             self,
+            state_backend=backend,
+            redis_url=redis_url,
+            log_ship_uri=self.log_ship_uri or os.environ.get("RISKOPS_PREDICTION_LOG_URI") or None,
             feature_repo=self.feature_repo or home.feature_repo,
             policy_file=self.policy_file or home.root / "policy.yaml",
             catalogue_file=self.catalogue_file or home.root / "catalogue.jsonl",

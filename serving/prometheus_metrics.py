@@ -74,6 +74,12 @@ FEATURE_LOOKUP = _get_or_create(
 FEAST_ERRORS = _get_or_create(
     Counter, "riskops_feast_errors_total", "Feast online store failures by operation", ("operation",)
 )
+STATE_ERRORS = _get_or_create(
+    Counter, "riskops_state_errors_total", "Shared entity state (Redis) round trips that failed", ("operation",)
+)
+STATE_BACKLOG = _get_or_create(
+    Gauge, "riskops_state_backlog", "Transactions scored while Redis was unreachable, waiting to be applied"
+)
 ENTITY_CACHE = _get_or_create(
     Counter, "riskops_entity_cache_total", "Entity state lookups served from memory or Feast", ("source",)
 )

@@ -212,6 +212,7 @@ class RiskService(Model):
         if t.online is not None:
             t.online.flush(5)
             t.online.close()
+        t.state.close()
         if t.prediction_log is not None:
             t.prediction_log.close()
         if t.alerts is not None:
@@ -277,7 +278,7 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
             )
             canary.start()
     online = None
-    if config.feature_repo is not None:
+    if config.feature_repo is not None and config.state_backend == "embedded":  # Redis holds the state itself
         online = OnlineFeatureStore(
             config.feature_repo,
             config.feast_timeout_s,

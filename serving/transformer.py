@@ -1,8 +1,9 @@
 """KServe transformer: request validation, PII hashing, Feast online features, model frames, logging.
 
     preprocess:  body -> validate (serving.validation) -> hash PII (riskops.pii.hash_record)
-                 -> entity features (in-process entity state + Feast online store, see
-                    serving.entity_state) -> model frame (riskops.features.contract.build_model_frame)
+                 -> entity features and behaviour sequence (serving.state_backends: this process +
+                    the Feast online store, or Redis shared by every replica)
+                 -> model frame (riskops.features.contract.build_model_frame)
     predict:     the predictor (over REST v1 when split; in-process in serving.server)
     postprocess: prediction log (durable before the answer), alerts, response shaping (v1 / v2)
 
@@ -28,7 +29,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,13 +42,12 @@ from riskops.features.contract import (
     build_model_frame_records,
     model_frame_and_numeric,
 )
-from riskops.features.sequences import RECENT_EVENTS_FILE, SEQUENCE_KEY, logged_tokens
+from riskops.features.sequences import SEQUENCE_KEY, logged_tokens
 from riskops.pii import hash_record, pii_key
 from riskops.settings import paths
 from serving.alerts import AlertManager
 from serving.config import ServingConfig, apply_runtime_settings, load_config, setup_logging
 from serving.cpus import pin_server
-from serving.entity_state import EntityTracker, load_recent_events
 from serving.environment import prepare_process_environment
 from serving.fast_path import fast_rest_server
 from serving.gc_control import GcController
@@ -56,6 +55,7 @@ from serving.http import install_guards
 from serving.online import OnlineFeatureStore
 from serving.predictor import DEGRADED_KEY
 from serving.predlog import PredictionLog
+from serving.state_backends import EntityState, open_entity_state
 from serving.validation import (
     MAX_BATCH,
     RequestError,
@@ -156,24 +156,18 @@ class RiskTransformer(Model):
         name: str,
         online: OnlineFeatureStore | None,
         config: ServingConfig | None = None,
-        tracker: EntityTracker | None = None,
+        state: EntityState | None = None,
         prediction_log: PredictionLog | None = None,
         alerts: AlertManager | None = None,
     ) -> None:
         super().__init__(name)
         self.online = online
         self.config = config or ServingConfig()
-        if tracker is None:
-            seed = {}
-            if self.config.feature_repo is not None:  # the offline history's last events per entity
-                seed = load_recent_events(Path(self.config.feature_repo) / "data" / RECENT_EVENTS_FILE)
-            tracker = EntityTracker(self.config.entity_cache_size, history_seed=seed)
-        self.tracker = tracker
+        # serving/state_backends.py: this process + Feast (embedded) or Redis shared by the replicas
+        self.state = state if state is not None else open_entity_state(self.config, online)
         self.prediction_log = prediction_log
         self.alerts = alerts
         self.ready = True
-        self._degraded_logged_at = float("-inf")
-        self._degraded_events = 0
         # read once: a new key needs a feature backfill and a restart anyway (riskops.pii)
         self._pii_key = pii_key()
 
@@ -214,41 +208,8 @@ class RiskTransformer(Model):
     ) -> tuple[list[dict], list[bool], list[tuple[np.ndarray, list[str]]]]:
         """Entity features (state before each record), degraded flags and behaviour-sequence tokens;
         `update` includes the records."""
-        tracker = self.tracker
-        missing = tracker.untracked(records)
-        baselines: dict = {}
-        if missing:
-            got = None
-            if self.online is not None:
-                now = max(r["event_timestamp"] for r in records)
-                got = await self.online.baselines(missing, now)
-            if got is None:
-                now_s = time.monotonic()
-                self._degraded_events += 1
-                if now_s - self._degraded_logged_at >= 10.0:  # one line per 10 s, not one per request
-                    log.warning(
-                        "online features unavailable (%s): %d request(s) answered degraded in the last %.0fs",
-                        self.online.last_error if self.online is not None else "no feature store configured",
-                        self._degraded_events,
-                        min(now_s - self._degraded_logged_at, 10.0),
-                    )
-                    self._degraded_logged_at, self._degraded_events = now_s, 0
-            else:
-                baselines = got
-        # no await below: lookups and updates of one request are atomic w.r.t. other requests
-        feats, degraded, pushes, tokens = [], [], [], []
-        for r in records:
-            tokens.append(tracker.history_tokens(r))  # before the record joins its entities' history
-            if update:
-                f, p, d = tracker.observe(r, baselines)
-                pushes.extend(p)
-            else:
-                f, d = tracker.peek(r, baselines)
-            feats.append(f)
-            degraded.append(d)
-        if pushes and self.online is not None:
-            self.online.enqueue(pushes)
-        return feats, degraded, tokens
+        answer = await self.state.lookup(records, update)
+        return answer.features, answer.degraded, answer.tokens
 
     # -- postprocess -------------------------------------------------------------------------
     def log_records(self, scored: Scored) -> list[dict]:
@@ -439,14 +400,16 @@ def main(argv: list[str] | None = None) -> None:
     ).with_home(home)
     apply_runtime_settings(config, model=False)
     pin_server(config.server_cpu)  # before threads start (serving/cpus.py: "auto" skips a shared pod)
-    online = OnlineFeatureStore(
-        config.feature_repo,
-        config.feast_timeout_s,
-        config.feast_retry_after_s,
-        config.push_interval_s,
-        push_process=config.push_process,
-    )
-    online.open()
+    online = None
+    if config.state_backend == "embedded":  # with Redis the state is shared, not read from Feast
+        online = OnlineFeatureStore(
+            config.feature_repo,
+            config.feast_timeout_s,
+            config.feast_retry_after_s,
+            config.push_interval_s,
+            push_process=config.push_process,
+        )
+        online.open()
     model = RiskTransformer(
         args.model_name,
         online,

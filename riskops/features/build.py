@@ -1,7 +1,8 @@
 """The feature build: Feast features and the point-in-time training set over raw transactions.
 
 hash PII -> working copy of feature_repo/ -> entity states as parquet sources (+ each user's, device's
-and IP's last events, riskops.features.sequences.recent_events, for serving) -> `feast apply`
+and IP's last events, riskops.features.sequences.recent_events, for serving; the history a fresh
+Redis state replays, riskops.features.shared_state) -> `feast apply`
 -> point-in-time training frame (every transaction + the entity state just before it, label kept)
 -> materialize the online store up to the last event (serving reads the same repo copy).
 """
@@ -34,6 +35,7 @@ def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "au
     from riskops.features import store as fs
     from riskops.features.contract import ENTITY_KEYS
     from riskops.features.sequences import RECENT_EVENTS_FILE, recent_events
+    from riskops.features.shared_state import HISTORY_FILE, write_history_file
     from riskops.pii import hash_pii
     from riskops.schema import coerce
 
@@ -51,7 +53,9 @@ def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "au
     t = lap("hash_pii", t)
     repo = fs.prepare_repo(Path(work_dir))
     sources = fs.write_feature_sources(repo, tx)
-    recent_events(tx).to_parquet(Path(repo) / "data" / RECENT_EVENTS_FILE, index=False)
+    recent = recent_events(tx)
+    recent.to_parquet(Path(repo) / "data" / RECENT_EVENTS_FILE, index=False)
+    write_history_file(tx, recent["transaction_id"], Path(repo) / "data" / HISTORY_FILE)
     t = lap("write_sources", t)
     store = fs.apply(repo)
     t = lap("apply", t)

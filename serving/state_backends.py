@@ -8,6 +8,7 @@ transaction of a request already counts the 1st. An explanation looks up without
 
 * `EmbeddedState` (the default; ``make demo``): per-process tracks (serving/entity_state.py) over
   the Feast online store (SQLite locally). Nothing to install; each replica sees its own events.
+  It remembers its last answers, so a retried transaction is not counted twice here either.
 * `RedisState` (``state_backend: redis``): riskops.features.shared_state — one Redis shared by
   every replica, one atomic script call per request, exact windows and last events, idempotent on
   ``transaction_id``. When Redis cannot be reached the request is answered *degraded* (default
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,11 +73,18 @@ class _Throttled:
 class EmbeddedState:
     """In-process entity tracks + the Feast online store (baselines of entities met first here)."""
 
-    def __init__(self, online: OnlineFeatureStore | None, tracker: EntityTracker) -> None:
+    def __init__(
+        self, online: OnlineFeatureStore | None, tracker: EntityTracker, remember: int = 100_000
+    ) -> None:
         self.online, self.tracker = online, tracker
         self._warn = _Throttled()
+        # the answers to recent transactions: a retried one is answered the same, not counted twice
+        self._answered: OrderedDict[str, tuple[dict[str, float], bool, Tokens]] = OrderedDict()
+        self._remember = remember
 
     async def lookup(self, records: list[dict], update: bool = True) -> StateAnswer:
+        if update and any(r["transaction_id"] in self._answered for r in records):
+            return await self._with_retries(records)
         tracker = self.tracker
         missing = tracker.untracked(records)
         baselines: dict = {}
@@ -103,6 +111,23 @@ class EmbeddedState:
             answer.degraded.append(d)
         if pushes and self.online is not None:
             self.online.enqueue(pushes)
+        if update:
+            for r, f, d, t in zip(records, answer.features, answer.degraded, answer.tokens, strict=True):
+                if not d:  # a degraded answer was not applied in full: a retry may apply it
+                    self._answered[r["transaction_id"]] = (f, d, t)
+            while len(self._answered) > self._remember:
+                self._answered.popitem(last=False)
+        return answer
+
+    async def _with_retries(self, records: list[dict]) -> StateAnswer:
+        """A request holding transactions answered before: those get their first answer again."""
+        answer = StateAnswer([], [], [])
+        for r in records:
+            known = self._answered.get(r["transaction_id"])
+            one = StateAnswer([known[0]], [known[1]], [known[2]]) if known else await self.lookup([r])
+            answer.features += one.features
+            answer.degraded += one.degraded
+            answer.tokens += one.tokens
         return answer
 
     def close(self) -> None:

@@ -19,8 +19,8 @@ Redis Cluster would not route):
 * ``e:<entity>:<key>`` sorted set — the events inside the longest window (score = time in µs).
 * ``h:<entity>:<key>`` list — the user's / device's / IP's last events (`HISTORY_PER_ENTITY`), newest
   first, as ``arrival<TAB>json`` (arrival: a global counter, which orders events of equal time).
-* ``tx:<transaction_id>`` — the answer given for it: a retried transaction is answered the same and
-  not counted twice. ``loaded`` — the offline history the state was started from (`load_history`).
+* ``tx:<transaction_id>`` — the answer given for it, kept `answer_ttl_s` (10 minutes): a transaction
+  retried within it is answered the same and not counted twice. ``loaded`` — the offline history the state was started from (`load_history`).
 
 Every key of an entity expires `ttl_s` after its last event (default 35 days > the 30-day window);
 an entity silent that long starts again as never seen (its ``last_event_epoch`` is then missing).
@@ -45,6 +45,9 @@ PREFIX = "riskops:"
 # (`bootstrap_events`): the transactions of the longest window, and each entity's last events.
 HISTORY_FILE = "state_history.parquet"
 DEFAULT_TTL_S = 35 * 86_400
+# How long a transaction's answer is kept for retries: a client retries within seconds to minutes;
+# an answer holds the entity's last events, so keeping it for days would fill Redis.
+DEFAULT_ANSWER_TTL_S = 600
 _KEY_FIELDS = tuple((entity, ENTITY_KEYS[entity]) for entity in ENTITIES)
 _FIRST_DIM = min(_DIM_INDEX.values())  # event tuple position of the first dimension (user_id)
 
@@ -79,13 +82,15 @@ def _lua_spec() -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-# ARGV: prefix, ttl seconds, update (1/0), then the records as JSON: [tid, t_us, amount_micro,
+# ARGV: prefix, ttl seconds, update (1/0), the records as JSON (below), the answers' ttl seconds.
+# The records: [tid, t_us, amount_micro,
 # refund, [user, device, ip, country, merchant], [[entity, key], ...], history event json or ""].
 # Returns one JSON answer per record: per entity [hash fields before, last events before].
 _SCRIPT = """
 local SPEC = %(spec)s
 local P, ttl, update = ARGV[1], ARGV[2], ARGV[3] == '1'
 local recs = cjson.decode(ARGV[4])
+local answer_ttl = ARGV[5]
 local function I(x) return string.format('%%.0f', x + 0) end  -- x + 0: no '-0', which HINCRBY refuses
 local function split(s)
   local out = {}
@@ -173,7 +178,7 @@ for i, r in ipairs(recs) do
       for _, ek in ipairs(r[6]) do apply(ek[1], ek[2], r, arrival) end
     end
     out[i] = cjson.encode(res)
-    if update then redis.call('SET', txk, out[i], 'EX', ttl) end
+    if update then redis.call('SET', txk, out[i], 'EX', answer_ttl) end
   end
 end
 return out
@@ -248,14 +253,22 @@ class SharedEntityState:
     Args:
         url: ``redis://host:port/db``.
         ttl_s: seconds an entity's keys live after its last event.
+        answer_ttl_s: seconds a transaction's answer is kept (a retry within it counts once).
         timeout_s: socket timeout of a round trip (serving answers degraded past it).
     """
 
-    def __init__(self, url: str, ttl_s: float = DEFAULT_TTL_S, timeout_s: float = 0.25, prefix: str = PREFIX):
+    def __init__(
+        self,
+        url: str,
+        ttl_s: float = DEFAULT_TTL_S,
+        timeout_s: float = 0.25,
+        prefix: str = PREFIX,
+        answer_ttl_s: float = DEFAULT_ANSWER_TTL_S,
+    ):
         import redis
         import redis.asyncio as aioredis
 
-        self.url, self.ttl_s, self.prefix = url, int(ttl_s), prefix
+        self.url, self.ttl_s, self.prefix, self.answer_ttl_s = url, int(ttl_s), prefix, int(answer_ttl_s)
         self.sync = redis.Redis.from_url(url, socket_timeout=max(timeout_s, 5.0))
         self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._script = self.sync.register_script(_SCRIPT)
@@ -263,7 +276,8 @@ class SharedEntityState:
 
     def _args(self, records: Sequence[Mapping[str, Any]], update: bool) -> list:
         rows = [script_record(r) for r in records]
-        return [self.prefix, self.ttl_s, 1 if update else 0, json.dumps(rows, separators=(",", ":"))]
+        rows_json = json.dumps(rows, separators=(",", ":"))
+        return [self.prefix, self.ttl_s, 1 if update else 0, rows_json, self.answer_ttl_s]
 
     def observe(self, records: Sequence[Mapping[str, Any]], update: bool = True) -> list[tuple]:
         """Per record (features before it, history tokens, history ids); `update` applies them."""

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from support.state import offline_state_before
 
 from riskops.data.generator import GeneratorConfig, generate
-from riskops.features.aggregates import compute_entity_features, event_order
-from riskops.features.contract import ENTITY_FEATURES, ENTITY_KEYS
+from riskops.features.aggregates import event_order
 from riskops.features.sequences import SEQUENCE_COLUMNS, add_sequence_columns
 from riskops.features.shared_state import (
     SharedEntityState,
@@ -97,18 +97,6 @@ def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def _offline_before(stream: pd.DataFrame) -> list[dict[str, float]]:
-    """Per row, each entity's offline state after that entity's previous event (the backfill's)."""
-    per_entity = compute_entity_features(stream)
-    out: list[dict[str, float]] = [{} for _ in range(len(stream))]
-    for entity, frame in per_entity.items():
-        key = ENTITY_KEYS[entity]
-        previous = frame.groupby(key, sort=False)[list(ENTITY_FEATURES[entity])].shift(1)
-        for label, row in zip(frame.index, previous.to_dict("records"), strict=True):
-            out[stream.index.get_loc(label)].update(row)
-    return out
-
-
 def test_features_and_history_before_each_transaction_equal_the_offline_backfill(make_state, stream):
     state = make_state()
     records = history_records(stream)
@@ -121,7 +109,7 @@ def test_features_and_history_before_each_transaction_equal_the_offline_backfill
         assert not any(got.degraded)
         answers += list(zip(got.features, got.tokens, strict=True))
         i += n
-    offline = _offline_before(stream)
+    offline = offline_state_before(stream)
     tokens = add_sequence_columns(stream)[list(SEQUENCE_COLUMNS)].to_numpy()
     for row, ((features, (vector, _)), want) in enumerate(zip(answers, offline, strict=True)):
         for name, value in want.items():
@@ -195,7 +183,7 @@ def test_a_fresh_redis_state_starts_from_the_offline_history_exactly(redis_url, 
     assert load_history_file(state, path) == len(history)
     assert load_history_file(state, path) == 0  # the same history is not replayed twice
     got = state.observe(history_records(live))
-    offline = _offline_before(stream)[700:]
+    offline = offline_state_before(stream)[700:]
     tokens = add_sequence_columns(stream)[list(SEQUENCE_COLUMNS)].to_numpy()[700:]
     for (features, vector, _), want, token_row in zip(got, offline, tokens, strict=True):
         for name, value in want.items():
@@ -205,13 +193,13 @@ def test_a_fresh_redis_state_starts_from_the_offline_history_exactly(redis_url, 
 
 
 def test_redis_keys_expire_after_the_entity_goes_silent(redis_url, redis_server):
-    state = SharedEntityState(redis_url, ttl_s=1000)
+    state = SharedEntityState(redis_url, ttl_s=1000, answer_ttl_s=60)
     state.observe([_tx(1, 0)])
     client = redis_server.client()
     keys = client.keys("riskops:*:user:u1")
     assert {k.split(b":")[1] for k in keys} == {b"s", b"e", b"h"}
     assert all(0 < client.ttl(k) <= 1000 for k in keys)
-    assert 0 < client.ttl("riskops:tx:t1") <= 1000
+    assert 0 < client.ttl("riskops:tx:t1") <= 60  # a retry window, not the entity's lifetime
 
 
 def test_redis_outage_answers_degraded_then_applies_what_was_scored_meanwhile(tmp_path):

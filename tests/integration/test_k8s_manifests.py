@@ -1,4 +1,7 @@
-"""The Kubernetes manifests render, validate offline, and the validator catches broken ones.
+"""The Kubernetes manifests render, validate offline, and the validator catches broken ones; the
+scale-out contract holds (transformers share the one Redis that Feast uses, with the settings
+serving/config.py reads; the log goes to the URI the monitor reads), and the Redis arguments
+keep acknowledged writes through a kill on a real redis-server.
 
 The validator (tools/validate_k8s.py, checks in tools/k8s_checks/) is imported once: its CRD schema load
 (~1-3 s) is cached for every validate() call below. Broken copies are built in tmp_path and
@@ -9,8 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +56,7 @@ def test_every_overlay_renders(report):
         assert {
             "Namespace",
             "InferenceService",
-            "Deployment",
+            "StatefulSet",
             "Service",
             "CronJob",
             "NetworkPolicy",
@@ -146,6 +151,145 @@ def test_serving_args_parse_with_the_serving_code(report):
     assert rest == [] and args.feature_repo == "/etc/riskops/feast" and args.predictor_protocol == "v1"
 
 
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env") or []}
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion, for the variables the test names."""
+    for name, v in env.items():
+        value = value.replace(f"$({name})", v)
+    return value
+
+
+def _redis_container(report, overlay: str) -> dict:
+    (sts,) = [o for o in _objs(report, overlay, "StatefulSet") if o["metadata"]["name"] == "redis"]
+    return sts["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_transformers_share_redis_state_and_ship_the_log(report):
+    """Scale-out: every transformer replica reads entity state from the one Redis Feast uses too,
+    the prediction log goes to the object store the monitor reads, and no feature server is left."""
+    feast = yaml.safe_load((REPO / "k8s/base/config/feature_store.yaml").read_text())
+    feast_host = feast["online_store"]["connection_string"].split(",")[0]
+    for overlay, objs in report.rendered.items():
+        assert not [o for o in objs if "feature-server" in o["metadata"]["name"]], overlay
+        (isvc,) = _objs(report, overlay, "InferenceService")
+        tr = isvc["spec"]["transformer"]["containers"][0]
+        env, names = _env(tr), [e["name"] for e in tr["env"]]
+        assert env["RISKOPS_STATE_BACKEND"]["value"] == "redis"
+        url = env["RISKOPS_REDIS_URL"]["value"]
+        assert "$(REDIS_PASSWORD)" in url  # the kubelet expands only variables defined earlier
+        assert names.index("REDIS_PASSWORD") < names.index("RISKOPS_REDIS_URL")
+        assert url.split("@", 1)[1].split("/")[0] == feast_host == "redis:6379"
+        secret = env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert (
+            _env(_redis_container(report, overlay))["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == secret
+        )
+        (svc,) = [o for o in _objs(report, overlay, "Service") if o["metadata"]["name"] == "redis"]
+        assert [p["port"] for p in svc["spec"]["ports"]] == [6379]
+        (cm,) = [
+            o for o in _objs(report, overlay, "ConfigMap") if o["metadata"]["name"].startswith("riskops-env")
+        ]
+        assert cm["data"]["RISKOPS_PREDICTION_LOG_URI"].startswith("s3://")
+        assert not [k for k in cm["data"] if "FEATURE_SERVER" in k]
+        (cron,) = _objs(report, overlay, "CronJob")
+        for c in (tr, cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]):
+            assert {"configMapRef": {"name": cm["metadata"]["name"]}} in c["envFrom"]
+            assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(_env(c))
+
+
+def test_transformer_env_is_what_the_serving_config_reads(report, tmp_path, monkeypatch):
+    from redis.connection import parse_url
+
+    from riskops.settings import Paths
+    from serving.config import ServingConfig
+
+    (isvc,) = _objs(report, "prod-gpu", "InferenceService")
+    env = _env(isvc["spec"]["transformer"]["containers"][0])
+    (cm,) = [
+        o for o in _objs(report, "prod-gpu", "ConfigMap") if o["metadata"]["name"].startswith("riskops-env")
+    ]
+    for name in ("RISKOPS_STATE_BACKEND", "RISKOPS_REDIS_URL"):
+        monkeypatch.setenv(name, _expand(env[name]["value"], {"REDIS_PASSWORD": "0123abcd"}))
+    monkeypatch.setenv("RISKOPS_PREDICTION_LOG_URI", cm["data"]["RISKOPS_PREDICTION_LOG_URI"])
+    cfg = ServingConfig().with_home(Paths(tmp_path))
+    assert cfg.state_backend == "redis" and cfg.log_ship_uri == cm["data"]["RISKOPS_PREDICTION_LOG_URI"]
+    conn = parse_url(cfg.redis_url)
+    assert (conn["host"], conn["port"], conn["password"], conn["db"]) == ("redis", 6379, "0123abcd", 0)
+
+
+def test_redis_is_persistent_and_reachable_only_from_the_transformers(report):
+    for overlay in report.rendered:
+        c = _redis_container(report, overlay)
+        args = c["args"]
+        opts = {args[i]: args[i + 1] for i in range(0, len(args), 2)}
+        assert opts["--appendonly"] == "yes" and opts["--maxmemory-policy"] == "noeviction"
+        (sts,) = [o for o in _objs(report, overlay, "StatefulSet") if o["metadata"]["name"] == "redis"]
+        claims = [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]]
+        assert [m["name"] for m in c["volumeMounts"] if m["mountPath"] == opts["--dir"]] == claims == ["data"]
+        (pol,) = [
+            o for o in _objs(report, overlay, "NetworkPolicy") if o["metadata"]["name"] == "redis-ingress"
+        ]
+        assert (
+            pol["spec"]["podSelector"]["matchLabels"].items()
+            <= sts["spec"]["template"]["metadata"]["labels"].items()
+        )
+        (isvc,) = _objs(report, overlay, "InferenceService")
+        pods = {  # KServe labels each component's pods with the InferenceService's name
+            comp: {**isvc["spec"][comp]["labels"], "serving.kserve.io/inferenceservice": "risk-model"}
+            for comp in ("transformer", "predictor")
+        }
+        selectors = [
+            f["podSelector"]["matchLabels"] for f in pol["spec"]["ingress"][0]["from"] if "podSelector" in f
+        ]
+        assert any(sel.items() <= pods["transformer"].items() for sel in selectors)
+        assert not any(sel.items() <= pods["predictor"].items() for sel in selectors)
+
+
+def test_redis_args_keep_acknowledged_writes_through_a_kill(report, tmp_path):
+    """The manifest's own redis-server arguments on a real redis-server: a write acknowledged before
+    a SIGKILL is there after the restart (the append-only file), and a full Redis refuses writes."""
+    import redis
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is required (the OS package redis-server; .ci/run installs it)")
+    with socket.socket() as sock:  # a free port for this test's server
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [_expand(a, {"REDIS_PASSWORD": "0123abcd"}) for a in _redis_container(report, "dev")["args"]]
+    args[args.index("--dir") + 1] = str(tmp_path)
+    cmd = [server, *args, "--port", str(port), "--bind", "127.0.0.1"]
+    client = redis.Redis(port=port, password="0123abcd", socket_timeout=5)
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                client.ping()
+                return proc
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        proc.kill()
+        pytest.fail(f"redis-server did not start: {cmd}")
+
+    proc = start()
+    try:
+        client.hset("riskops:s:user:u1", mapping={"c:1h": 3})
+        proc.kill()
+        proc.wait(5)
+        proc = start()
+        assert client.hget("riskops:s:user:u1", "c:1h") == b"3"
+        client.config_set("maxmemory", "1")  # full: noeviction refuses writes rather than drop state
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.set("riskops:x", "y")
+        assert client.hget("riskops:s:user:u1", "c:1h") == b"3"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
 def test_policy_file_has_only_known_keys():
     policy = yaml.safe_load((REPO / "k8s/base/config/policy.yaml").read_text())
     assert set(policy) <= {"review", "block", "fail_mode"}
@@ -222,14 +366,14 @@ def test_kserve_model_fallback_is_strict_and_says_so(tree):
 
 def test_fails_on_missing_resources(tree):
     def bad(d):
-        if d["kind"] == "Deployment":
+        if d["kind"] == "StatefulSet":
             del d["spec"]["template"]["spec"]["containers"][0]["resources"]
 
-    _edit_docs(tree / "k8s/base/feature-server.yaml", bad)
+    _edit_docs(tree / "k8s/base/redis.yaml", bad)
     # the dev overlay patches the resources back in; drop that patch to see the base as is
     kust_path = tree / "k8s/overlays/dev/kustomization.yaml"
     kust = yaml.safe_load(kust_path.read_text())
-    kust["patches"] = [p for p in kust["patches"] if p["path"] != "patch-feature-server.yaml"]
+    kust["patches"] = [p for p in kust["patches"] if p["path"] != "patch-redis.yaml"]
     kust_path.write_text(yaml.safe_dump(kust, sort_keys=False))
     assert "resources missing requests.cpu, requests.memory, limits.memory" in _run_broken(tree)
 
@@ -266,12 +410,12 @@ def test_fails_on_secret_with_value(tree):
 
 def test_fails_on_unpinned_image_and_root_user(tree):
     def bad(d):
-        if d["kind"] == "Deployment":
+        if d["kind"] == "StatefulSet":
             c = d["spec"]["template"]["spec"]["containers"][0]
-            c["image"] = "ghcr.io/riskops/riskops:latest"
+            c["image"] = "redis:latest"
             c["securityContext"]["runAsUser"] = 0
 
-    _edit_docs(tree / "k8s/base/feature-server.yaml", bad)
+    _edit_docs(tree / "k8s/base/redis.yaml", bad)
     problems = _run_broken(tree)
     assert "is not pinned" in problems and "runs as uid 0" in problems
 

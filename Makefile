@@ -22,7 +22,7 @@ IN_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 PYTEST_ARGS ?=
 PYTEST := $(IN_VENV) $(PY) -m pytest -q $(PYTEST_ARGS)
 
-.PHONY: help install demo drift-demo test test-fast lint architecture compile validate-k8s bench bench-quality bench-serving clean
+.PHONY: help install os-packages demo drift-demo test test-fast lint architecture compile validate-k8s bench bench-quality bench-serving clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,10 +47,13 @@ demo: install ## the whole loop: data -> GX -> Feast -> fine-tune -> evaluate ->
 drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrain -> promotion gate -> new champion
 	$(VENV)/bin/riskops drift-demo
 
-test: install ## the full test suite (what CI runs)
+os-packages: ## the OS packages the tests need (redis-server), installed when missing
+	bash tools/install_os_packages.sh
+
+test: install os-packages ## the full test suite (what CI runs)
 	$(PYTEST)
 
-test-fast: install ## the tests not marked slow, in the same environment as `make test`
+test-fast: install os-packages ## the tests not marked slow, in the same environment as `make test`
 	$(PYTEST) -m "not slow"
 
 lint: install ## ruff, then the import contracts of pyproject.toml (lint-imports)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -81,9 +82,14 @@ def count_wakeups():
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """One real redis-server (the OS package) for the session; tests that share it flush it first."""
-    from support.redis_server import running_redis
+    """One real redis-server (the OS package) for the session: the one `.ci/run` started
+    ($RISKOPS_TEST_REDIS_URL), else one started here; tests that share it flush it first."""
+    from support.redis_server import RedisServer, running_redis
 
+    url = os.environ.get("RISKOPS_TEST_REDIS_URL")
+    if url:
+        yield RedisServer.existing(url)
+        return
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
 

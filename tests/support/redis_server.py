@@ -36,6 +36,12 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)
 
+    @classmethod
+    def existing(cls, url: str) -> RedisServer:
+        """A server someone else runs (CI's), at redis://host:port/db on this machine."""
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        return cls(Path("."), port=port)
+
     def start(self) -> None:
         exe = shutil.which("redis-server")
         if exe is None:

@@ -88,7 +88,7 @@ ENV VIRTUAL_ENV=/opt/venv \
 WORKDIR /tmp
 USER 10001:10001
 
-# 8080: KServe transformer/predictor HTTP; 6566: Feast feature server
-EXPOSE 8080 6566
+# 8080: KServe transformer/predictor HTTP
+EXPOSE 8080
 
 CMD ["riskops", "--help"]

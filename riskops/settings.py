@@ -74,6 +74,13 @@ class Paths:
     def prediction_log(self) -> Path:
         return self.root / "prediction_log"
 
+    @property
+    def prediction_log_source(self) -> Path | str:
+        """Where readers (monitor, promotion gate) read the prediction log: the shipped log's URI
+        $RISKOPS_PREDICTION_LOG_URI (what serving ships closed segments to) when set, else the local
+        folder `prediction_log`."""
+        return os.environ.get("RISKOPS_PREDICTION_LOG_URI") or self.prediction_log
+
 
 def paths(root: Path | str | None = None) -> Paths:
     return Paths(Path(root).resolve() if root else home())

@@ -21,6 +21,15 @@ keyed hashes), ``entity_features`` (the looked-up entity state, names as in the 
 ``features`` (the numeric model inputs, flattened by the reader as ``model.<name>``), ``history``
 (the ids of the earlier transactions read as the behaviour sequence) and ``history_tokens`` (their
 tokens as the model read them, riskops.features.sequences.logged_tokens).
+
+Shipping (``ship_uri``, e.g. ``s3://bucket/prediction-log``): a background thread ships closed
+segments as hourly Parquet partitions (`riskops.monitoring.log_store`) to where the monitor reads
+them. Never on the request path: acknowledging still waits only for the local fsync. It ships every
+segment of the folder still pending at start (what a killed or restarted process had not shipped,
+its last open segment included: a restart closes it), each segment this log closes (a segment past
+``segment_seconds`` is closed even without traffic, so a quiet replica's records still reach the
+store), everything on `close`, and retries failures every ``ship_retry_seconds``. A segment is marked shipped only after
+its upload succeeded and is never deleted here, so a failed upload loses nothing.
 """
 
 from __future__ import annotations
@@ -39,12 +48,14 @@ from typing import Any
 
 import orjson
 
+from riskops.monitoring.log_store import is_uri, pending_segments, ship_segments
 from serving import prometheus_metrics
 from serving.handoff import settle, settle_on_loop
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_ROTATE = object()  # from the shipper: close the open segment if it is older than segment_seconds
 
 
 class PredictionLogError(RuntimeError):
@@ -73,7 +84,21 @@ class PredictionLog:
         segment_bytes: int = 64 << 20,
         segment_seconds: float = 3600.0,
         fsync: bool = True,
+        ship_uri: str | None = None,
+        ship_retry_seconds: float = 60.0,
     ) -> None:
+        """Open the log (a segment is created by the first write); start shipping when given a URI.
+
+        Args:
+            directory: the local folder of segments.
+            segment_bytes / segment_seconds: a segment is closed past this size or age (by age also
+                without traffic when shipping, so a quiet replica's records still reach the store).
+            fsync: fsync every commit before acknowledging it.
+            ship_uri: ship closed segments there (``file://...``, ``s3://...``); None: local only.
+            ship_retry_seconds: how often the shipper looks again (failed uploads, idle segments).
+        """
+        if ship_uri is not None and not is_uri(ship_uri):
+            raise ValueError(f"ship_uri must be a URI (file:///path, s3://bucket/prefix), got {ship_uri!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = int(segment_bytes)
@@ -86,8 +111,22 @@ class PredictionLog:
         self._seq = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        self.ship_uri = ship_uri
+        self.ship_retry_seconds = float(ship_retry_seconds)
+        self._own: set[str] = set()  # segments this log opened: shipped once closed
+        # pending at start (another process's or an earlier run's): closed by definition, shipped first
+        self._inherited = {p.name for p in pending_segments(self.directory, ship_uri)} if ship_uri else set()
+        self._ship_wake = threading.Event()
+        self._ship_stop = False
         self._thread = threading.Thread(target=self._run, name="riskops-prediction-log", daemon=True)
         self._thread.start()
+        self._shipper: threading.Thread | None = None
+        if ship_uri:
+            self._ship_wake.set()  # the first pass runs now
+            self._shipper = threading.Thread(
+                target=self._ship_loop, name="riskops-prediction-log-ship", daemon=True
+            )
+            self._shipper.start()
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -122,11 +161,42 @@ class PredictionLog:
         return self.append(records).result(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Stop writing (pending appends are committed first), then ship what is left (``timeout`` each)."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        if self._shipper is not None:
+            self._ship_stop = True
+            self._ship_wake.set()
+            self._shipper.join(timeout)
+            if self._shipper.is_alive():
+                log.warning("prediction log: shipping still running at close; the next start ships the rest")
+
+    # -- shipper thread ----------------------------------------------------------------------
+    def _ship_loop(self) -> None:
+        while True:
+            self._ship_wake.wait(self.ship_retry_seconds)
+            self._ship_wake.clear()
+            stop = self._ship_stop
+            try:
+                self._ship_pass()
+            except Exception:  # never let the shipper die: the next pass tries again
+                log.exception("prediction log: shipping pass failed")
+            if stop:
+                return
+
+    def _ship_pass(self) -> None:
+        if self._fd is not None and time.monotonic() - self._opened_at >= self.segment_seconds:
+            self._queue.put(_ROTATE)  # no traffic has rotated it: the writer closes it, then wakes us
+        pending = pending_segments(self.directory, self.ship_uri)
+        # read after listing: a listed segment other than the one open now has been closed
+        current = self._path if self._thread.is_alive() else None
+        mine = [p for p in pending if p != current and (p.name in self._own or p.name in self._inherited)]
+        for path in ship_segments(mine, self.ship_uri):
+            self._own.discard(path.name)
+            self._inherited.discard(path.name)
 
     # -- writer thread -----------------------------------------------------------------------
     def _segment_due(self, incoming: int) -> bool:
@@ -136,13 +206,26 @@ class PredictionLog:
             return True
         return time.monotonic() - self._opened_at >= self.segment_seconds
 
+    def _close_if_old(self) -> None:
+        """Close the open segment once it is older than segment_seconds (the next write opens one)."""
+        if self._fd is None or time.monotonic() - self._opened_at < self.segment_seconds:
+            return
+        os.close(self._fd)
+        self._fd, self._path = None, None
+        self._ship_wake.set()
+
     def _open_segment(self) -> None:
-        if self._fd is not None:
+        rotated = self._fd is not None
+        if rotated:
             os.close(self._fd)
             self._fd = None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self._seq += 1
         self._path = self.directory / f"predictions-{stamp}-{os.getpid()}-{self._seq:06d}.jsonl"
+        if self.ship_uri:
+            self._own.add(self._path.name)
+            if rotated:
+                self._ship_wake.set()  # the segment just closed can go
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
         self._opened_at = time.monotonic()
@@ -156,19 +239,21 @@ class PredictionLog:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            stop = item is _STOP
-            batch = [] if stop else [item]
+            stop, rotate = item is _STOP, item is _ROTATE
+            batch = [] if stop or rotate else [item]
             while True:  # group commit: everything already waiting goes into this write
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    stop = True
+                if nxt is _STOP or nxt is _ROTATE:
+                    stop, rotate = stop or nxt is _STOP, rotate or nxt is _ROTATE
                     continue
                 batch.append(nxt)
             if batch:
                 self._commit(batch)
+            if rotate and not stop:
+                self._close_if_old()
             if stop:
                 if self._fd is not None:
                     os.close(self._fd)

@@ -295,7 +295,11 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
         online,
         config,
         prediction_log=PredictionLog(
-            home.prediction_log, config.log_segment_bytes, config.log_segment_seconds, config.log_fsync
+            home.prediction_log,
+            config.log_segment_bytes,
+            config.log_segment_seconds,
+            config.log_fsync,
+            ship_uri=config.log_ship_uri,
         ),
         alerts=alerts,
     )

@@ -415,7 +415,11 @@ def main(argv: list[str] | None = None) -> None:
         online,
         config,
         prediction_log=PredictionLog(
-            home.prediction_log, config.log_segment_bytes, config.log_segment_seconds, config.log_fsync
+            home.prediction_log,
+            config.log_segment_bytes,
+            config.log_segment_seconds,
+            config.log_fsync,
+            ship_uri=config.log_ship_uri,
         ),
         alerts=AlertManager(
             home.root / "alerts.jsonl",

@@ -300,7 +300,7 @@ def gate_window(paths: Paths, champion: ModelVersion, log_df: pd.DataFrame | Non
     """The labelled rows the gate judges on: prediction-log rows (``log_df`` or the whole log) joined
     with feedback, scored by the champion, at/after ``cutoff`` (rows neither model trained on)."""
     if log_df is None:
-        log_df = read_prediction_log(paths.prediction_log)
+        log_df = read_prediction_log(paths.prediction_log_source)
     labelled = labelled_window(log_df, load_feedback(paths))
     if len(labelled) and "model_version" in labelled.columns:
         labelled = labelled[labelled["model_version"].astype(str) == champion.version]

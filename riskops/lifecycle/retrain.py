@@ -15,9 +15,10 @@ it decides:
 * **start** — ``mode: local`` runs ``python -m cli.main pipeline run --input train.parquet
   --promotion never ...`` in a SUBPROCESS (own session, output in the run folder) through
   `riskops.lifecycle.local_run`, which records the exit code and the version the run registered;
-  ``mode: cluster`` calls the injected ``submit`` (the core never imports ``pipelines``: callers
-  pass `pipelines.runner.submit`); ``mode: dry_run`` prepares the data and records the command
-  without running it.
+  ``mode: cluster`` first copies ``train.parquet`` to ``cluster_input_path`` (any fsspec path or URI,
+  e.g. ``s3://bucket/retrain/{run_id}/train.parquet``), then calls the injected ``submit`` (the
+  core never imports ``pipelines``: callers pass `pipelines.runner.submit`); ``mode: dry_run``
+  prepares the data and records the command without running it.
 
 A failed or crashed run never disturbs serving: the pipeline registers the new model as
 *challenger* (``--promotion never``) only in its last step, so a failure leaves the registry and
@@ -46,6 +47,7 @@ import pandas as pd
 from riskops.lifecycle.retrain_settings import RetrainError, RetrainSettings
 from riskops.lifecycle.retraining_data import RetrainingData, build_retraining_data
 from riskops.monitoring.feedback import load_feedback
+from riskops.monitoring.log_store import put_file
 from riskops.settings import PROJECT_ROOT, Paths
 
 log = logging.getLogger(__name__)
@@ -299,6 +301,11 @@ class RetrainTrigger:
                 raise RetrainError("retrain.mode 'cluster' needs a submit function (RetrainTrigger(submit=...)); "
                                    "`riskops monitor` passes pipelines.runner.submit")
             input_path = (self.settings.cluster_input_path or str(data.train_file)).format(run_id=run_id)
+            if input_path != str(data.train_file):  # the cluster reads its input there, not on this disk
+                try:
+                    put_file(data.train_file, input_path)
+                except Exception as exc:
+                    raise RetrainError(f"cannot write the training set to {input_path}: {exc}") from exc
             params = {"source": "file", "input_path": input_path, "promotion": "never",
                       **({"recent_from": data.recent_from} if data.recent_from else {}),
                       **self.settings.cluster_parameters}

@@ -1,9 +1,13 @@
 """Reading the prediction log that the serving path writes (`serving.predlog.PredictionLog`).
 
 The log is a folder of ``predictions-<UTC start>-<pid>-<seq>.jsonl`` segments, one JSON record per
-line; segment names sort in time order. This module owns the format's names (`SEGMENT_GLOB`,
-`MODEL_PREFIX`, `CORE_COLUMNS`) and the one reader the monitor, the promotion gate, the retraining
-data assembly and the tests use.
+line; segment names sort in time order. Closed segments are also shipped to object storage as hourly
+Parquet when serving is given a URI (`riskops.monitoring.log_store`, which owns how the log is stored:
+the segment format and both places). Every reader here takes either source: a local folder, or the
+shipped log's URI (``file://...``, ``s3://...``: any string with a scheme). Both give the same
+segments of the same records, so one code path builds the frame from either. This module owns the
+reader's names (`MODEL_PREFIX`, `CORE_COLUMNS`) and the one reader the monitor, the promotion gate,
+the retraining data assembly and the tests use.
 """
 
 from __future__ import annotations
@@ -13,12 +17,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pandas as pd
+
+from riskops.monitoring.log_store import (
+    ShippedSegment,
+    is_uri,
+    local_segments,
+    segment_lines,
+    shipped_segments,
+)
 
 log = logging.getLogger(__name__)
 
-SEGMENT_GLOB = "predictions-*.jsonl"
 MODEL_PREFIX = "model."  # the numeric model inputs, flattened as ``model.<name>``
 CORE_COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -35,37 +45,30 @@ CORE_COLUMNS: tuple[str, ...] = (
 _NUMERIC_FIELDS = ("amount", "quantity", "account_age_days")
 
 
-def segment_records(path: Path) -> Iterator[dict]:
-    """The complete records of one segment, in line order.
-
-    A last line without its newline (a torn write) is skipped; so is any line that does not
-    parse (logged), so one damaged record never hides the rest of the log.
-    """
-    lines = path.read_bytes().split(b"\n")
-    if lines and lines[-1]:
-        log.warning("%s: skipping a torn last line (%d bytes)", path.name, len(lines[-1]))
-    for i, line in enumerate(lines[:-1]):
-        if not line.strip():
-            continue
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            log.warning("%s:%d: skipping an unparsable line", path.name, i + 1)
-            continue
-        if isinstance(rec, dict):
+def segment_records(segment: Path | ShippedSegment) -> Iterator[dict]:
+    """The complete records of one segment (a local file or a shipped one), in line order."""
+    if isinstance(segment, str | Path):
+        path = Path(segment)
+        for _, _, rec in segment_lines(path.read_bytes(), path.name):
             yield rec
+    else:
+        yield from segment.records()
 
 
-def segments(directory: Path | str) -> list[Path]:
-    """The log's segments, oldest first (none for a missing folder)."""
-    d = Path(directory)
-    return sorted(d.glob(SEGMENT_GLOB)) if d.exists() else []
+def segments(source: Path | str) -> list[Path] | list[ShippedSegment]:
+    """The log's segments, oldest first (none for a missing folder or an empty URI)."""
+    return shipped_segments(source) if is_uri(source) else local_segments(source)
 
 
-def iter_records(directory: Path | str) -> Iterable[dict]:
+def segment_size(segment: Path | ShippedSegment) -> int:
+    """Bytes the segment holds now (a shipped one: its Parquet files); a changed size is new content."""
+    return segment.stat().st_size if isinstance(segment, Path) else segment.size
+
+
+def iter_records(source: Path | str) -> Iterable[dict]:
     """Every complete record of every segment, in segment then line order."""
-    for path in segments(directory):
-        yield from segment_records(path)
+    for segment in segments(source):
+        yield from segment_records(segment)
 
 
 def flatten_record(rec: dict) -> dict:
@@ -80,11 +83,11 @@ def flatten_record(rec: dict) -> dict:
     return out
 
 
-def read_prediction_log(directory: Path | str, newest_rows: int | None = None) -> pd.DataFrame:
+def read_prediction_log(source: Path | str, newest_rows: int | None = None) -> pd.DataFrame:
     """The prediction log as a DataFrame, one row per scored instance.
 
     Args:
-        directory: the log folder.
+        source: the log folder, or the URI of the shipped log (``s3://bucket/prefix``, ``file:///...``).
         newest_rows: read only the newest segments, whole, until at least this many rows are in
             (the monitor's window), and sort the rows by event time. None: every record, in log order.
 
@@ -96,9 +99,9 @@ def read_prediction_log(directory: Path | str, newest_rows: int | None = None) -
         ``model.<name>``. An empty or missing log gives an empty frame with the core columns.
     """
     if newest_rows is None:
-        rows = [flatten_record(r) for r in iter_records(directory)]
+        rows = [flatten_record(r) for r in iter_records(source)]
     else:
-        rows = _newest_rows(directory, newest_rows)
+        rows = _newest_rows(source, newest_rows)
     if not rows:
         return pd.DataFrame(columns=list(CORE_COLUMNS))
     df = pd.DataFrame.from_records(rows)
@@ -117,11 +120,11 @@ def read_prediction_log(directory: Path | str, newest_rows: int | None = None) -
     return df
 
 
-def _newest_rows(directory: Path | str, min_rows: int) -> list[dict]:
+def _newest_rows(source: Path | str, min_rows: int) -> list[dict]:
     chunks: list[list[dict]] = []
     n = 0
-    for path in reversed(segments(directory)):
-        rows = [flatten_record(r) for r in segment_records(path)]
+    for segment in reversed(segments(source)):
+        rows = [flatten_record(r) for r in segment_records(segment)]
         chunks.append(rows)
         n += len(rows)
         if n >= min_rows:

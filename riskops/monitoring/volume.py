@@ -16,8 +16,9 @@ absolute change is at least ``min_abs_change`` events (and, for drops, the basel
 filling up and would always look like a drop. Hours with no events count as 0 (an outage is a drop).
 
 Reading: `hourly_volumes` works on any frame with a timestamp; `hourly_volumes_from_log` reads the
-prediction log segment by segment and caches each closed segment's hourly counts (keyed by file
-name and size), so a monitor running every minute re-reads only the segment being written.
+prediction log (a local folder or the shipped log's URI) segment by segment and caches each segment's
+hourly counts (keyed by segment name and size), so a monitor running every minute re-reads only the
+segments that changed.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from riskops.monitoring.prediction_log import segment_records, segments
+from riskops.monitoring.prediction_log import segment_records, segment_size, segments
 from riskops.settings import from_dict
+
+if TYPE_CHECKING:
+    from riskops.monitoring.log_store import ShippedSegment
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +92,9 @@ def _truthy(v: Any) -> bool:
         return False
 
 
-def _counts_frame(ts: pd.Series, payment: pd.Series | None, refund: pd.Series | None,
-                  decision: pd.Series | None) -> pd.DataFrame:
+def _counts_frame(
+    ts: pd.Series, payment: pd.Series | None, refund: pd.Series | None, decision: pd.Series | None
+) -> pd.DataFrame:
     """Per-hour counts (no hour filling) of one batch of events."""
     hour = pd.to_datetime(ts, utc=True, errors="coerce").dt.floor("h")
     ok = hour.notna()
@@ -130,9 +135,9 @@ def _fill_hours(counts: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(idx, fill_value=0).fillna(0).astype("int64")
 
 
-def _segment_counts(path: Path, time_column: str) -> pd.DataFrame:
+def _segment_counts(segment: Path | ShippedSegment, time_column: str) -> pd.DataFrame:
     ts, pm, refund, decision = [], [], [], []
-    for rec in segment_records(path):
+    for rec in segment_records(segment):
         tx = rec.get("transaction") or {}
         ts.append(rec.get(time_column) or tx.get(time_column))
         pm.append(tx.get("payment_method", rec.get("payment_method")))
@@ -146,10 +151,9 @@ def _segment_counts(path: Path, time_column: str) -> pd.DataFrame:
 
 
 def hourly_volumes_from_log(
-    log_dir: Path | str, cache_dir: Path | str | None = None, time_column: str = "event_timestamp"
+    source: Path | str, cache_dir: Path | str | None = None, time_column: str = "event_timestamp"
 ) -> pd.DataFrame:
-    """Hourly counts of the whole prediction log, with a per-segment cache."""
-    log_dir = Path(log_dir)
+    """Hourly counts of the whole prediction log (a folder or the shipped log's URI), with a per-segment cache."""
     cache = Path(cache_dir) if cache_dir else None
     index: dict[str, Any] = {}
     if cache:
@@ -160,9 +164,9 @@ def hourly_volumes_from_log(
             index = {}
     parts = []
     new_index: dict[str, Any] = {}
-    present = segments(log_dir)
+    present = segments(source)
     for seg in present:
-        size = seg.stat().st_size
+        size = segment_size(seg)
         key = f"{seg.name}|{size}|{time_column}"
         cached = cache / (seg.stem + f".{time_column}.parquet") if cache else None
         if cached is not None and index.get(seg.name) == key and cached.exists():
@@ -183,8 +187,11 @@ def hourly_volumes_from_log(
     if not parts:
         return pd.DataFrame(columns=["orders"], dtype="int64")
     counts = pd.concat(parts).fillna(0).groupby(level=0).sum()
-    counts.index = pd.DatetimeIndex(counts.index).tz_convert("UTC") if counts.index.tz else pd.DatetimeIndex(
-        counts.index).tz_localize("UTC")
+    counts.index = (
+        pd.DatetimeIndex(counts.index).tz_convert("UTC")
+        if counts.index.tz
+        else pd.DatetimeIndex(counts.index).tz_localize("UTC")
+    )
     return _fill_hours(counts.astype("int64"))
 
 
@@ -225,7 +232,9 @@ def detect_volume_anomalies(
         season = "hour_of_week" if history_hours >= settings.min_history * 7 * 24 else "hour_of_day"
     period = 168 if season == "hour_of_week" else 24
     max_lags = max(1, int(settings.history_days * 24 // period))
-    judged_hours = complete.index[-settings.lookback_hours:] if settings.lookback_hours > 0 else complete.index[:0]
+    judged_hours = (
+        complete.index[-settings.lookback_hours :] if settings.lookback_hours > 0 else complete.index[:0]
+    )
     cols = _series_columns(complete, settings.series)
     values = complete[cols].to_numpy(dtype="float64") if cols else np.zeros((len(complete), 0))
     pos_of = {t: i for i, t in enumerate(complete.index)}
@@ -238,8 +247,9 @@ def detect_volume_anomalies(
         hist = values[lags]  # (n_lags, n_series)
         base = np.median(hist, axis=0)
         mad = np.median(np.abs(hist - base), axis=0)
-        sigma = np.maximum.reduce([MAD_SCALE * mad, np.sqrt(np.maximum(base, 1.0)),
-                                   np.full_like(base, settings.min_sigma)])
+        sigma = np.maximum.reduce(
+            [MAD_SCALE * mad, np.sqrt(np.maximum(base, 1.0)), np.full_like(base, settings.min_sigma)]
+        )
         x = values[i]
         z = (x - base) / sigma
         for j, col in enumerate(cols):
@@ -260,7 +270,12 @@ def detect_volume_anomalies(
             rows.append(row)
             if anomaly:
                 kind = "spike" if change > 0 else "drop"
-                anomalies.append({**row, "kind": kind,
-                                  "message": f"{col} {kind} at {t:%Y-%m-%d %H:00}Z: {x[j]:.0f} vs baseline "
-                                             f"{base[j]:.0f} (z={z[j]:+.1f}, {season})"})
+                anomalies.append(
+                    {
+                        **row,
+                        "kind": kind,
+                        "message": f"{col} {kind} at {t:%Y-%m-%d %H:00}Z: {x[j]:.0f} vs baseline "
+                        f"{base[j]:.0f} (z={z[j]:+.1f}, {season})",
+                    }
+                )
     return VolumeResult(anomalies, pd.DataFrame(rows), season, history_hours)

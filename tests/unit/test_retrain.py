@@ -215,7 +215,8 @@ def test_cluster_submission(paths, transactions, monkeypatch, tmp_path):
         calls.update(host=host, profile=profile, **params)
         return "kfp-run-42"
 
-    cfg = _settings(mode="cluster", host="https://kfp.example/pipeline", cluster_input_path="s3://b/{run_id}/t.parquet")
+    store = (tmp_path / "object-store").as_uri()  # a file:// URI: the copy is real (S3: tests/integration)
+    cfg = _settings(mode="cluster", host="https://kfp.example/pipeline", cluster_input_path=store + "/{run_id}/t.parquet")
     no_submit = RetrainTrigger(home_paths(tmp_path / "other"), cfg, data_provider=lambda: transactions)
     rec = no_submit.maybe_trigger({"rules": ["feature_drift"]})
     assert rec.outcome == "failed" and "needs a submit function" in rec.why  # recorded, never raised
@@ -223,7 +224,9 @@ def test_cluster_submission(paths, transactions, monkeypatch, tmp_path):
     rec = trig.maybe_trigger({"rules": ["feature_drift"]})
     assert rec.outcome == "started" and "kfp-run-42" in rec.why
     assert calls["host"] == "https://kfp.example/pipeline" and calls["promotion"] == "never"
-    assert calls["input_path"] == f"s3://b/{rec.run_id}/t.parquet" and calls["source"] == "file"
+    assert calls["input_path"] == f"{store}/{rec.run_id}/t.parquet" and calls["source"] == "file"
+    shipped = pd.read_parquet(tmp_path / "object-store" / rec.run_id / "t.parquet")
+    assert len(shipped) == len(pd.read_parquet(rec.input))  # the cluster reads what was prepared here
     assert trig.state()["running"]["kfp_run_id"] == "kfp-run-42"
     monkeypatch.setattr(RetrainTrigger, "_cluster_status", lambda self, rid: "SUCCEEDED")
     fin = trig.refresh()

@@ -22,7 +22,7 @@ IN_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 PYTEST_ARGS ?=
 PYTEST := $(IN_VENV) $(PY) -m pytest -q $(PYTEST_ARGS)
 
-.PHONY: help install os-packages demo drift-demo test test-fast lint architecture compile validate-k8s bench bench-quality bench-serving clean
+.PHONY: help install os-packages up demo drift-demo test test-fast lint architecture compile validate-k8s bench bench-quality bench-serving clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ demo: install ## the whole loop: data -> GX -> Feast -> fine-tune -> evaluate ->
 
 drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrain -> promotion gate -> new champion
 	$(VENV)/bin/riskops drift-demo
+
+up: install os-packages ## the cluster's topology here (Redis, predictor, 2 transformer replicas, monitor) over the home (RISKOPS_HOME)
+	$(IN_VENV) $(VENV)/bin/riskops up
 
 os-packages: ## the OS packages the tests need (redis-server), installed when missing
 	bash tools/install_os_packages.sh

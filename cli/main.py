@@ -11,15 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.commands import data, demos, feedback, models, monitor, pipeline, retrain
+from cli.commands import data, demos, feedback, models, monitor, pipeline, retrain, up
 from riskops import __version__
 from riskops.settings import paths, use_offline_environment
 
 # every command runs offline and quiet: no model hub, no telemetry (settings a user may override)
 use_offline_environment()
 
-# in the order `riskops --help` lists them: the steps, the pipeline, models and serving, the loop, the demos
-COMMAND_GROUPS = (data, pipeline, models, monitor, feedback, retrain, demos)
+# in the order `riskops --help` lists them: the steps, the pipeline, models and serving, the cluster's
+# topology here, the loop, the demos
+COMMAND_GROUPS = (data, pipeline, models, up, monitor, feedback, retrain, demos)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,60 @@
+"""`riskops up`'s topology (cli/topology): the processes k8s/ deploys, started from the rendered
+manifests over a built home — Redis, the predictor, two transformer replicas — and the monitor
+CronJob's pass over what they logged."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from datetime import timedelta
+
+import httpx
+import pandas as pd
+import pytest
+from support.servers import MODEL, T_BASE, tx
+
+from cli.topology.processes import ClusterTopology
+from riskops.monitoring.prediction_log import read_prediction_log
+from riskops.settings import paths
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory, built_home):
+    root = tmp_path_factory.mktemp("topology")
+    shutil.copytree(built_home[0].root, root / "home")
+    with ClusterTopology(paths(root / "home"), transformers=2) as running:
+        yield running
+
+
+def _post(url: str, order: dict) -> dict:
+    r = httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": [order]}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"][0]
+
+
+def _pod_logs(topology) -> pd.DataFrame:
+    frames = [read_prediction_log(p) for p in sorted((topology.root / "pods").glob("transformer-*/prediction_log"))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_every_process_runs_what_the_manifests_say(topology):
+    names = [p.name for p in topology.processes]
+    assert names == ["redis", "predictor", "transformer-0", "transformer-1"]
+    by_name = {p.name: p for p in topology.processes}
+    assert by_name["redis"].proc.args[0] == "redis-server" and "--appendonly" in by_name["redis"].proc.args
+    for name in ("transformer-0", "transformer-1"):
+        argv = by_name[name].proc.args
+        assert argv[1:3] == ["-m", "serving.transformer"] and argv[argv.index("--model_name") + 1] == MODEL
+    assert all(p.proc.poll() is None for p in topology.processes)
+
+
+def test_the_replicas_share_entity_state_through_redis(topology):
+    burst = [tx(user_id="topology-user", event_timestamp=(T_BASE + timedelta(days=5, minutes=i)).isoformat())
+             for i in range(4)]  # fmt: skip
+    for order, url in zip(burst, itertools.cycle(topology.urls), strict=False):
+        assert _post(url, order)["degraded"] is False
+    log = _pod_logs(topology).set_index("transaction_id").loc[[o["transaction_id"] for o in burst]]
+    assert log["user_txn_count_1h"].tolist() == [0, 1, 2, 3]
+    assert len(set(_pod_logs(topology)["request_id"])) >= 4

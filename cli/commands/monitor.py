@@ -107,7 +107,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             drift_seen = drift_seen or res.verdict.drift
             _print_monitor_result(res, cfg.rules)
 
-        console().print(f"monitoring {home.prediction_log} every {args.every:g}s (Ctrl-C stops)")
+        console().print(f"monitoring {home.prediction_log_source} every {args.every:g}s (Ctrl-C stops)")
         run_loop(home, cfg, trigger=trigger, every_seconds=args.every, stop_event=stop, max_runs=args.max_runs,
                  on_result=on_result)
     return 3 if args.fail_on_drift and drift_seen else 0

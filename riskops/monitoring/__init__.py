@@ -1,7 +1,8 @@
 """Production monitoring: drift (Evidently), volume anomalies, decision rules -> a verdict.
 
 * `riskops.monitoring.reference`   — the reference captured next to each model; the current window
-  from the prediction log (`riskops.monitoring.prediction_log`); hour-of-day matching;
+  from the prediction log (`riskops.monitoring.prediction_log`: a local folder of segments, or
+  their Parquet copies shipped to object storage, `riskops.monitoring.log_store`); hour-of-day matching;
 * `riskops.monitoring.drift`       — the comparison (Evidently report) and its flat metrics, with
   `drift_settings` (the `drift:` section), `calibration` (self-calibrated thresholds) and
   `performance` (the labelled window);

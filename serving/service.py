@@ -208,15 +208,7 @@ class RiskService(Model):
             self.canary.stop()
         if self.watcher is not None:
             self.watcher.stop()
-        t = self.transformer
-        if t.online is not None:
-            t.online.flush(5)
-            t.online.close()
-        t.state.close()
-        if t.prediction_log is not None:
-            t.prediction_log.close()
-        if t.alerts is not None:
-            t.alerts.close()
+        self.transformer.close()
 
 
 def _initial_model(

@@ -211,6 +211,26 @@ class RiskTransformer(Model):
         answer = await self.state.lookup(records, update)
         return answer.features, answer.degraded, answer.tokens
 
+    # -- shutdown ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """KServe unloads the model on SIGTERM: ship and close what this process holds."""
+        self.close()
+        super().stop()
+
+    def close(self) -> None:
+        """Flush the online store's pushes, close (and ship) the prediction log; idempotent."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        if self.online is not None:
+            self.online.flush(5)
+            self.online.close()
+        self.state.close()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+        if self.alerts is not None:
+            self.alerts.close()
+
     # -- postprocess -------------------------------------------------------------------------
     def log_records(self, scored: Scored) -> list[dict]:
         p = scored.prepared

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -56,6 +56,8 @@ class Process:
     proc: subprocess.Popen
     log: Path
     url: str | None = None
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class ClusterTopology:
@@ -107,7 +109,7 @@ class ClusterTopology:
         logfile = self.root / f"{name}.log"
         with open(logfile, "ab") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=self.root)
-        p = Process(name, proc, logfile, url)
+        p = Process(name, proc, logfile, url, cmd, env)
         self.processes.append(p)
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(cmd))
         return p
@@ -201,6 +203,18 @@ class ClusterTopology:
                     return
             time.sleep(0.3)
         raise RuntimeError(f"{p.name} not ready after {self.startup_s:.0f}s:\n{p.log.read_text()[-3000:]}")
+
+    def restart(self, name: str) -> Process:
+        """Start process `name` again as before (same command, port and pod folder), as the kubelet
+        restarts a container that died; waits until it is ready."""
+        old = next(p for p in self.processes if p.name == name)
+        if old.proc.poll() is None:
+            raise RuntimeError(f"{name} is still running (pid {old.proc.pid})")
+        self.processes.remove(old)
+        new = self._spawn(name, old.cmd, old.env, old.url)
+        if new.url is not None:
+            self._wait_ready(new)
+        return new
 
     # -- the monitor CronJob -----------------------------------------------------------------
     def monitor_job(self) -> tuple[list[str], dict[str, str]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import signal
+import time
 from datetime import timedelta
 
 import httpx
@@ -58,3 +60,35 @@ def test_the_replicas_share_entity_state_through_redis(topology):
     log = _pod_logs(topology).set_index("transaction_id").loc[[o["transaction_id"] for o in burst]]
     assert log["user_txn_count_1h"].tolist() == [0, 1, 2, 3]
     assert len(set(_pod_logs(topology)["request_id"])) >= 4
+
+
+def test_a_replica_killed_under_load_loses_no_acknowledged_prediction(topology):
+    """SIGKILL one transformer while both take load; the kubelet's restart (`restart`) ships what
+    the killed one had written, and the others ship theirs when they stop: every acknowledged
+    prediction reaches the shared log. (The module's last test: it stops the topology.)"""
+    acknowledged: dict[str, str] = {}  # transaction id -> the replica that answered
+    victim = next(p for p in topology.processes if p.name == "transformer-0")
+    t = T_BASE + timedelta(days=6)
+    for i in range(30):
+        order = tx(event_timestamp=(t + timedelta(seconds=i)).isoformat())
+        url = topology.urls[i % 2] if victim.proc.poll() is None else topology.urls[-1]
+        try:
+            r = httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": [order]}, timeout=30)
+        except httpx.HTTPError:
+            continue  # the killed replica never answered: not acknowledged
+        if r.status_code == 200:
+            acknowledged[order["transaction_id"]] = url
+        if i == 15:
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
+    by_victim = {tid for tid, url in acknowledged.items() if url == victim.url}
+    assert len(acknowledged) >= 25 and len(by_victim) >= 5
+    topology.restart("transformer-0")  # ships, at start, the segment the killed process left open
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not by_victim <= set(read_prediction_log(topology.log_uri)["transaction_id"]):
+        time.sleep(0.5)
+    assert by_victim <= set(read_prediction_log(topology.log_uri)["transaction_id"])
+    topology.stop()  # SIGTERM: each replica closes and ships its open segment
+    shipped = read_prediction_log(topology.log_uri)
+    assert set(acknowledged) <= set(shipped["transaction_id"])
+    assert not shipped["transaction_id"].duplicated().any()  # shipped twice = overwritten, never doubled

@@ -7,12 +7,16 @@ Redis state replays, riskops.features.shared_state) -> `feast apply`
 -> materialize the online store up to the last event (serving reads the same repo copy).
 """
 
+import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,7 +39,12 @@ def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "au
     from riskops.features import store as fs
     from riskops.features.contract import ENTITY_KEYS
     from riskops.features.sequences import RECENT_EVENTS_FILE, recent_events
-    from riskops.features.shared_state import HISTORY_FILE, write_history_file
+    from riskops.features.shared_state import (
+        HISTORY_FILE,
+        SharedEntityState,
+        load_history_file,
+        write_history_file,
+    )
     from riskops.pii import hash_pii
     from riskops.schema import coerce
 
@@ -56,6 +65,10 @@ def build_features(transactions: pd.DataFrame, work_dir: Path, engine: str = "au
     recent = recent_events(tx)
     recent.to_parquet(Path(repo) / "data" / RECENT_EVENTS_FILE, index=False)
     write_history_file(tx, recent["transaction_id"], Path(repo) / "data" / HISTORY_FILE)
+    if os.environ.get("RISKOPS_REDIS_URL"):  # a cluster: start the replicas' shared state if it is empty
+        state = SharedEntityState(os.environ["RISKOPS_REDIS_URL"])
+        started = load_history_file(state, Path(repo) / "data" / HISTORY_FILE)
+        log.info("shared entity state in Redis: %s", f"started from {started} events" if started else "already live")
     t = lap("write_sources", t)
     store = fs.apply(repo)
     t = lap("apply", t)

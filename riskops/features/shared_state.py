@@ -297,13 +297,15 @@ class SharedEntityState:
     def load_history(self, transactions: pd.DataFrame, history_id: str, batch: int = 256) -> int:
         """Replay hashed transactions (time order) through the script, then mark the state loaded.
 
-        Only one replica loads: the others see the lock and wait for the mark. Returns the rows
-        replayed (0 when this history was already loaded)."""
-        if self.loaded() == history_id:
+        Only an empty state is started: once a history is loaded, the live traffic since makes the
+        state exact and authoritative, and replaying a later build's history on top would count its
+        events twice (to start over, delete the ``riskops:`` keys). Only one process loads: the
+        others see the lock and wait for the mark. Returns the rows replayed (0: already started)."""
+        if self.loaded() is not None:
             return 0
         lock = self.sync.lock(self.prefix + "loading", timeout=3600, blocking_timeout=3600)
         with lock:
-            if self.loaded() == history_id:
+            if self.loaded() is not None:
                 return 0
             rows = history_records(transactions)
             pipe = self.sync.pipeline(transaction=False)
@@ -348,12 +350,11 @@ def write_history_file(transactions: pd.DataFrame, recent_ids: Iterable[str], pa
 
 
 def load_history_file(state: SharedEntityState, path) -> int:
-    """Replay `HISTORY_FILE` into `state` unless this very file was loaded (its content hash)."""
+    """Replay `HISTORY_FILE` into an empty `state` (marked with the file's content hash)."""
     import hashlib
     from pathlib import Path
 
-    data = Path(path).read_bytes()
-    history_id = hashlib.sha256(data).hexdigest()[:16]
-    if state.loaded() == history_id:
+    if state.loaded() is not None:
         return 0
+    history_id = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     return state.load_history(pd.read_parquet(path), history_id)

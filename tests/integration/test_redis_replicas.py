@@ -157,3 +157,16 @@ def test_a_redis_restart_under_load_answers_degraded_and_loses_nothing(replicas,
     b_row = logged(b).set_index("transaction_id").loc[b_next["transaction_id"]]
     assert not b_row["degraded"]
     assert b_row["user_txn_count_1h"] == 1 + len(during) + len(answers)  # nothing acknowledged was lost
+
+
+def test_the_feature_build_starts_an_empty_shared_state(redis_url, tmp_path, monkeypatch, redis_server):
+    """On a cluster the pipeline's feature step starts the replicas' state (RISKOPS_REDIS_URL set)."""
+    from riskops.features.build import build_features
+
+    monkeypatch.setenv("RISKOPS_REDIS_URL", redis_url)
+    build_features(generate(GeneratorConfig(rows=300, seed=2, days=3)), tmp_path / "repo")
+    client = redis_server.client()
+    assert client.get("riskops:loaded") is not None and client.keys("riskops:s:user:*")
+    marker = client.get("riskops:loaded")
+    build_features(generate(GeneratorConfig(rows=300, seed=3, days=3)), tmp_path / "repo2")
+    assert client.get("riskops:loaded") == marker  # a live state is kept, never replayed over

@@ -219,3 +219,18 @@ def test_redis_outage_answers_degraded_then_applies_what_was_scored_meanwhile(tm
         assert back.tokens[0][1] == ["t3", "t2", "t1"]
         assert not state.pending
         state.close()
+
+
+def test_a_live_redis_state_is_never_replaced_by_a_later_history(redis_url, stream, tmp_path):
+    first, second = tmp_path / "first.parquet", tmp_path / "second.parquet"
+    write_history_file(stream.iloc[:300], [], first)
+    write_history_file(stream.iloc[:600], [], second)  # a later feature build
+    state = SharedEntityState(redis_url)
+    assert load_history_file(state, first) == 300
+    state.observe(history_records(stream.iloc[300:320]))  # live traffic
+    assert load_history_file(state, second) == 0  # replaying 300..600 on top would count them twice
+    peeked = state.observe(history_records(stream.iloc[320:321]), update=False)[0][0]
+    want = offline_state_before(stream.iloc[:321])[320]  # exactly events 0..319 were counted
+    for name, value in want.items():
+        if not pd.isna(value):
+            assert _same(peeked[name], float(value)), name

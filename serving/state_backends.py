@@ -205,9 +205,11 @@ def load_offline_history(shared: Any, feature_repo: Path) -> None:
     """Start an empty Redis state from the feature build's history (once per build, one replica)."""
     from riskops.features.shared_state import HISTORY_FILE, load_history_file
 
+    if shared.loaded() is not None:  # started before (by another replica or the feature step)
+        return
     path = feature_repo / "data" / HISTORY_FILE
     if not path.exists():
-        log.warning("no %s in %s: the Redis state starts empty", HISTORY_FILE, feature_repo)
+        log.warning("no %s in %s and Redis holds no state yet: entities start as never seen", HISTORY_FILE, feature_repo)
         return
     t = time.perf_counter()
     rows = load_history_file(shared, path)

@@ -60,6 +60,7 @@ from serving.handoff import WorkerThread, run_on
 from serving.http import install_guards
 from serving.policy import PolicySource, read_model_policy, top_reasons
 from serving.validation import RequestError
+from serving.wire import WIRE_KEY, concat_frames, from_wire
 
 log = logging.getLogger(__name__)
 
@@ -338,10 +339,10 @@ class RiskPredictor(Model):
             for s, a in zip(scores, attributions, strict=True)
         ]
 
-    def _score_jobs(self, jobs: list[tuple[pd.DataFrame, list[bool]]]) -> list[list[dict]]:
+    def _score_jobs(self, jobs: list[tuple[pd.DataFrame | ColumnFrame, list[bool]]]) -> list[list[dict]]:
         """Batcher callback: several requests' frames scored as one frame, on one model."""
         lm = self.holder.current
-        frame = pd.concat([f for f, _ in jobs], ignore_index=True) if len(jobs) > 1 else jobs[0][0]
+        frame = concat_frames([f for f, _ in jobs])
         flags = [d for _, ds in jobs for d in ds]
         scored = self.score_frame(frame, flags, lm)
         out, i = [], 0
@@ -378,6 +379,9 @@ class RiskPredictor(Model):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         if isinstance(payload, bytes | str):
             raise RequestError("request body must be JSON with Content-Type: application/json", status=415)
+        if isinstance(payload, dict) and WIRE_KEY in payload:  # the transformer's columns (serving/wire.py)
+            frame, _, degraded = from_wire(payload)
+            return frame, degraded
         if not isinstance(payload, dict) or "instances" not in payload:
             raise RequestError("expected a JSON object with an 'instances' list of model frame rows")
         return self.frame_from_instances(payload["instances"])

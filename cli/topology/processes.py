@@ -67,10 +67,21 @@ class ClusterTopology:
     Args:
         transformers: transformer replicas (the prod overlay autoscales 2-10).
         startup_s: how long a server may take to answer ready.
+        serving_settings: ServingConfig fields given to the transformers as a serving.yaml (what a
+            site would mount), e.g. a shorter ``log_segment_seconds`` so the monitor sees traffic sooner.
     """
 
-    def __init__(self, home: Paths, overlay: str = "dev", transformers: int = 2, startup_s: float = 300.0):
+    def __init__(
+        self,
+        home: Paths,
+        overlay: str = "dev",
+        transformers: int = 2,
+        startup_s: float = 300.0,
+        serving_settings: dict | None = None,
+    ):
         self.home, self.overlay, self.replicas, self.startup_s = home, overlay, transformers, startup_s
+        # ServingConfig fields for the transformers on top of the manifests' (a site's serving.yaml)
+        self.serving_settings = dict(serving_settings or {})
         self.root = home.root / "topology"
         self.store = self.root / "object-store"  # stands in for the S3 bucket
         self.log_uri = (self.store / "prediction-log").as_uri() + "/"
@@ -177,6 +188,10 @@ class ClusterTopology:
         args = set_arg(args, "--http_port", str(port))
         # KServe passes the predictor's address to the transformer
         args += ["--predictor_host", predictor.url.removeprefix("http://"), "--bind_host", "127.0.0.1"]
+        if self.serving_settings:
+            site = self.root / "serving.yaml"
+            site.write_text(yaml.safe_dump(self.serving_settings, sort_keys=False))
+            args += ["--serving_config", str(site)]
         name = f"transformer-{i}"
         return self._spawn(
             name, [*self._python(w.command), *args], self._env(w, name), f"http://127.0.0.1:{port}"

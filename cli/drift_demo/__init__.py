@@ -8,6 +8,9 @@
     -> the promotion gate (riskops.lifecycle.promotion) on labelled rows neither model trained on
        [--canary: then the server's online canary]  ->  new champion hot-swapped and serving,
        or the challenger rejected and the champion kept (the reason printed)
+    -> after a promotion the loop settles: the drift reference is re-baselined on the new champion's
+       traffic (riskops.monitoring.rebaseline), the learned shift raises no second retraining, and a
+       second, different scenario injected later is still caught
 
 One simulated world (`world.build_timeline`): the first ``train_rows`` transactions train the first
 champion, the next ``normal_rows`` are replayed as normal traffic, then ``drift_rows`` of the
@@ -34,12 +37,15 @@ detection / retraining start / gate / new champion serving (seconds), PR-AUC of 
 new model on post-drift labelled traffic (the gate's window), and per served version. The timeline
 is printed as it happens and written to ``<home>/reports/drift-demo/timeline-<UTC stamp>.json``.
 Exit code: 0 when the loop closed (a gate decision was taken and serving reflects it: the new
-champion answers, or the old one still does after a rejection), 1 otherwise.
+champion answers, or the old one still does after a rejection) and, after a promotion, settled
+(`settle`: (a) the learned shift quiet against the re-baselined reference, (b) the second shift
+caught); 1 otherwise. ``second_scenario: none`` ends the demo at the decision, as before.
 
 Modules, in the order a run meets them: `world` (options, the generated timeline), `command` (the
 `riskops drift-demo` entry point, the first champion), `server_process` (the model server),
 `monitoring` (the monitor config), `loop` (the replay and its steps), `feedback` (delayed labels),
-`decisions` (gate and canary), `events` (the printed timeline), `report` (figures, timeline JSON).
+`decisions` (gate and canary), `settle` (after a promotion), `events` (the printed timeline),
+`report` (figures, timeline JSON).
 """
 
 from cli.drift_demo.command import run_drift_demo, train_champion

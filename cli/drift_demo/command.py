@@ -88,5 +88,7 @@ def run_drift_demo(args: Any) -> int:
     print_figures(console, result)
     console.print(f"timeline: {result.timeline_file}")
     verdict = "[green]loop closed[/green]" if result.closed else "[red]loop NOT closed[/red]"
+    if result.settled is not None:  # after a promotion: (a) the learned shift quiet, (b) a new one caught
+        verdict += ", [green]and settled[/green]" if result.settled else ", [red]but NOT settled[/red]"
     console.print(Rule(f"{verdict}: {result.outcome}"))
-    return 0 if result.closed else 1
+    return 0 if result.closed and result.settled is not False else 1

@@ -4,7 +4,8 @@
 transactions, hands their labels to the delayed feedback, and every ``monitor_every`` transactions
 runs a monitor pass (which may start the retraining run, and later the promotion gate). Near the end
 of the generated traffic, the loop holds the rest back until the gate has decided, then replays a
-few hundred more transactions to show which model answers.
+few hundred more transactions to show which model answers. After a promotion `settle.AfterPromotion`
+takes over: the learned shift against the re-baselined reference, then a second shift.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from cli.drift_demo.feedback import DelayedFeedback
 from cli.drift_demo.monitoring import CANARY_MIN_REQUESTS, SERVING_SKEWED_INPUTS, monitor_config
 from cli.drift_demo.report import LoopResult, pr_auc, run_seconds, write_timeline
 from cli.drift_demo.server_process import Server
-from cli.drift_demo.world import DEMO_DIR, LoopOptions, Timeline, request_records
+from cli.drift_demo.settle import AfterPromotion
+from cli.drift_demo.world import DEMO_DIR, LoopOptions, Timeline, request_records, second_scenario
 from riskops.lifecycle.loop import LoopConfig, run_loop_once
 from riskops.lifecycle.retrain import RetrainTrigger
 from riskops.registry.store import CHALLENGER, ModelRegistry
@@ -83,7 +85,7 @@ class ClosedLoop:
         self.fraud_types = self.rows["fraud_type"].astype(str).to_numpy()
         self.records = request_records(self.rows)
         self.trigger = RetrainTrigger(
-            home, self.cfg.retrain, data_provider=self._seen_so_far, history_provider=lambda: timeline.train
+            home, self.cfg.retrain, data_provider=self.seen_so_far, history_provider=lambda: timeline.train
         )
         new_episode(self.trigger)
         sets = {"canary": True, "canary_config": str(self.cfg_file)} if opts.canary else None
@@ -103,8 +105,11 @@ class ClosedLoop:
         self.deadline = math.inf  # onset + timeout_s, once the onset has been replayed
         self.next_pass = opts.monitor_every
         # rows kept for after the gate: to show who answers, and in canary mode for the canary to decide
-        self.reserve = opts.after_rows + (2 * CANARY_MIN_REQUESTS + 200 if opts.canary else 0)
+        self.reserve = (
+            opts.after_rows + timeline.reserve + (2 * CANARY_MIN_REQUESTS + 200 if opts.canary else 0)
+        )
         self.after_count = 0  # transactions replayed since serving reflects the decision
+        self.settle: AfterPromotion | None = None  # after a promotion: the loop settles
         self.last_post = time.monotonic()
 
     # ---------------------------------------------------------------------------------- the run
@@ -125,6 +130,7 @@ class ClosedLoop:
             outcome=outcome,
             figures=self.figures,
             events=self.ev.items,
+            settled=None if self.settle is None else self.settle.ok,
         )
         result.timeline_file = write_timeline(self.home, result, self.opts, self.passes)
         return result
@@ -133,9 +139,16 @@ class ClosedLoop:
         """Transactions since the onset (None before it)."""
         return self.tx - self.onset_tx if self.tx >= self.onset_tx else None
 
-    def _seen_so_far(self) -> pd.DataFrame:
+    def seen_so_far(self) -> pd.DataFrame:
         """What the ingestion side has seen so far: no labels (the feedback adds them)."""
         return self.rows.iloc[: self.tx].assign(is_fraud=0, fraud_type="none")
+
+    def replace_rest(self, rows: pd.DataFrame) -> None:
+        """The traffic from the next transaction on is `rows` (the second shift), not what was generated."""
+        self.rows = pd.concat([self.rows.iloc[: self.tx], rows], ignore_index=True)
+        self.labels = self.rows["is_fraud"].astype(int).to_numpy()
+        self.fraud_types = self.rows["fraud_type"].astype(str).to_numpy()
+        self.records = self.records[: self.tx] + request_records(rows)
 
     def _start(self) -> None:
         """Announce the setup, start the model server, open the HTTP client and the feedback channel."""
@@ -185,7 +198,10 @@ class ClosedLoop:
         if st.outcome == "promoted" and not st.serving_new and self.served[-1]["version"] == st.new:
             st.serving_new = True
             self.ev.add(
-                "serving_new", f"[bold green]new champion {st.new} is answering[/bold green]", self.tx, self.after()
+                "serving_new",
+                f"[bold green]new champion {st.new} is answering[/bold green]",
+                self.tx,
+                self.after(),
             )
         if self.tx >= self.next_pass and not st.decided:
             self.next_pass += opts.monitor_every
@@ -200,7 +216,11 @@ class ClosedLoop:
             self._follow_canary()
         if not st.closed and self._serving_reflects_decision():
             st.closed = True
+            if st.outcome == "promoted" and second_scenario(opts) and self.timeline.world is not None:
+                self.settle = AfterPromotion(self)
         if st.closed:
+            if self.settle is not None:  # bounded by the traffic left, not by the onset's timeout
+                return self.settle.step()
             self.after_count += n
             if self.after_count >= opts.after_rows:
                 return False
@@ -269,7 +289,9 @@ class ClosedLoop:
         )
         if res.verdict.drift and tx <= self.onset_tx:  # the window holds normal traffic only
             self.figures["false_alarms_before_onset"] += 1
-            self.ev.add("false_alarm", f"[yellow]drift verdict BEFORE the onset[/yellow]: {', '.join(rules)}", tx)
+            self.ev.add(
+                "false_alarm", f"[yellow]drift verdict BEFORE the onset[/yellow]: {', '.join(rules)}", tx
+            )
         elif res.verdict.drift and st.detected is None:
             st.detected = tx
             msgs = "; ".join(r["message"] for r in res.verdict.reasons if r.get("action") == "retrain")
@@ -284,7 +306,9 @@ class ClosedLoop:
             )
         elif not self.opts.quiet:
             what = "drift (retraining already handled)" if res.verdict.drift else f"no drift ({res.status})"
-            self.ev.add("monitor", f"monitor pass: {what} in {res.seconds:.1f}s -> {res.report_dir}", tx, self.after())
+            self.ev.add(
+                "monitor", f"monitor pass: {what} in {res.seconds:.1f}s -> {res.report_dir}", tx, self.after()
+            )
         self._note_retraining(res.trigger)
         if res.promotion is not None:
             st.decision = res.promotion
@@ -308,7 +332,9 @@ class ClosedLoop:
                 run_id=trigger.run_id,
             )
         elif trigger.outcome == "failed":
-            self.ev.add("retrain_failed", f"[red]retraining not started[/red]: {trigger.why}", self.tx, self.after())
+            self.ev.add(
+                "retrain_failed", f"[red]retraining not started[/red]: {trigger.why}", self.tx, self.after()
+            )
 
     def _retrain_failed(self) -> bool:
         """The run this loop started has ended without a challenger: nothing left to wait for."""
@@ -364,7 +390,10 @@ class ClosedLoop:
             return False
         if not st.decided:
             self.ev.add(
-                "timeout", f"[red]no decision[/red] within {self.opts.timeout_s:.0f}s of the onset", self.tx, self.after()
+                "timeout",
+                f"[red]no decision[/red] within {self.opts.timeout_s:.0f}s of the onset",
+                self.tx,
+                self.after(),
             )
             return False
         return True
@@ -420,7 +449,9 @@ class ClosedLoop:
         post = [s for s in self.served if s["after_onset"]]
         versions = sorted({s["version"] for s in post})
         f["served_pr_auc_after_onset"] = {
-            v: pr_auc([s["y"] for s in post if s["version"] == v], [s["score"] for s in post if s["version"] == v])
+            v: pr_auc(
+                [s["y"] for s in post if s["version"] == v], [s["score"] for s in post if s["version"] == v]
+            )
             for v in versions
         }
         f["served_rows_after_onset"] = {v: sum(1 for s in post if s["version"] == v) for v in versions}
@@ -432,5 +463,7 @@ class ClosedLoop:
         f["monitor_pass_seconds_mean"] = round(float(np.mean(seconds)), 2) if seconds else None
         champ = self.registry.champion()
         f["champion_after"] = champ.version if champ else None
+        if self.settle is not None:
+            f["after_promotion"] = self.settle.figures()
         if outcome == "rejected" and self.registry.aliases().get(CHALLENGER):
             f["challenger_left"] = self.registry.aliases().get(CHALLENGER)

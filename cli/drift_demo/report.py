@@ -28,6 +28,7 @@ class LoopResult:
     figures: dict = field(default_factory=dict)
     timeline_file: Path | None = None
     events: list[dict] = field(default_factory=list)
+    settled: bool | None = None  # after a promotion: (a) the learned shift quiet and (b) a new one caught
 
     def to_dict(self) -> dict:
         """The result as plain JSON-ready data."""
@@ -75,6 +76,7 @@ def write_timeline(home: Paths, result: LoopResult, opts: LoopOptions, passes: l
     doc = {
         "closed": result.closed,
         "outcome": result.outcome,
+        "settled": result.settled,
         "options": asdict(opts),
         "figures": result.figures,
         "events": result.events,
@@ -122,7 +124,58 @@ def print_figures(console: Any, result: LoopResult) -> None:
             f"{f.get('monitor_passes')} ({f.get('monitor_pass_seconds_mean')})",
         ),
     ]
+    rows += settle_rows(f.get("after_promotion"))
     for k, v in rows:
         if v is not None:
             t.add_row(k, str(v))
     console.print(t)
+
+
+def settle_rows(a: dict | None) -> list[tuple[str, Any]]:
+    """The after-promotion rows of the figures table: the re-baselining, (a) and (b)."""
+    if not a:
+        return []
+    ref = a.get("reference") or {}
+    w = ref.get("window") or {}
+    rebased = a.get("rebaselined_tx_after_promotion")
+    learned = (
+        f"{a['learned_shift_drift_verdicts']} drift verdicts, {a['learned_shift_retrain_triggers']} "
+        f"retraining triggers in {a['learned_shift_passes']} passes over "
+        f"{a['learned_shift_rows_checked']} transactions: "
+        + ("quiet" if a["learned_shift_quiet"] else "NOT quiet")
+        if rebased is not None
+        else "not shown: the reference was not re-baselined before the traffic ended"
+    )
+    if a.get("new_shift_caught"):
+        trigger = trigger_answer(a.get("second_trigger"))
+        second = (
+            f"caught {a['second_detection_delay_tx']} transactions after its onset "
+            f"({', '.join(a['second_rules'])}); retraining trigger: {trigger}"
+        )
+    elif a.get("second_onset_tx") is not None:
+        second = "NOT caught before the traffic ended"
+    else:
+        second = "not reached"
+    return [
+        (
+            "after the promotion: reference re-baselined (tx after promotion)",
+            None
+            if rebased is None
+            else f"{rebased} ({w.get('rows')} rows of {a.get('champion')}, "
+            f"{w.get('start')} -> {w.get('end')})",
+        ),
+        ("(a) the learned shift, no second retraining", learned),
+        (f"(b) a new shift ({a.get('second_scenario')})", second),
+    ]
+
+
+def trigger_answer(trigger: dict | None) -> str:
+    """The retraining trigger's answer in a few words (a dry run's recorded command is left out)."""
+    if not trigger:
+        return "not called"
+    why = str(trigger.get("why") or trigger.get("outcome"))
+    return (
+        "a retraining would start (dry run: its data prepared, its command recorded)"
+        if why.startswith("dry run")
+        else why
+    )

@@ -8,7 +8,10 @@
 One pass (`run_loop_once`):
 
 1. `riskops.monitoring.monitor.run_monitor_once`: reports, the verdict, alerts;
-2. on drift (a rule with action ``retrain``) with status ok: `RetrainTrigger.maybe_trigger` (debounced);
+2. on drift (a rule with action ``retrain``) with status ok: `RetrainTrigger.maybe_trigger` (debounced).
+   After a promotion the monitor re-baselines the champion's reference on its own traffic
+   (`riskops.monitoring.rebaseline`); until then its passes report ``status: rebaselining``, so the
+   shift the new champion was retrained for does not start a second retraining;
 3. when a retraining run has finished and registered a challenger: the promotion gate
    (`riskops.lifecycle.promotion.run_promotion_gate`) compares it with the champion on the labelled
    rows neither trained on, once per run (``promotion.auto``);
@@ -129,9 +132,13 @@ def run_loop_once(
     monitored = run_monitor_once(paths, cfg, now=now, log_df=log_df)
     result = LoopResult(**{f.name: getattr(monitored, f.name) for f in fields(MonitorResult)})
     if result.verdict.drift and result.status == "ok":
-        reason = {"at": result.at, "champion": result.champion,
-                  "rules": [r["rule"] for r in result.verdict.reasons],
-                  "messages": [r["message"] for r in result.verdict.reasons], "report_dir": str(result.report_dir)}
+        reason = {
+            "at": result.at,
+            "champion": result.champion,
+            "rules": [r["rule"] for r in result.verdict.reasons],
+            "messages": [r["message"] for r in result.verdict.reasons],
+            "report_dir": str(result.report_dir),
+        }
         try:
             result.trigger = trigger.maybe_trigger(reason)
         except Exception as exc:  # the trigger records its own failures; this is a last resort
@@ -146,8 +153,9 @@ def _gated_file(paths: Paths) -> Path:
     return paths.root / "promotion" / "gated_run.json"
 
 
-def _gate_finished_run(paths: Paths, cfg: LoopConfig, trigger: RetrainTrigger,
-                       log_df: pd.DataFrame) -> PromotionDecision | None:
+def _gate_finished_run(
+    paths: Paths, cfg: LoopConfig, trigger: RetrainTrigger, log_df: pd.DataFrame
+) -> PromotionDecision | None:
     """After a finished retraining run: gate its challenger, once per run (``promotion.auto``)."""
     if not cfg.promotion.auto:
         return None
@@ -163,12 +171,26 @@ def _gate_finished_run(paths: Paths, cfg: LoopConfig, trigger: RetrainTrigger,
     _gated_file(paths).parent.mkdir(parents=True, exist_ok=True)
     _gated_file(paths).write_text(json.dumps({"run_id": last.get("run_id")}))
     try:
-        return run_promotion_gate(paths, cfg.promotion, challenger_version=version, log_df=log_df,
-                                  cutoff=last.get("cutoff"), holdout_file=last.get("holdout_file"))
+        return run_promotion_gate(
+            paths,
+            cfg.promotion,
+            challenger_version=version,
+            log_df=log_df,
+            cutoff=last.get("cutoff"),
+            holdout_file=last.get("holdout_file"),
+        )
     except Exception as exc:
         log.exception("promotion gate failed for %s: %s", version, exc)
-        emit_alert(paths, {"type": "promotion_error", "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "challenger": version, "error": str(exc)}, cfg.alerts)
+        emit_alert(
+            paths,
+            {
+                "type": "promotion_error",
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "challenger": version,
+                "error": str(exc),
+            },
+            cfg.alerts,
+        )
         return None
 
 

@@ -5,9 +5,13 @@
 One pass (`run_monitor_once`):
 
 1. the champion (registry alias) and its reference (`reference.parquet` in the version folder;
-   cached with its calibration between passes of a loop);
+   cached with its calibration between passes of a loop); after a promotion, the first traffic the
+   new champion served, two windows over a day (`riskops.monitoring.rebaseline`; until then the
+   pass reports ``status: rebaselining`` and runs no distribution check);
 2. the newest ``window.size`` scored transactions of the prediction log (segments are read newest
-   first, only as far back as needed, ``window.scan_rows`` at most for the labelled window);
+   first, only as far back as needed, ``window.scan_rows`` at most for the labelled window) from
+   ``paths.prediction_log_source``: the shipped log at $RISKOPS_PREDICTION_LOG_URI when set (on a
+   cluster: what every replica shipped), else the local folder;
 3. feedback labels joined on transaction_id -> the labelled window (the newest
    ``window.performance_rows`` labelled rows scored by the champion);
 4. `compute_drift` (Evidently report) + hourly volume anomalies -> flat metrics -> `evaluate_rules`;
@@ -42,6 +46,7 @@ from riskops.monitoring.drift import DriftResult, compute_drift
 from riskops.monitoring.drift_settings import DriftSettings
 from riskops.monitoring.feedback import labelled_window, load_feedback
 from riskops.monitoring.prediction_log import read_prediction_log
+from riskops.monitoring.rebaseline import RebaselineSettings, reference_in_force
 from riskops.monitoring.reference import Reference, ReferenceError, current_frame, load_reference
 from riskops.monitoring.rules import Rule, Verdict, evaluate_rules, load_rules
 from riskops.monitoring.volume import VolumeSettings, detect_volume_anomalies, hourly_volumes_from_log
@@ -50,7 +55,7 @@ from riskops.settings import Paths, from_dict
 
 log = logging.getLogger(__name__)
 
-MONITOR_SECTIONS = ("window", "drift", "volume", "rules", "rule_overrides", "alerts", "reports")
+MONITOR_SECTIONS = ("window", "drift", "volume", "rules", "rule_overrides", "alerts", "reports", "rebaseline")
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,13 +101,16 @@ class MonitorConfig:
     rules: list[Rule] = field(default_factory=lambda: load_rules({}))
     alerts: AlertSettings = field(default_factory=AlertSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
+    rebaseline: RebaselineSettings = field(default_factory=RebaselineSettings)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> MonitorConfig:
         d = dict(d or {})
         unknown = sorted(set(d) - set(MONITOR_SECTIONS))
         if unknown:
-            raise ValueError(f"monitor config: unknown sections {unknown} (known: {', '.join(MONITOR_SECTIONS)})")
+            raise ValueError(
+                f"monitor config: unknown sections {unknown} (known: {', '.join(MONITOR_SECTIONS)})"
+            )
         window = WindowSettings.from_dict(d.get("window"))
         drift = dict(d.get("drift") or {})
         drift.setdefault("window_size", window.size)  # calibrate at the size the monitor compares
@@ -113,6 +121,7 @@ class MonitorConfig:
             rules=load_rules(d),
             alerts=AlertSettings.from_dict(d.get("alerts")),
             reports=ReportSettings.from_dict(d.get("reports")),
+            rebaseline=RebaselineSettings.from_dict(d.get("rebaseline")),
         )
 
 
@@ -126,7 +135,7 @@ class MonitorResult:
     """What one pass saw and wrote; `summary()` is what verdict.json holds."""
 
     at: str
-    status: str  # ok | insufficient_data | no_champion | no_reference
+    status: str  # ok | insufficient_data | rebaselining | no_champion | no_reference
     verdict: Verdict
     champion: str | None = None
     report_dir: Path | None = None
@@ -135,6 +144,7 @@ class MonitorResult:
     alert: dict | None = None
     seconds: float = 0.0
     webhook_thread: threading.Thread | None = None
+    reference: dict | None = None  # the reference in force (riskops.monitoring.rebaseline)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -148,12 +158,13 @@ class MonitorResult:
             "volume_anomalies": self.volume_anomalies,
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "seconds": round(self.seconds, 3),
+            "reference": self.reference,
         }
 
 
 def read_monitor_log(paths: Paths, window: WindowSettings) -> pd.DataFrame:
     """The prediction-log rows one pass reads: the newest ``max(size, scan_rows)`` rows."""
-    return read_prediction_log(paths.prediction_log, newest_rows=max(window.size, window.scan_rows))
+    return read_prediction_log(paths.prediction_log_source, newest_rows=max(window.size, window.scan_rows))
 
 
 def write_verdict(result: MonitorResult, summary: dict[str, Any]) -> None:
@@ -211,13 +222,16 @@ def _volume(paths: Paths, cfg: MonitorConfig, now: pd.Timestamp, state: dict) ->
     """Hourly volume anomalies as flat metrics; the ones already alerted (per series and hour) are not fresh."""
     if not cfg.volume.enabled:
         return {}, [], None
-    hourly = hourly_volumes_from_log(paths.prediction_log, paths.root / "monitoring" / "volume_cache",
-                                     cfg.volume.time_column)
+    hourly = hourly_volumes_from_log(
+        paths.prediction_log_source, paths.root / "monitoring" / "volume_cache", cfg.volume.time_column
+    )
     vnow = now if cfg.volume.time_column == "logged_at" else None  # replayed event times have their own clock
     result = detect_volume_anomalies(hourly, cfg.volume, now=vnow)
     alerted = set(state.get("volume_alerted", []))
     fresh = [a for a in result.anomalies if f"{a['series']}|{a['hour']}" not in alerted]
-    state["volume_alerted"] = sorted(alerted | {f"{a['series']}|{a['hour']}" for a in result.anomalies})[-500:]
+    state["volume_alerted"] = sorted(alerted | {f"{a['series']}|{a['hour']}" for a in result.anomalies})[
+        -500:
+    ]
     metrics = {
         "volume.anomalies": float(len(fresh)),
         "volume.anomalies_total": float(len(result.anomalies)),
@@ -227,10 +241,17 @@ def _volume(paths: Paths, cfg: MonitorConfig, now: pd.Timestamp, state: dict) ->
     return metrics, fresh, result
 
 
-def _drift(paths: Paths, cfg: MonitorConfig, champion: ModelVersion, reference: Reference,
-           log_df: pd.DataFrame, metrics: dict[str, Any]) -> DriftResult:
+def _drift(
+    paths: Paths,
+    cfg: MonitorConfig,
+    champion: ModelVersion,
+    reference: Reference,
+    log_df: pd.DataFrame,
+    metrics: dict[str, Any],
+    compare: bool = True,
+) -> DriftResult:
     """The window (and its labelled part, scored by the champion) against the champion's reference."""
-    window = log_df.tail(cfg.window.size)
+    window = log_df.tail(cfg.window.size) if compare else log_df.head(0)  # re-baselining: labelled rows only
     feedback = load_feedback(paths)
     labelled = labelled_window(log_df, feedback) if len(log_df) and len(feedback) else None
     if labelled is not None and len(labelled):
@@ -242,7 +263,9 @@ def _drift(paths: Paths, cfg: MonitorConfig, champion: ModelVersion, reference: 
     return compute_drift(reference, cur, cfg.drift, labelled=labelled)
 
 
-def _write_reports(report_dir: Path, cfg: MonitorConfig, drift: DriftResult | None, volume: Any) -> dict[str, Path]:
+def _write_reports(
+    report_dir: Path, cfg: MonitorConfig, drift: DriftResult | None, volume: Any
+) -> dict[str, Path]:
     files: dict[str, Path] = {}
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +292,7 @@ def run_monitor_once(
         paths: the home folder's layout.
         config: the monitor's sections (a dict is read with `MonitorConfig.from_dict`; None: defaults).
         now: the pass's time (default: now, UTC).
-        log_df: prediction-log rows to use instead of reading ``paths.prediction_log`` (tests, replays,
+        log_df: prediction-log rows to use instead of reading ``paths.prediction_log_source`` (tests, replays,
             and the lifecycle loop, which passes the same rows to the promotion gate).
     """
     started = time.perf_counter()
@@ -293,18 +316,31 @@ def run_monitor_once(
     if log_df is None:
         log_df = read_monitor_log(paths, cfg.window)
     metrics: dict[str, Any] = {"log.rows_read": float(len(log_df))}
-    drift = None
+    drift = in_force = None
     if reference is not None:
+        in_force = reference_in_force(
+            paths, cfg.rebaseline, champion, reference, log_df, state, cfg.window.size, cfg.drift, at
+        )
+        reference = in_force.reference
         if min(len(log_df), cfg.window.size) < cfg.window.min_rows:
             status = "insufficient_data"
-        drift = _drift(paths, cfg, champion, reference, log_df, metrics)
+        if in_force.pending:  # no distribution check against the old reference: nothing to retrain on
+            status = "rebaselining"
+        drift = _drift(paths, cfg, champion, reference, log_df, metrics, compare=not in_force.pending)
         metrics.update(drift.metrics)
     vmetrics, fresh_anomalies, volume = _volume(paths, cfg, pd.Timestamp(now_dt), state)
     metrics.update(vmetrics)
     verdict = evaluate_rules(metrics, cfg.rules)
 
-    result = MonitorResult(at=at, status=status, verdict=verdict, champion=champion.version if champion else None,
-                           report_dir=report_dir, volume_anomalies=fresh_anomalies)
+    result = MonitorResult(
+        at=at,
+        status=status,
+        verdict=verdict,
+        champion=champion.version if champion else None,
+        report_dir=report_dir,
+        volume_anomalies=fresh_anomalies,
+        reference=in_force.entry if in_force else None,
+    )
     result.files.update(_write_reports(report_dir, cfg, drift, volume))
     if verdict.alert:
         event = {

@@ -9,7 +9,9 @@ in the model folder (so it travels into the registry with the weights), written 
 `riskops.features.contract.build_model_frame` produced), the model's ``risk_score``, the label ``is_fraud``
 when known, and the hour-of-day / weekend stratum of the row. :func:`load_reference` reads it back
 together with the version's decision thresholds (``policy.json``) and its headline metrics
-(``evaluation.json``), the baseline for the performance check.
+(``evaluation.json``), the baseline for the performance check. After a promotion the monitor
+compares against the first day of traffic the new champion served instead
+(`riskops.monitoring.rebaseline`): a retrained model's held-out period predates the shift it learned.
 
 Current window
 --------------
@@ -185,7 +187,9 @@ def baseline_metrics(model_dir: Path | str, frame: pd.DataFrame | None = None) -
     reference's own labels (when it has them), else {}."""
     doc = _read_json(Path(model_dir) / "evaluation.json")
     models = doc.get("models") or {}
-    primary = doc.get("primary_model") or ("transformer" if "transformer" in models else next(iter(models), None))
+    primary = doc.get("primary_model") or (
+        "transformer" if "transformer" in models else next(iter(models), None)
+    )
     if primary and primary in models:
         return {k: float(v) for k, v in models[primary].items() if isinstance(v, int | float)}
     if frame is not None and LABEL in frame.columns and frame[LABEL].nunique() == 2:
@@ -250,7 +254,9 @@ def current_frame(log_df: pd.DataFrame) -> pd.DataFrame:
         out[f] = pd.to_numeric(log_df[col], errors="coerce").astype("float64") if col in log_df else np.nan
     for c in CATEGORICAL_FEATURES:
         out[c] = log_df[c].astype(str) if c in log_df.columns else "missing"
-    out[SCORE] = pd.to_numeric(log_df[SCORE], errors="coerce").astype("float64") if SCORE in log_df else np.nan
+    out[SCORE] = (
+        pd.to_numeric(log_df[SCORE], errors="coerce").astype("float64") if SCORE in log_df else np.nan
+    )
     for c in ("transaction_id", "model_version", "event_timestamp", "degraded", LABEL):
         if c in log_df.columns:
             out[c] = log_df[c].to_numpy()
@@ -271,8 +277,15 @@ def model_frame_from_log(log_df: pd.DataFrame) -> pd.DataFrame:
     if TEXT_COLUMN in log_df.columns:
         frame[TEXT_COLUMN] = log_df[TEXT_COLUMN].astype(str)
     else:
-        cols = ("product_title", "product_category", "merchant_category", "payment_method", "channel",
-                "billing_country", "shipping_country")
+        cols = (
+            "product_title",
+            "product_category",
+            "merchant_category",
+            "payment_method",
+            "channel",
+            "billing_country",
+            "shipping_country",
+        )
         rows = log_df.reindex(columns=list(cols)).fillna("").astype(str).to_dict("records")
         frame[TEXT_COLUMN] = [transaction_text(r) for r in rows]
     if "history_tokens" in log_df.columns:  # the behaviour-sequence inputs as served

@@ -1,13 +1,21 @@
 """The closed loop end to end, small: the real pipeline trains a champion, the real KServe server
 answers replayed traffic over HTTP, feedback arrives through POST /v1/feedback, the monitor runs
 in-process, the retraining pipeline runs as a subprocess, the promotion gate decides and the server
-serves its decision. (`riskops drift-demo` is the same code at full size.)"""
+serves its decision. (`riskops drift-demo` is the same code at full size.)
+
+After the promotion the replay goes on (shortened here: 500 rows of the learned shift after the
+re-baselining instead of a window's 1,500): the drift reference is re-baselined on the new
+champion's own traffic, (a) the learned shift then raises no drift and no second retraining with
+the retraining trigger armed (no cooldown, dry run), and (b) a different shift injected later (a new
+payment method) is still caught."""
 
 import json
 
+import pandas as pd
 import pytest
 
 from cli.drift_demo import LoopOptions, build_timeline, run_loop, train_champion
+from riskops.lifecycle.retrain import RetrainTrigger
 from riskops.monitoring.feedback import load_feedback
 from riskops.registry.store import ModelRegistry
 from riskops.settings import paths
@@ -31,6 +39,8 @@ def test_drift_is_detected_and_the_loop_closes(riskops_home):
         after_rows=100,
         retrain_rate=30.0,
         quiet=True,
+        settle_rows=500,  # the short version: two passes on the learned shift after the re-baselining
+        second_rows=1500,
     )
     home = paths()
     timeline = build_timeline(opts)
@@ -69,5 +79,36 @@ def test_drift_is_detected_and_the_loop_closes(riskops_home):
         "detected",
     ]
     assert doc["monitor_passes"] and all(
-        p["status"] in ("ok", "insufficient_data") for p in doc["monitor_passes"]
+        p["status"] in ("ok", "insufficient_data", "rebaselining") for p in doc["monitor_passes"]
     )
+
+    # after the promotion the loop settles
+    a = f["after_promotion"]
+    assert result.settled and doc["settled"], (a, result.events[-8:])
+    ref = a["reference"]
+    # the reference is re-baselined on the new champion's first clean traffic: two windows, a day of it
+    assert ref["version"] == champion and ref["source"] == "served" and ref["replaces"] == first["version"]
+    w = ref["window"]
+    assert w["rows"] >= 2 * opts.window and pd.Timestamp(w["end"]) - pd.Timestamp(w["start"]) >= pd.Timedelta(
+        hours=24
+    )
+    stored = pd.read_parquet(home.root / ref["file"])
+    assert len(stored) == w["rows"] and set(stored["model_version"]) == {champion}
+    state = json.loads((home.root / "monitoring" / "state.json").read_text())
+    assert state["reference"]["file"] == ref["file"] and state["reference"]["window"] == w  # kept on disk
+    # until then no distribution check ran: passes said "rebaselining", never drift
+    after = [p for p in doc["monitor_passes"] if p.get("phase")]
+    waiting = [p for p in after if p["phase"] == "rebaselining"]
+    assert a["rebaselining_passes"] == len(waiting) >= 1
+    assert all(p["status"] == "rebaselining" and not p["drift"] and p["trigger"] is None for p in waiting)
+    # (a) the learned shift, checked against the new reference: no drift, no second retraining
+    assert a["learned_shift_passes"] >= 2 and a["learned_shift_rows_checked"] >= opts.settle_rows
+    assert a["learned_shift_drift_verdicts"] == 0 and a["learned_shift_retrain_triggers"] == 0
+    started = [r for r in RetrainTrigger(home).records() if r.get("outcome") == "started"]
+    assert [r["run_id"] for r in started] == [f["retrain_run"]["run_id"]]  # one retraining run in all
+    # (b) the new shift is caught against the re-baselined reference, and the trigger would retrain
+    assert a["new_shift_caught"] and a["second_scenario"] == "new_payment_method"
+    assert 0 < a["second_detection_delay_tx"] <= 1000, a
+    caught = [p for p in after if p["phase"] == "second" and p["drift"]]
+    assert caught and caught[0]["reference"] == "served" and caught[0]["status"] == "ok"
+    assert a["second_trigger"] is not None and "dry run" in a["second_trigger"]["why"], a["second_trigger"]

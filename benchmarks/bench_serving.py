@@ -14,7 +14,11 @@ plain KServe). Phases:
   measured from each request's scheduled send time (so a stalled server cannot hide queueing),
   error count;
 * ours only, staleness: a transaction of a brand-new user is scored, then a separate Feast client
-  polls the online store until the pushed state is visible; staleness = visible - acknowledged.
+  polls the online store until the pushed state is visible; staleness = visible - acknowledged;
+* the cluster's topology (`--topology`, on by default; `--no-topology` skips it): Redis, the
+  predictor and two transformer replicas from the rendered manifests, beside the floor and ours
+  (embedded state): c1, CPU per transaction around a fixed load, freshness across replicas, the
+  open loop, a capacity model (benchmarks/serving_topology.py).
 
 Data: the synthetic generator; the older part builds the Feast repo (offline + online store), the
 newer part is replayed in time order as requests (known users and merchants, new ones too).
@@ -40,6 +44,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,7 +59,7 @@ use_offline_environment()
 
 from serving_load import CLIENTS, Bodies, batch_stats, measure_interleaved, open_loop, scrape, staleness  # noqa: E402
 from serving_probes import c1_probe, c32_probe  # noqa: E402
-from serving_report import evaluate_goals, render, write_results  # noqa: E402
+from serving_report import evaluate_goals, render, render_topology, write_results  # noqa: E402
 from serving_servers import (  # noqa: E402
     MODEL,
     feed_catalogue,
@@ -66,6 +71,8 @@ from serving_servers import (  # noqa: E402
     start_server,
     stop_server,
 )
+from serving_topology import add_arguments as add_topology_arguments  # noqa: E402
+from serving_topology import run_topology  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--floor-server", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--floor-front", default="kserve", help=argparse.SUPPRESS)
+    add_topology_arguments(p)
     return p
 
 
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"model: {model_info}")
     n_bodies = (
         args.warmup * 2 + args.c1_requests + int(args.rps * args.open_seconds) + int(3000 * args.c32_seconds)
-    )
+    ) + (args.c1_requests + args.cost_requests + int(args.rps * args.open_seconds) if args.topology else 0)
     bodies_ours = Bodies(request_bodies(replay, min(n_bodies, 60_000)), cycle=len(replay))
     bodies_floor = Bodies(bodies_ours.bodies, cycle=len(replay))
     results: dict = {
@@ -291,13 +299,25 @@ def main(argv: list[str] | None = None) -> int:
         from riskops.monitoring.prediction_log import read_prediction_log
 
         results["ours"]["prediction_log_records"] = len(read_prediction_log(home.prediction_log))
+        results["topology"] = {"ran": False, "why": "--no-topology"}
+        if args.topology:  # the floor and ours stay up: measured again beside the topology
+            # each server's URLs, processes (their CPU read from /proc) and /metrics
+            floor = {"urls": [urls["floor"]], "pids": {"floor": procs[0].pid}, "metrics": {}}
+            ours = {"urls": [url], "pids": {"embedded": procs[-1].pid}, "metrics": {"embedded": url}}
+            others = {"floor": floor, "embedded": ours}
+            try:
+                results["topology"] = run_topology(home, bodies_ours, others, args)
+            except Exception as exc:  # noqa: BLE001 - the other phases' figures are still written
+                log(f"the topology phase failed: {traceback.format_exc()}")
+                results["topology"] = {"ran": False, "why": f"failed: {type(exc).__name__}: {exc}"}
     finally:
         for proc in procs:
             stop_server(proc)
 
     results["goals"] = evaluate_goals(results, args.rps)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    return write_results(results, render(results), work, args)
+    write_results(results, render(results) + render_topology(results["topology"]), work, args)
+    return 1 if results["topology"].get("why", "").startswith("failed") else 0
 
 
 if __name__ == "__main__":

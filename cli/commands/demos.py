@@ -50,7 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="scenarios (riskops/data/generator/): fraud_ring (a new ring: hosting IPs, shared devices, new\n"
         "accounts), promotion_season (2.5x volume, many legitimate newcomers), price_shift (prices x1.3-1.5),\n"
         "new_payment_method (bnpl / crypto, favoured by fraud).\n"
-        "Exit code: 0 when the loop closed (a gate decision was taken and serving reflects it), 1 otherwise.",
+        "After a promotion the reference is re-baselined on the new champion's traffic; the learned shift must\n"
+        "stay quiet and a second, different shift must be caught (--second-scenario none: end at the decision).\n"
+        "--topology cluster: the same loop through what k8s/ deploys, as processes (`riskops up`).\n"
+        "Exit code: 0 when the loop closed (a gate decision was taken and serving reflects it, on every replica)\n"
+        "and, after a promotion, settled; 1 otherwise.",
     )
     p.add_argument("--scenario", default="fraud_ring",
                    choices=DRIFT_SCENARIOS,
@@ -84,6 +88,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reuse-champion", action="store_true",
                    help="keep the current champion instead of training one (it must come from the same world)")
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    p.add_argument("--topology", choices=("process", "cluster"), default="process",
+                   help="process: one combined server (default); cluster: what k8s/ deploys, as processes "
+                   "(Redis, the predictor, transformer replicas; the monitor reads the shipped log; needs redis-server)")
+    p.add_argument("--replicas", type=int, default=2, help="transformer replicas with --topology cluster")
+    p.add_argument("--second-scenario", default="auto",
+                   help="after a promotion, a second, different shift the loop must catch: auto | none | a scenario")
+    p.add_argument("--settle-rows", type=int, default=1_500,
+                   help="learned-shift rows replayed against the re-baselined reference before the second shift")
+    p.add_argument("--second-rows", type=int, default=3_000, help="second-shift rows generated")
     p.add_argument("--quiet", action="store_true", help="do not print monitor passes without news")
     p.set_defaults(func=cmd_drift_demo)
 

@@ -27,7 +27,6 @@ from kserve.model import InferenceVerb
 from riskops.registry.store import CHAMPION, ModelRegistry
 from riskops.settings import Paths
 from serving import prometheus_metrics
-from serving.alerts import AlertManager
 from serving.batching import MicroBatcher
 from serving.canary import CanaryController
 from serving.catalogue import Catalogue
@@ -37,10 +36,8 @@ from serving.fast_path import run_stages, stage_timers
 from serving.gc_control import GcController
 from serving.handoff import run_on
 from serving.http import install_guards
-from serving.online import OnlineFeatureStore
 from serving.policy import PolicySource
 from serving.predictor import LoadedModel, ModelHolder, RegistryWatcher, RiskPredictor, load_model
-from serving.predlog import PredictionLog
 from serving.routes import install_multiprocess_metrics, install_routes
 from serving.transformer import (
     EXPLAINING,
@@ -48,9 +45,12 @@ from serving.transformer import (
     Prepared,
     RiskTransformer,
     Scored,
+    alert_manager_for,
     explanation_response,
     model_batch,
     model_frame,
+    open_online_store,
+    prediction_log_for,
 )
 
 log = logging.getLogger(__name__)
@@ -242,13 +242,7 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
     holder, watcher = _initial_model(config, home, catalogue)
     policy = PolicySource(config.policy_file, config.default_review, config.default_block, config.fail_mode)
     predictor = RiskPredictor(config.model_name, holder, policy, config)
-    alerts = AlertManager(
-        home.root / "alerts.jsonl",
-        config.alert_webhook_url,
-        config.alert_webhook_timeout_s,
-        config.burst_count,
-        config.burst_window_s,
-    )
+    alerts = alert_manager_for(config, home)
     canary = None
     if config.canary:
         if watcher is None or config.model_version not in (None, CHAMPION):
@@ -269,30 +263,11 @@ def build_service(config: ServingConfig, home: Paths) -> RiskService:
                 outcome_cache=config.canary_outcome_cache,
             )
             canary.start()
-    online = None
-    if config.feature_repo is not None and config.state_backend == "embedded":  # Redis holds the state itself
-        online = OnlineFeatureStore(
-            config.feature_repo,
-            config.feast_timeout_s,
-            config.feast_retry_after_s,
-            config.push_interval_s,
-            push_process=config.push_process,
-        )
-        if not (Path(config.feature_repo) / "feature_store.yaml").exists():
-            log.warning("no Feast repo at %s: every answer will be degraded", config.feature_repo)
-        elif not online.open():
-            log.warning("Feast online store unavailable at start (%s): answering degraded", online.last_error)
     transformer = RiskTransformer(
         config.model_name,
-        online,
+        open_online_store(config),
         config,
-        prediction_log=PredictionLog(
-            home.prediction_log,
-            config.log_segment_bytes,
-            config.log_segment_seconds,
-            config.log_fsync,
-            ship_uri=config.log_ship_uri,
-        ),
+        prediction_log=prediction_log_for(config, home),
         alerts=alerts,
     )
     return RiskService(transformer, predictor, config, watcher, canary, home)

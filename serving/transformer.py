@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from riskops.features.contract import (
 )
 from riskops.features.sequences import SEQUENCE_KEY, logged_tokens
 from riskops.pii import hash_record, pii_key
-from riskops.settings import paths
+from riskops.settings import Paths, paths
 from serving.alerts import AlertManager
 from serving.config import ServingConfig, apply_runtime_settings, load_config, setup_logging
 from serving.cpus import pin_server
@@ -390,6 +391,46 @@ def explanation_response(e: Explained) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def open_online_store(config: ServingConfig) -> OnlineFeatureStore | None:
+    """The Feast online store of the embedded entity state (None with Redis, which holds the state
+    itself, or without a feature repo). Opened now; a store that cannot be read answers degraded."""
+    if config.feature_repo is None or config.state_backend == "redis":
+        return None
+    online = OnlineFeatureStore(
+        config.feature_repo,
+        config.feast_timeout_s,
+        config.feast_retry_after_s,
+        config.push_interval_s,
+        push_process=config.push_process,
+    )
+    if not (Path(config.feature_repo) / "feature_store.yaml").exists():
+        log.warning("no Feast repo at %s: every answer will be degraded", config.feature_repo)
+    elif not online.open():
+        log.warning("Feast online store unavailable at start (%s): answering degraded", online.last_error)
+    return online
+
+
+def prediction_log_for(config: ServingConfig, home: Paths) -> PredictionLog:
+    """The durable prediction log under `home`, shipped to `config.log_ship_uri` when set."""
+    return PredictionLog(
+        home.prediction_log,
+        config.log_segment_bytes,
+        config.log_segment_seconds,
+        config.log_fsync,
+        ship_uri=config.log_ship_uri,
+    )
+
+
+def alert_manager_for(config: ServingConfig, home: Paths) -> AlertManager:
+    return AlertManager(
+        home.root / "alerts.jsonl",
+        config.alert_webhook_url,
+        config.alert_webhook_timeout_s,
+        config.burst_count,
+        config.burst_window_s,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(parents=[model_server.parser], description="riskops KServe transformer")
     p.add_argument("--feature_repo", required=True, help="Feast repo (feature_store.yaml)")
@@ -418,34 +459,12 @@ def main(argv: list[str] | None = None) -> None:
     ).with_home(home)
     apply_runtime_settings(config, model=False)
     pin_server(config.server_cpu)  # before threads start (serving/cpus.py: "auto" skips a shared pod)
-    online = None
-    if config.state_backend == "embedded":  # with Redis the state is shared, not read from Feast
-        online = OnlineFeatureStore(
-            config.feature_repo,
-            config.feast_timeout_s,
-            config.feast_retry_after_s,
-            config.push_interval_s,
-            push_process=config.push_process,
-        )
-        online.open()
     model = RiskTransformer(
         args.model_name,
-        online,
+        open_online_store(config),
         config,
-        prediction_log=PredictionLog(
-            home.prediction_log,
-            config.log_segment_bytes,
-            config.log_segment_seconds,
-            config.log_fsync,
-            ship_uri=config.log_ship_uri,
-        ),
-        alerts=AlertManager(
-            home.root / "alerts.jsonl",
-            config.alert_webhook_url,
-            config.alert_webhook_timeout_s,
-            config.burst_count,
-            config.burst_window_s,
-        ),
+        prediction_log=prediction_log_for(config, home),
+        alerts=alert_manager_for(config, home),
     )
     install_guards(config.max_body_bytes)
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc)

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from cli.drift_demo.cluster import ClusterServing
 from cli.drift_demo.decisions import announce, canary_state, gate_without_applying, last_canary
 from cli.drift_demo.events import Events
 from cli.drift_demo.feedback import DelayedFeedback
@@ -88,8 +89,13 @@ class ClosedLoop:
             home, self.cfg.retrain, data_provider=self.seen_so_far, history_provider=lambda: timeline.train
         )
         new_episode(self.trigger)
-        sets = {"canary": True, "canary_config": str(self.cfg_file)} if opts.canary else None
-        self.server = Server(home, opts.port, sets)
+        if opts.topology == "cluster":
+            if opts.canary:
+                raise ValueError("--canary runs in the combined server; the cluster topology promotes on the gate")
+            self.server: Server | ClusterServing = ClusterServing(home, opts.replicas)
+        else:
+            sets = {"canary": True, "canary_config": str(self.cfg_file)} if opts.canary else None
+            self.server = Server(home, opts.port, sets)
         self.figures: dict[str, Any] = {
             "scenario": timeline.scenario,
             "champion_before": champion0.version,
@@ -160,7 +166,7 @@ class ClosedLoop:
             f"labels {opts.label_delay} tx late; monitor config {self.cfg_file}",
             0,
         )
-        if not opts.monitor_all_inputs:
+        if not opts.monitor_all_inputs and opts.topology != "cluster":
             self.ev.add(
                 "note",
                 f"{len(SERVING_SKEWED_INPUTS)} windowed counters left out of the drift comparison: a "
@@ -169,12 +175,22 @@ class ClosedLoop:
                 0,
             )
         self.server.start()
+        if isinstance(self.server, ClusterServing):
+            what = (
+                f"the cluster's topology from k8s/ (Redis, predictor, {opts.replicas} transformer replicas sharing "
+                f"entity state; the monitor reads the shipped log {self.server.topology.log_uri}) up on"
+            )
+        else:
+            what = "KServe ModelServer up on"
         self.ev.add(
             "serving",
-            f"KServe ModelServer up on {self.server.base} with {self.champion0.version} (log {self.server.log_file})",
+            f"{what} {self.server.base} with {self.champion0.version} (log {self.server.log_file})",
             0,
         )
-        self.client = httpx.Client(base_url=self.server.base, timeout=30.0)
+        if isinstance(self.server, ClusterServing):  # the replay spreads requests over the replicas
+            self.client = self.server.client(timeout=30.0)
+        else:
+            self.client = httpx.Client(base_url=self.server.base, timeout=30.0)
         self.feedback = DelayedFeedback(self.home, self.client, opts.feedback, opts.label_delay)
 
     def _replay(self) -> None:
@@ -195,7 +211,7 @@ class ClosedLoop:
         if self.tx == self.onset_tx:
             self._mark_onset()
         n = self._post_next_batch()
-        if st.outcome == "promoted" and not st.serving_new and self.served[-1]["version"] == st.new:
+        if st.outcome == "promoted" and not st.serving_new and self._answering(st.new):
             st.serving_new = True
             self.ev.add(
                 "serving_new",
@@ -410,12 +426,20 @@ class ClosedLoop:
                 self.after(),
             )
 
+    def _answering(self, version: str | None) -> bool:
+        """Whether `version` answers: the last answer's, or in the cluster topology every replica's."""
+        if not self.served or version is None:
+            return False
+        if isinstance(self.server, ClusterServing):
+            return self.client.all_answer_with(version)
+        return self.served[-1]["version"] == version
+
     def _serving_reflects_decision(self) -> bool:
         """Serving reflects the decision: the new version answers (promoted), or the old one still does."""
         if self.st.outcome == "promoted":
             return self.st.serving_new
         if self.st.outcome in ("rejected", "canary_rollback"):
-            return bool(self.served) and self.served[-1]["version"] == self.figures.get("champion_before")
+            return self._answering(self.figures.get("champion_before"))
         return False
 
     # ---------------------------------------------------------------------------------- the figures

@@ -47,7 +47,7 @@ def monitor_config(opts: LoopOptions, home: Paths) -> dict:
     cfg.setdefault("window", {}).update({"size": opts.window, "min_rows": min(500, opts.window)})
     drift = cfg.setdefault("drift", {})
     drift.pop("window_size", None)
-    if not opts.monitor_all_inputs:
+    if not opts.monitor_all_inputs and opts.topology != "cluster":  # Redis state is exact: compare all
         drift["exclude"] = sorted({*(drift.get("exclude") or ["is_weekend"]), *SERVING_SKEWED_INPUTS})
     cfg.setdefault("reports", {}).update({"keep_last": 12})
     retrain = cfg.setdefault("retrain", {})

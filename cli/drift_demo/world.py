@@ -48,6 +48,10 @@ class LoopOptions:
         20.0  # transactions/s while the retraining runs (leaves the CPU to it; 0 = no limit)
     )
     canary: bool = False  # gate, then the server's online canary decides
+    # process: one combined server (embedded state); cluster: the k8s topology as processes
+    # (Redis, predictor, transformer replicas; cli/drift_demo/cluster.py)
+    topology: str = "process"
+    replicas: int = 2  # transformer replicas of the cluster topology
     monitor_all_inputs: bool = False  # False: leave SERVING_SKEWED_INPUTS out of the drift comparison
     feedback: str = "auto"  # auto (POST /v1/feedback when the server has it, else files) | api | file
     config: str | None = None  # base monitor config (default configs/monitor.yaml)

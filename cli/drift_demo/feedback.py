@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -20,6 +21,7 @@ class DelayedFeedback:
         self.sent = 0
         self.files = 0
         self.inbox = home.root / DEMO_DIR / "inbox"
+        self.on_delivered: Callable[[list[dict]], Any] | None = None  # also told of each delivery
 
     def add(self, tx: int, transaction_id: str, is_fraud: int, fraud_type: str) -> None:
         """Queue the label of transaction number `tx` (a chargeback if fraud, else a review outcome)."""
@@ -43,6 +45,8 @@ class DelayedFeedback:
             return 0
         self.pending = [] if flush else [(t, r) for t, r in self.pending if tx_now - t < self.delay]
         recs = [{k: v for k, v in r.items() if v is not None} for r in due]
+        if self.on_delivered is not None:
+            self.on_delivered(recs)
         if self.mode == "auto":
             r = self.client.post("/v1/feedback", json={"feedback": recs[:1]})
             self.mode = "api" if r.status_code == 200 else "file"

@@ -90,8 +90,6 @@ class ClosedLoop:
         )
         new_episode(self.trigger)
         if opts.topology == "cluster":
-            if opts.canary:
-                raise ValueError("--canary runs in the combined server; the cluster topology promotes on the gate")
             self.server: Server | ClusterServing = ClusterServing(home, opts.replicas)
         else:
             sets = {"canary": True, "canary_config": str(self.cfg_file)} if opts.canary else None
@@ -192,6 +190,8 @@ class ClosedLoop:
         else:
             self.client = httpx.Client(base_url=self.server.base, timeout=30.0)
         self.feedback = DelayedFeedback(self.home, self.client, opts.feedback, opts.label_delay)
+        if isinstance(self.server, ClusterServing):  # labels also reach the canary's judge, as in the server
+            self.feedback.on_delivered = lambda recs: self.client.canary and self.client.canary.outcomes(recs)
 
     def _replay(self) -> None:
         """Replay transactions until the loop has closed (and shown who answers), failed or timed out."""
@@ -415,7 +415,11 @@ class ClosedLoop:
         return True
 
     def _follow_canary(self) -> None:
-        """Canary mode, after the gate passed: record the server's canary decision once it is taken."""
+        """Canary mode, after the gate passed: record the server's canary decision once it is taken.
+        In the cluster topology the canary revision is started here and judged by the front."""
+        if isinstance(self.server, ClusterServing):
+            self.server.follow_canary(self)
+            return
         verdict = canary_state(self.registry, self.st.new)
         if verdict:
             self.st.outcome = "promoted" if verdict == "promote" else "canary_rollback"

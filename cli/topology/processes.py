@@ -68,7 +68,8 @@ class ClusterTopology:
         transformers: transformer replicas (the prod overlay autoscales 2-10).
         startup_s: how long a server may take to answer ready.
         serving_settings: ServingConfig fields given to the transformers as a serving.yaml (what a
-            site would mount), e.g. a shorter ``log_segment_seconds`` so the monitor sees traffic sooner.
+            site would mount), e.g. a shorter ``log_segment_seconds`` so the monitor sees traffic
+            sooner. ``server_cpu: off`` is always set (the predictor gets that one too).
     """
 
     def __init__(
@@ -81,7 +82,9 @@ class ClusterTopology:
     ):
         self.home, self.overlay, self.replicas, self.startup_s = home, overlay, transformers, startup_s
         # ServingConfig fields for the transformers on top of the manifests' (a site's serving.yaml)
-        self.serving_settings = dict(serving_settings or {})
+        # pods with a CPU quota never pin themselves (serving/cpus.py); processes sharing this
+        # machine must not either, or every server would pin to the same CPU
+        self.serving_settings = {"server_cpu": "off", **(serving_settings or {})}
         self.root = home.root / "topology"
         self.store = self.root / "object-store"  # stands in for the S3 bucket
         self.log_uri = (self.store / "prediction-log").as_uri() + "/"
@@ -165,37 +168,44 @@ class ClusterTopology:
                 )
             time.sleep(0.1)
 
-    def _start_predictor(self) -> Process:
+    def _start_predictor(self, name: str = "predictor", follow: str = "champion") -> Process:
         w = workload(self._docs, "InferenceService", SERVICE_NAME, self.secrets, part="predictor")
-        champion = ModelRegistry(self.home.registry, MODEL_NAME).resolve("champion")
+        champion = ModelRegistry(self.home.registry, MODEL_NAME).resolve(follow)
         port = free_port()
         args = set_arg(w.args, "--model_dir", str(champion.path))  # the storage initializer's download
         args = set_arg(args, "--http_port", str(port))
         policy_mount = arg(w.args, "--policy_file")
         if policy_mount is not None:
-            args = set_arg(args, "--policy_file", str(self._write_mounted(w, policy_mount, "predictor")))
+            args = set_arg(args, "--policy_file", str(self._write_mounted(w, policy_mount, name)))
         # KServe rolls a new predictor out when a promotion patches the storage URI; here the
         # predictor follows the registry's champion alias instead (hot swap)
-        args += ["--registry", str(self.home.registry), "--follow", "champion", "--bind_host", "127.0.0.1"]
-        env = self._env(w, "predictor")
+        args += ["--registry", str(self.home.registry), "--follow", follow, "--bind_host", "127.0.0.1"]
+        args += self._local_server_args(predictor=True)
+        env = self._env(w, name)
         env.pop("STORAGE_URI", None)
-        return self._spawn("predictor", [*self._python(w.command), *args], env, f"http://127.0.0.1:{port}")
+        return self._spawn(name, [*self._python(w.command), *args], env, f"http://127.0.0.1:{port}")
 
-    def _start_transformer(self, i: int, predictor: Process) -> Process:
+    def _start_transformer(self, i: int | str, predictor: Process) -> Process:
         w = workload(self._docs, "InferenceService", SERVICE_NAME, self.secrets, part="transformer")
         port = free_port()
         args = set_arg(w.args, "--feature_repo", str(self.home.feature_repo))
         args = set_arg(args, "--http_port", str(port))
         # KServe passes the predictor's address to the transformer
         args += ["--predictor_host", predictor.url.removeprefix("http://"), "--bind_host", "127.0.0.1"]
-        if self.serving_settings:
-            site = self.root / "serving.yaml"
-            site.write_text(yaml.safe_dump(self.serving_settings, sort_keys=False))
-            args += ["--serving_config", str(site)]
-        name = f"transformer-{i}"
+        args += self._local_server_args()
+        name = f"transformer-{i}" if isinstance(i, int) else i
         return self._spawn(
             name, [*self._python(w.command), *args], self._env(w, name), f"http://127.0.0.1:{port}"
         )
+
+    def _local_server_args(self, predictor: bool = False) -> list[str]:
+        """What a pod has by itself and processes on one machine do not: its own network namespace
+        (each pod's gRPC port 8081 is its own: off here, the topology speaks REST) and CPUs."""
+        site = self.root / "serving.yaml"
+        settings = {k: v for k, v in self.serving_settings.items() if not predictor or k == "server_cpu"}
+        target = site if not predictor else self.root / "serving-predictor.yaml"
+        target.write_text(yaml.safe_dump(settings, sort_keys=False))
+        return ["--enable_grpc", "false", "--serving_config", str(target)]
 
     def _write_mounted(self, w: Workload, path: str, pod: str) -> Path:
         """A ConfigMap file the container reads at `path`, written under the pod's local folder."""
@@ -218,6 +228,30 @@ class ClusterTopology:
                     return
             time.sleep(0.3)
         raise RuntimeError(f"{p.name} not ready after {self.startup_s:.0f}s:\n{p.log.read_text()[-3000:]}")
+
+    # -- KServe's canary revision -------------------------------------------------------------
+    def start_canary(self) -> str:
+        """A canary revision beside the running one, as KServe starts on a `canaryTrafficPercent`
+        rollout: a predictor of the registry's ``challenger`` and a transformer in front of it
+        (sharing Redis and the log store). Returns the transformer's URL; the front splits traffic."""
+        predictor = self._start_predictor("canary-predictor", follow="challenger")
+        transformer = self._start_transformer("canary-transformer", predictor)
+        for p in (predictor, transformer):
+            self._wait_ready(p)
+        return transformer.url
+
+    def stop_canary(self) -> None:
+        """The canary revision goes (promoted: the main revision now serves its model; rolled back)."""
+        canary = [p for p in self.processes if p.name.startswith("canary-")]
+        for p in canary:
+            p.proc.send_signal(signal.SIGTERM)
+        for p in canary:
+            try:
+                p.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait(10)
+            self.processes.remove(p)
 
     def restart(self, name: str) -> Process:
         """Start process `name` again as before (same command, port and pod folder), as the kubelet

@@ -1,0 +1,67 @@
+"""The closed loop through the cluster's topology (`riskops drift-demo --topology cluster`), small:
+Redis, the predictor and two transformer replicas started from the rendered manifests; the replay
+spreads requests over the replicas; after the gate a canary revision (a predictor of the challenger
+and a transformer) takes the canary's share of the transactions and the canary's judge decides; the monitor reads only the prediction log they ship to the
+object store (a file:// folder standing in for S3); the gate's promotion must reach every replica.
+(The settling after the promotion is tests/e2e/test_drift_loop.py's; here the loop ends at the
+decision.)"""
+
+import pytest
+import yaml
+
+from cli.drift_demo import LoopOptions, build_timeline, run_loop, train_champion
+from cli.drift_demo.monitoring import SERVING_SKEWED_INPUTS
+from riskops.monitoring.prediction_log import read_prediction_log
+from riskops.registry.store import ModelRegistry
+from riskops.settings import paths
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_loop_closes_through_the_cluster_topology(riskops_home):
+    opts = LoopOptions(
+        scenario="fraud_ring",
+        seed=7,
+        train_rows=8000,
+        normal_rows=1000,
+        drift_rows=3000,
+        window=1000,
+        monitor_every=250,
+        label_delay=200,
+        epochs=4,
+        max_train_rows=3000,
+        timeout_s=480,
+        after_rows=100,
+        retrain_rate=30.0,
+        quiet=True,
+        topology="cluster",
+        canary=True,  # KServe's canary: a canary revision gets the router's share, its judge decides
+        second_scenario="none",
+    )
+    home = paths()
+    timeline = build_timeline(opts)
+    train_champion(home, timeline, opts)
+
+    result = run_loop(home, timeline, opts)
+    f = result.figures
+    assert f["false_alarms_before_onset"] == 0, result.events
+    assert result.closed and result.outcome == "promoted", (result.outcome, result.events[-6:])
+    events = [e["event"] for e in result.events]
+    assert events.index("gate") < events.index("canary_start") < events.index("canary")
+    assert "promote" in next(e["text"] for e in result.events if e["event"] == "canary")
+    champion = ModelRegistry(home.registry).champion().version
+    assert champion == f["gate"]["challenger_version"]
+
+    # exact shared state: every input was compared, the counters a lone server skews included
+    config = yaml.safe_load((home.root / "drift-demo" / "monitor.yaml").read_text())
+    assert not set(SERVING_SKEWED_INPUTS) & set(config["drift"].get("exclude") or [])
+    # the monitor's input was the shipped log: both replicas' segments, every answer in it
+    shipped = read_prediction_log((home.root / "topology" / "object-store" / "prediction-log").as_uri())
+    assert shipped["transaction_id"].is_unique
+    assert len(shipped) >= sum(f["served_rows_after_onset"].values())
+    # both replicas answered (a request id starts with its process's own prefix), and each one's
+    # last answers came from the new champion
+    replica = shipped["request_id"].str.split("-").str[0]
+    assert replica.nunique() == 2
+    last = shipped.assign(replica=replica).sort_values("logged_at").groupby("replica").tail(5)
+    assert set(last["model_version"]) == {champion}, last[["replica", "model_version"]]

@@ -216,3 +216,32 @@ class CanaryState:
             a.scores.extend(float(x) for x in v.get("scores", []))
             a.labels = [(int(y), float(s)) for y, s in v.get("labels", [])]
         return st
+
+
+def state_from_log(log_df: Any, labels: Any, settings: CanarySettings, champion: str, challenger: str) -> CanaryState:
+    """The canary's counters from the prediction log, for a split the server does not make itself.
+
+    On a cluster KServe splits traffic between two revisions (``canaryTrafficPercent``) and no one
+    process sees both arms; the shipped log does: each row says which version answered. Rows of
+    either version from the challenger's first answer on count as requests (a degraded answer too:
+    the features, not the model, were missing); `labels` (feedback: transaction_id, is_fraud) join
+    by transaction id. A failed request is not in the log: errors are the alerts' to catch.
+    """
+    state = CanaryState(settings, champion, challenger)
+    if log_df is None or len(log_df) == 0 or "model_version" not in log_df.columns:
+        return state
+    versions = log_df["model_version"].astype(str)
+    rows = log_df[versions.isin([champion, challenger])]
+    first = rows.loc[rows["model_version"].astype(str) == challenger, "logged_at"].min()
+    if first != first or first is None:  # NaN: the challenger has not answered yet
+        return state
+    rows = rows[rows["logged_at"] >= first]
+    known: dict[str, int] = {}
+    if labels is not None and len(labels):
+        known = dict(zip(labels["transaction_id"].astype(str), labels["is_fraud"].astype(int), strict=True))
+    for version, score, tid in zip(rows["model_version"].astype(str), rows["risk_score"], rows["transaction_id"].astype(str), strict=True):
+        arm = CHALLENGER if version == challenger else CHAMPION
+        state.record_request(arm, float(score))
+        if tid in known:
+            state.record_outcome(arm, known[tid], float(score))
+    return state

@@ -34,7 +34,13 @@ from typing import Any
 
 import pandas as pd
 
-from riskops.lifecycle.promotion import PromotionDecision, PromotionSettings, run_promotion_gate
+from riskops.lifecycle.canary import CanaryDecision
+from riskops.lifecycle.promotion import (
+    PromotionDecision,
+    PromotionSettings,
+    judge_cluster_canary,
+    run_promotion_gate,
+)
 from riskops.lifecycle.retrain import RetrainTrigger, TriggerRecord
 from riskops.lifecycle.retrain_settings import RetrainSettings
 from riskops.monitoring.alerts import emit_alert
@@ -90,12 +96,14 @@ class LoopResult(MonitorResult):
 
     trigger: TriggerRecord | None = None  # the retraining trigger's decision (on drift)
     promotion: PromotionDecision | None = None  # the gate's decision on a freshly retrained challenger
+    canary: CanaryDecision | None = None  # on a cluster: the canary's decision from the shipped log
 
     def summary(self) -> dict[str, Any]:
         return {
             **super().summary(),
             "trigger": self.trigger.to_dict() if self.trigger is not None else None,
             "promotion": self.promotion.to_dict() if self.promotion is not None else None,
+            "canary": self.canary.to_dict() if self.canary is not None else None,
         }
 
 
@@ -144,6 +152,12 @@ def run_loop_once(
         except Exception as exc:  # the trigger records its own failures; this is a last resort
             log.exception("retraining trigger failed: %s", exc)
     result.promotion = _gate_finished_run(paths, cfg, trigger, log_df)
+    try:
+        result.canary = judge_cluster_canary(paths, cfg.promotion, log_df)
+    except Exception as exc:  # a failed patch (RolloutError) leaves the registry as it was
+        log.exception("canary decision failed: %s", exc)
+        emit_alert(paths, {"type": "rollout_failed", "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "reasons": [str(exc)]}, cfg.alerts)  # fmt: skip
     result.seconds = time.perf_counter() - started
     write_verdict(result, result.summary())
     return result

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from riskops.features.contract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TEXT_COLUMN
-from riskops.lifecycle.canary import CanaryDecision, CanarySettings, CanaryState
+from riskops.lifecycle.canary import CanaryDecision, CanarySettings, CanaryState, state_from_log
 from riskops.lifecycle.rollout import RolloutError, RolloutSettings, rollout_from_config
 from riskops.monitoring.alerts import emit_alert
 from riskops.monitoring.feedback import labelled_window, load_feedback
@@ -364,3 +364,27 @@ def apply_canary_decision(registry: ModelRegistry, state: CanaryState, decision:
                                  "challenger_version": version, "metrics": decision.metrics},
                                 default=float, sort_keys=True) + "\n")
     return changed
+
+
+def judge_cluster_canary(paths: Paths, s: PromotionSettings, log_df: pd.DataFrame | None,
+                         rollout_api: Any = None) -> CanaryDecision | None:
+    """The canary's decision on a cluster, from the shipped prediction log (the monitor's pass).
+
+    A gate passed with ``rollout.mode: kserve`` and a ``canary_percent`` leaves champion + challenger
+    aliases while KServe splits traffic; each pass rebuilds both arms' counters from the log
+    (`riskops.lifecycle.canary.state_from_log`) and, once they decide, applies it: the
+    InferenceService to 100 % or 0 %, then the aliases (`apply_canary_decision`). None when no canary
+    runs; the ``continue`` decision while it does."""
+    rollout = rollout_from_config(s.rollout, api=rollout_api)
+    if rollout is None or not rollout.settings.canary_percent:
+        return None
+    registry = ModelRegistry(paths.registry)
+    aliases = registry.aliases()
+    champion, challenger = aliases.get(CHAMPION), aliases.get(CHALLENGER)
+    if not champion or not challenger or log_df is None:
+        return None
+    state = state_from_log(log_df, load_feedback(paths), s.canary, champion, challenger)
+    decision = state.decide()
+    if decision.action != "continue":
+        apply_canary_decision(registry, state, decision, paths, rollout=rollout)
+    return decision

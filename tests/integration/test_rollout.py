@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from k8s_checks.custom_resources import validate_isvc
@@ -209,3 +210,43 @@ def test_a_failed_patch_keeps_the_registry_and_alerts(riskops_home, tmp_path, ks
         apply_canary_decision(reg, state, CanaryDecision("rollback", ["bad"], {}), paths,
                               rollout=KServeRollout(config["rollout"], api=api))
     assert reg.aliases() == {"champion": v1, "challenger": v2}
+
+
+def _served_log(v1: str, v2: str, challenger_scores: np.ndarray) -> pd.DataFrame:
+    """A shipped log while KServe splits traffic: the champion answers all rows, then the canary
+    revision answers 10% of them (its scores given)."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    version = np.where(np.arange(n) >= 200, np.where(rng.random(n) < 0.1, v2, v1), v1)
+    scores = rng.beta(1, 30, n)
+    challenger = version == v2
+    scores[challenger] = challenger_scores[: challenger.sum()]
+    return pd.DataFrame({
+        "transaction_id": [f"c{i}" for i in range(n)], "model_version": version, "risk_score": scores,
+        "logged_at": pd.date_range("2026-03-01", periods=n, freq="s", tz="UTC").astype(str),
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_the_monitor_decides_a_cluster_canary_from_the_shipped_log(riskops_home, tmp_path, kserve_crd, healthy):
+    """On a cluster no process sees both arms: each pass rebuilds them from the log and applies the
+    decision to the InferenceService (100 % or 0 %) and the registry."""
+    from riskops.lifecycle.promotion import PromotionSettings, judge_cluster_canary
+
+    paths = home_paths(riskops_home)
+    reg, (v1, v2), window, loader = _gate_setup(paths, tmp_path)
+    api = FakeKubeApi(_isvc(), kserve_crd)
+    config = {"bootstrap": 0, "rollout": {**SETTINGS, "canary_percent": 10},
+              "canary": {"min_requests": 100, "min_requests_for_errors": 20}}  # fmt: skip
+    assert run_promotion_gate(paths, config, labelled=window, loader=loader, frame_fn=lambda w: w, rollout_api=api).promote
+    assert api.predictor["canaryTrafficPercent"] == 10 and reg.aliases()["challenger"] == v2
+    settings = PromotionSettings.from_dict(config)
+    early = _served_log(v1, v2, np.random.default_rng(1).beta(1, 30, 2000)).iloc[:300]
+    assert judge_cluster_canary(paths, settings, early, rollout_api=api).action == "continue"  # < 100 requests
+    scores = np.random.default_rng(1).beta(1, 30, 2000) if healthy else np.full(2000, 0.97)
+    decision = judge_cluster_canary(paths, settings, _served_log(v1, v2, scores), rollout_api=api)
+    assert decision.action == ("promote" if healthy else "rollback"), decision.reasons
+    assert api.predictor["canaryTrafficPercent"] == (100 if healthy else 0)
+    assert reg.aliases().get("champion") == (v2 if healthy else v1)
+    assert "challenger" not in reg.aliases()
+    assert judge_cluster_canary(paths, settings, _served_log(v1, v2, scores), rollout_api=api) is None  # over

@@ -41,7 +41,7 @@ class ServingConfig:
     push_interval_s: float = 0.5  # entity state pushes are coalesced and flushed this often
     push_process: bool = True  # run the pushes' Feast work in a child process (serving/feast_process.py)
     entity_cache_size: int = 200_000  # entity tracks kept in memory (LRU) across the four entities
-    # entity state (serving/state/): "embedded" (this process + the Feast online store, no server to
+    # entity state (serving/state_backends.py): "embedded" (this process + the Feast online store, no server to
     # install) or "redis" (one Redis shared by every replica: exact windows, read-your-writes across
     # replicas, the last events of each entity). Default: $RISKOPS_STATE_BACKEND, else "embedded"
     state_backend: str | None = None

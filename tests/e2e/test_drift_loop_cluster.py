@@ -59,9 +59,9 @@ def test_the_loop_closes_through_the_cluster_topology(riskops_home):
     shipped = read_prediction_log((home.root / "topology" / "object-store" / "prediction-log").as_uri())
     assert shipped["transaction_id"].is_unique
     assert len(shipped) >= sum(f["served_rows_after_onset"].values())
-    # both replicas answered (a request id starts with its process's own prefix), and each one's
-    # last answers came from the new champion
+    # both replicas and the canary revision's transformer answered (a request id starts with its
+    # process's own prefix), and each one's last answers came from the new champion
     replica = shipped["request_id"].str.split("-").str[0]
-    assert replica.nunique() == 2
+    assert replica.nunique() == 3
     last = shipped.assign(replica=replica).sort_values("logged_at").groupby("replica").tail(5)
     assert set(last["model_version"]) == {champion}, last[["replica", "model_version"]]

@@ -62,6 +62,7 @@ from riskops.features.aggregates import (
 )
 from riskops.features.contract import ENTITY_FEATURE_DEFAULTS, ENTITY_KEYS
 from riskops.features.sequences import EVENT_FIELDS, HISTORY_PER_ENTITY, encode_one, event_record
+from riskops.features.shared_state import keys_of
 from serving.entity_baseline import FrozenBaseline, combine, holds_only_defaults, snapshot_time_us
 
 
@@ -136,15 +137,8 @@ class EntityTracker:
     def __len__(self) -> int:
         return len(self._tracks)
 
-    @staticmethod
-    def keys_of(record: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """(entity, key) pairs of a hashed record; a missing key belongs to no entity."""
-        out = []
-        for entity, field in _KEY_FIELDS:
-            v = record.get(field)
-            if v is not None and v != "":
-                out.append((entity, v if type(v) is str else str(v)))
-        return out
+    # (entity, key) pairs of a hashed record; a missing key belongs to no entity (both backends)
+    keys_of = staticmethod(keys_of)
 
     def untracked(self, records: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
         """Distinct (entity, key) pairs of `records` that need a baseline from the online store."""

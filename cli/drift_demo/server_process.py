@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,8 @@ from typing import Any
 import httpx
 
 from cli.drift_demo.world import DEMO_DIR
+from cli.topology.processes import free_port
 from riskops.settings import PROJECT_ROOT, Paths
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _last_error_line(log_file: Path | None) -> str:

@@ -45,6 +45,7 @@ SERVICE_NAME = "risk-model"  # the InferenceService's name in k8s/base
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -231,19 +231,20 @@ class _Totals:
 
 
 def decode_answer(
-    record: Mapping[str, Any], answer: str | bytes
+    record: Mapping[str, Any], answer: str | bytes, row: list | None = None
 ) -> tuple[dict[str, float], np.ndarray, list[str]]:
-    """The script's answer for one record -> (entity features before it, history tokens, their ids)."""
+    """The script's answer for one record -> (entity features before it, history tokens, their ids).
+    `row`: the record's `script_record`, when the caller has it."""
+    row = row if row is not None else script_record(record)
     per_entity = json.loads(answer)
     features: dict[str, float] = {}
     prior: list[tuple[int, tuple]] = []
-    for (entity, _), (values, history) in zip(keys_of(record), per_entity, strict=True):
+    for (entity, _), (values, history) in zip(row[5], per_entity, strict=True):
         features.update(features_from_totals(entity, values))
         for item in history or ():  # cjson writes an empty list as {}
             arrival, _, ev = item.partition("\t")
             prior.append((int(arrival), tuple(json.loads(ev))))
-    ev_now = event_record(record, event_tuple(record)[0])
-    tokens, ids = encode_one(ev_now, prior)
+    tokens, ids = encode_one(event_record(record, row[1]), prior)
     return features, tokens, ids
 
 
@@ -274,19 +275,20 @@ class SharedEntityState:
         self._script = self.sync.register_script(_SCRIPT)
         self._async_script = self.client.register_script(_SCRIPT)
 
-    def _args(self, records: Sequence[Mapping[str, Any]], update: bool) -> list:
-        rows = [script_record(r) for r in records]
+    def _args(self, rows: list[list], update: bool) -> list:
         rows_json = json.dumps(rows, separators=(",", ":"))
         return [self.prefix, self.ttl_s, 1 if update else 0, rows_json, self.answer_ttl_s]
 
     def observe(self, records: Sequence[Mapping[str, Any]], update: bool = True) -> list[tuple]:
         """Per record (features before it, history tokens, history ids); `update` applies them."""
-        answers = self._script(args=self._args(records, update))
-        return [decode_answer(r, a) for r, a in zip(records, answers, strict=True)]
+        rows = [script_record(r) for r in records]
+        answers = self._script(args=self._args(rows, update))
+        return [decode_answer(*x) for x in zip(records, answers, rows, strict=True)]
 
     async def observe_async(self, records: Sequence[Mapping[str, Any]], update: bool = True) -> list[tuple]:
-        answers = await self._async_script(args=self._args(records, update))
-        return [decode_answer(r, a) for r, a in zip(records, answers, strict=True)]
+        rows = [script_record(r) for r in records]
+        answers = await self._async_script(args=self._args(rows, update))
+        return [decode_answer(*x) for x in zip(records, answers, rows, strict=True)]
 
     # -- starting the state from the offline history -----------------------------------------
     def loaded(self) -> str | None:
@@ -310,7 +312,8 @@ class SharedEntityState:
             rows = history_records(transactions)
             pipe = self.sync.pipeline(transaction=False)
             for start in range(0, len(rows), batch):
-                self._script(args=self._args(rows[start : start + batch], True), client=pipe)
+                chunk = [script_record(r) for r in rows[start : start + batch]]
+                self._script(args=self._args(chunk, True), client=pipe)
                 if len(pipe) >= 16:
                     pipe.execute()
             pipe.execute()

@@ -13,8 +13,9 @@ import json
 
 import pandas as pd
 import pytest
+from support.loops import small_loop
 
-from cli.drift_demo import LoopOptions, build_timeline, run_loop, train_champion
+from cli.drift_demo import build_timeline, run_loop, train_champion
 from riskops.lifecycle.retrain import RetrainTrigger
 from riskops.monitoring.feedback import load_feedback
 from riskops.registry.store import ModelRegistry
@@ -24,21 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_drift_is_detected_and_the_loop_closes(riskops_home):
-    opts = LoopOptions(
-        scenario="fraud_ring",
-        seed=7,
-        train_rows=8000,
-        normal_rows=1000,
-        drift_rows=3000,
-        window=1000,
-        monitor_every=250,
-        label_delay=200,
-        epochs=4,
-        max_train_rows=3000,
-        timeout_s=480,
-        after_rows=100,
-        retrain_rate=30.0,
-        quiet=True,
+    opts = small_loop(
         settle_rows=500,  # the short version: two passes on the learned shift after the re-baselining
         second_rows=1500,
     )

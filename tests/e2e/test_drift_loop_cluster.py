@@ -8,8 +8,9 @@ decision.)"""
 
 import pytest
 import yaml
+from support.loops import small_loop
 
-from cli.drift_demo import LoopOptions, build_timeline, run_loop, train_champion
+from cli.drift_demo import build_timeline, run_loop, train_champion
 from cli.drift_demo.monitoring import SERVING_SKEWED_INPUTS
 from riskops.monitoring.prediction_log import read_prediction_log
 from riskops.registry.store import ModelRegistry
@@ -19,21 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_loop_closes_through_the_cluster_topology(riskops_home):
-    opts = LoopOptions(
-        scenario="fraud_ring",
-        seed=7,
-        train_rows=8000,
-        normal_rows=1000,
-        drift_rows=3000,
-        window=1000,
-        monitor_every=250,
-        label_delay=200,
-        epochs=4,
-        max_train_rows=3000,
-        timeout_s=480,
-        after_rows=100,
-        retrain_rate=30.0,
-        quiet=True,
+    opts = small_loop(
         topology="cluster",
         canary=True,  # KServe's canary: a canary revision gets the router's share, its judge decides
         second_scenario="none",

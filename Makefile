@@ -50,7 +50,7 @@ drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrai
 up: install os-packages ## the cluster's topology here (Redis, predictor, 2 transformer replicas, monitor) over the home (RISKOPS_HOME)
 	$(IN_VENV) $(VENV)/bin/riskops up
 
-os-packages: ## the OS packages the tests need (redis-server), installed when missing
+os-packages: ## the OS packages the tests need (redis-server, prometheus, pushgateway, chromium), installed when missing
 	bash tools/install_os_packages.sh
 
 test: install os-packages ## the full test suite (what CI runs)

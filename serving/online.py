@@ -282,6 +282,7 @@ class OnlineFeatureStore:
                     self._requeue({pair: (p, t) for pair, p, t in by_entity[rest]})
                 return
             done = time.monotonic()
+            prometheus_metrics.FEATURES_LAST_UPDATE.set(time.time())
             prometheus_metrics.PUSHES.labels(entity).inc(len(rows))
             for _, _, t in items:
                 prometheus_metrics.PUSH_LAG.observe(done - t)

@@ -315,6 +315,7 @@ class RiskPredictor(Model):
         out = []
         for i in range(n):
             prometheus_metrics.labelled(prometheus_metrics.DECISIONS, decisions[i]).inc()
+            prometheus_metrics.RISK_SCORE.observe(float(scores[i]))
             if degraded[i]:
                 prometheus_metrics.DEGRADED.inc()
             out.append(

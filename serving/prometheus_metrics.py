@@ -80,6 +80,12 @@ STATE_ERRORS = _get_or_create(
 STATE_BACKLOG = _get_or_create(
     Gauge, "riskops_state_backlog", "Transactions scored while Redis was unreachable, waiting to be applied"
 )
+FEATURES_LAST_UPDATE = _get_or_create(
+    Gauge,
+    "riskops_features_last_update_timestamp_seconds",
+    "Unix time of the newest entity state written (Redis script or online-store push); 0 before the first."
+    " Its age while traffic flows is the features' staleness (alert RiskopsStaleFeatures)",
+)
 ENTITY_CACHE = _get_or_create(
     Counter, "riskops_entity_cache_total", "Entity state lookups served from memory or Feast", ("source",)
 )
@@ -97,6 +103,12 @@ BATCH_ROWS = _get_or_create(
 )
 MODEL_SECONDS = _get_or_create(
     Histogram, "riskops_model_batch_seconds", "Model frame + scoring time per batch", buckets=LATENCY_BUCKETS
+)
+RISK_SCORE = _get_or_create(
+    Histogram,
+    "riskops_risk_score",
+    "Risk scores served (the score distribution the dashboard shows; drift is judged by the monitor)",
+    buckets=tuple(round(0.05 * i, 2) for i in range(1, 21)),
 )
 MODEL_INFO = _get_or_create(Gauge, "riskops_model_info", "1 for the model version being served", ("version",))
 MODEL_SWAPS = _get_or_create(Counter, "riskops_model_swaps_total", "Hot swaps to a new champion")
@@ -165,3 +177,21 @@ GC_FROZEN = _get_or_create(
 CATALOGUE_TEXTS = _get_or_create(
     Gauge, "riskops_catalogue_texts", "Distinct product texts in the catalogue (pre-encoded by every model)"
 )
+
+
+def _zero_series() -> None:
+    """Create the labelled series a rule or panel reads before their first event, at 0: `increase()`
+    sees the first rollback, and a panel shows 0 rather than "no data"."""
+    for decision in ("approve", "review", "block"):
+        labelled(DECISIONS, decision)
+    for arm in ("champion", "challenger"):
+        for outcome in ("ok", "error"):
+            labelled(CANARY_REQUESTS, arm, outcome)
+    for action in ("promote", "rollback"):
+        labelled(CANARY_DECISIONS, action)
+    labelled(STATE_ERRORS, "lookup")
+    for operation in ("open", "read", "push"):
+        labelled(FEAST_ERRORS, operation)
+
+
+_zero_series()

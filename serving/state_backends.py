@@ -154,6 +154,8 @@ class RedisState:
             except Exception as exc:  # noqa: BLE001 - any failure of the store answers degraded
                 self._failed("lookup", exc)
             else:
+                if update:
+                    prometheus_metrics.FEATURES_LAST_UPDATE.set(time.time())
                 return StateAnswer(
                     [f for f, _, _ in got], [False] * len(got), [(t, ids) for _, t, ids in got]
                 )

@@ -15,7 +15,9 @@ One pass (`run_loop_once`):
 3. when a retraining run has finished and registered a challenger: the promotion gate
    (`riskops.lifecycle.promotion.run_promotion_gate`) compares it with the champion on the labelled
    rows neither trained on, once per run (``promotion.auto``);
-4. ``verdict.json`` rewritten with what was started and decided.
+4. ``verdict.json`` rewritten with what was started and decided;
+5. the verdict, retraining runs and promotion decisions exported as Prometheus metrics
+   (`riskops.lifecycle.loop_metrics`: a Pushgateway when configured, and a textfile).
 
 A failing pass of `run_loop` is logged and the loop goes on.
 """
@@ -35,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from riskops.lifecycle.canary import CanaryDecision
+from riskops.lifecycle.loop_metrics import MetricsSettings, export_loop_metrics
 from riskops.lifecycle.promotion import (
     PromotionDecision,
     PromotionSettings,
@@ -58,7 +61,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "configs" / "monitor.yaml"
 # "canary" is accepted at the top level for configs written before it moved under promotion:
-LIFECYCLE_SECTIONS = ("retrain", "promotion", "canary")
+LIFECYCLE_SECTIONS = ("retrain", "promotion", "canary", "metrics")
 
 
 @dataclass
@@ -67,6 +70,7 @@ class LoopConfig(MonitorConfig):
 
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     promotion: PromotionSettings = field(default_factory=PromotionSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> LoopConfig:
@@ -80,6 +84,7 @@ class LoopConfig(MonitorConfig):
             **{f.name: getattr(monitor, f.name) for f in fields(MonitorConfig)},
             retrain=RetrainSettings.from_dict(d.get("retrain")),  # a typo fails at start, not at drift
             promotion=PromotionSettings.from_dict(d.get("promotion")),
+            metrics=MetricsSettings.from_dict(d.get("metrics")),
         )
 
 
@@ -97,6 +102,7 @@ class LoopResult(MonitorResult):
     trigger: TriggerRecord | None = None  # the retraining trigger's decision (on drift)
     promotion: PromotionDecision | None = None  # the gate's decision on a freshly retrained challenger
     canary: CanaryDecision | None = None  # on a cluster: the canary's decision from the shipped log
+    exported: dict | None = None  # where the pass's Prometheus metrics went (textfile, pushgateway, error)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -104,6 +110,7 @@ class LoopResult(MonitorResult):
             "trigger": self.trigger.to_dict() if self.trigger is not None else None,
             "promotion": self.promotion.to_dict() if self.promotion is not None else None,
             "canary": self.canary.to_dict() if self.canary is not None else None,
+            "exported": self.exported,
         }
 
 
@@ -158,6 +165,7 @@ def run_loop_once(
         log.exception("canary decision failed: %s", exc)
         emit_alert(paths, {"type": "rollout_failed", "at": datetime.now(UTC).isoformat(timespec="seconds"),
                            "reasons": [str(exc)]}, cfg.alerts)  # fmt: skip
+    result.exported = export_loop_metrics(paths, result, cfg.metrics)
     result.seconds = time.perf_counter() - started
     write_verdict(result, result.summary())
     return result

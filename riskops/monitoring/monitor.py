@@ -145,6 +145,7 @@ class MonitorResult:
     seconds: float = 0.0
     webhook_thread: threading.Thread | None = None
     reference: dict | None = None  # the reference in force (riskops.monitoring.rebaseline)
+    drift_columns: dict[str, dict] = field(default_factory=dict)  # per monitored input: ratio, drifted, ...
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -340,6 +341,7 @@ def run_monitor_once(
         report_dir=report_dir,
         volume_anomalies=fresh_anomalies,
         reference=in_force.entry if in_force else None,
+        drift_columns=drift.columns if drift is not None else {},
     )
     result.files.update(_write_reports(report_dir, cfg, drift, volume))
     if verdict.alert:

@@ -9,47 +9,16 @@ PredictionLog. The monitor pass is the real one (Evidently report, rules, dry-ru
 from __future__ import annotations
 
 import json
-import warnings
 
 import pandas as pd
 import pytest
 import yaml
-from support.monitoring import model_frame_with_prior_state, write_prediction_log
+from support.monitoring import drifted_world, write_prediction_log
 
 from cli.main import build_parser, main
 from riskops.data.generator import write_transactions
 from riskops.monitoring.feedback import load_feedback
 from riskops.settings import paths
-
-_SETUP: dict = {}
-
-
-def _world(tmp_root):
-    """Generated once per session: model frames, scores, the reference folder, thresholds."""
-    if _SETUP:
-        return _SETUP
-    from riskops.data.generator import GeneratorConfig, generate_with_drift
-    from riskops.monitoring.reference import save_reference
-    from riskops.training.baselines import fit_logistic_regression
-    from riskops.training.metrics import thresholds_for_policy
-
-    raw = generate_with_drift(GeneratorConfig(rows=8000, seed=5), "new_payment_method", 1500)
-    frame = model_frame_with_prior_state(raw)
-    onset = int((frame["event_timestamp"] < pd.Timestamp(raw.attrs["drift_onset"])).sum())
-    train, held = frame.iloc[: onset // 2], frame.iloc[onset // 2 : onset]
-    model = fit_logistic_regression(train, train["is_fraud"])
-    frame["risk_score"] = model.predict_scores(frame)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        thresholds = thresholds_for_policy(held["is_fraud"], frame["risk_score"].iloc[onset // 2 : onset])
-    ref_dir = tmp_root / "model"
-    held = frame.iloc[onset // 2 : onset]
-    save_reference(ref_dir, held, held["risk_score"], held["is_fraud"], held["event_timestamp"])
-    (ref_dir / "policy.json").write_text(json.dumps(thresholds))
-    (ref_dir / "evaluation.json").write_text(json.dumps({"models": {"transformer": {"pr_auc": 0.3}}}))
-    raw = raw.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
-    _SETUP.update(frame=frame, raw=raw, onset=onset, thresholds=thresholds, ref_dir=ref_dir)
-    return _SETUP
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +31,7 @@ def drifted_home(world_root, tmp_path):
     """A home with a champion + reference and a prediction log that ends 1,000 rows into the drift."""
     from riskops.registry.store import ModelRegistry
 
-    w = _world(world_root)
+    w = drifted_world(world_root)
     home = paths()
     reg = ModelRegistry(home.registry)
     mv = reg.register(w["ref_dir"])

@@ -22,10 +22,10 @@ IN_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 PYTEST_ARGS ?=
 PYTEST := $(IN_VENV) $(PY) -m pytest -q $(PYTEST_ARGS)
 
-.PHONY: help install os-packages up demo drift-demo test test-fast lint architecture compile validate-k8s bench bench-quality bench-serving clean
+.PHONY: help install os-packages up ui demo drift-demo test test-fast lint architecture compile validate-k8s check-rules dashboard bench bench-quality bench-serving clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrai
 up: install os-packages ## the cluster's topology here (Redis, predictor, 2 transformer replicas, monitor) over the home (RISKOPS_HOME)
 	$(IN_VENV) $(VENV)/bin/riskops up
 
+ui: install ## Evidently's UI over the monitor's drift history (the workspace under RISKOPS_HOME)
+	$(VENV)/bin/riskops ui
+
 os-packages: ## the OS packages the tests need (redis-server, prometheus, pushgateway, chromium), installed when missing
 	bash tools/install_os_packages.sh
 
@@ -69,8 +72,15 @@ architecture: install ## redraw the layer diagram in docs/architecture.md from t
 compile: install ## compile the KFP pipeline YAML (checked in)
 	$(VENV)/bin/riskops pipeline compile
 
-validate-k8s: install ## offline checks of k8s/ and the compiled pipelines (yamllint, kustomize, schemas, CRDs)
+validate-k8s: install check-rules ## offline checks of k8s/ and the compiled pipelines (yamllint, kustomize, schemas, CRDs)
 	$(IN_VENV) $(PY) tools/validate_k8s.py
+	$(IN_VENV) $(PY) tools/grafana_dashboard.py --check
+
+check-rules: install os-packages ## the alert rules: promtool check rules + promtool test rules (k8s/base/monitoring)
+	$(IN_VENV) $(PY) tools/alert_rules.py
+
+dashboard: install ## regenerate the Grafana dashboard JSON (k8s/base/monitoring/) from tools/grafana_dashboard.py
+	$(IN_VENV) $(PY) tools/grafana_dashboard.py --write
 
 bench: bench-quality bench-serving ## all benchmarks
 

@@ -11,8 +11,9 @@ Checks, in order (each one prints what it looked at):
    kustomize v5; set KUBECTL to use another binary). A missing kubectl is a failure.
 3. Every rendered object of a core kind is validated by kubernetes-validate in strict mode
    (unknown fields rejected) against Kubernetes 1.32. Custom resources never pass silently:
-   InferenceService goes to (4), PyTorchJob to a structural check written here (its pod
-   templates are validated strictly as core PodTemplates), and any other kind is an error.
+   InferenceService goes to (4), PrometheusRule / ServiceMonitor / PodMonitor to (5), PyTorchJob
+   to a structural check (its pod templates are validated strictly as core PodTemplates), and
+   any other kind is an error.
 4. Every InferenceService is validated with jsonschema against the KServe CRD's
    openAPIV3Schema (../shared/k8s-schemas or $RISKOPS_K8S_SCHEMAS), made strict: wherever the
    schema lists `properties` and neither `additionalProperties` nor
@@ -20,7 +21,11 @@ Checks, in order (each one prints what it looked at):
    would silently prune them). Without the CRD, a schema derived from kserve's Python models
    (kserve.V1beta1InferenceService, recursively, closed objects) is used instead, and the
    report says which one ran. metadata is checked as a strict core ObjectMeta.
-5. Invariants: no Secret carries data/stringData (rendered or anywhere under k8s/); every
+5. Every PrometheusRule, ServiceMonitor and PodMonitor (monitoring.coreos.com/v1) is validated the
+   same way against the Prometheus Operator's CRD in the same folder
+   (monitoring.coreos.com_{prometheusrules,servicemonitors,podmonitors}.yaml), strict. There is no
+   fallback: a missing CRD file is a problem naming it. The report counts each kind.
+6. Invariants: no Secret carries data/stringData (rendered or anywhere under k8s/); every
    container has cpu/memory requests and a memory limit, runs as non-root with no privilege
    escalation, all capabilities dropped, a RuntimeDefault seccomp profile and a read-only root
    filesystem (the "restricted" Pod Security Standard and then some); images are pinned
@@ -44,11 +49,14 @@ from pathlib import Path
 from k8s_checks.core import KUBE_VERSION, validate_core
 from k8s_checks.custom_resources import (
     CRD_FILE,
+    MONITORING_CRD_FILES,
+    MONITORING_GROUP,
     SCHEMAS_ENV,
     kserve_model_schema,
     load_crd_schemas,
     schemas_dir,
     validate_isvc,
+    validate_monitoring,
     validate_pytorchjob,
 )
 from k8s_checks.invariants import check_invariants, scan_source_secrets
@@ -112,13 +120,22 @@ def validate(
         except Exception as e:  # noqa: BLE001 - any render failure is a finding, not a crash
             report.problem(f"[{overlay.name}] kubectl kustomize", str(e))
             continue
-        validate_rendered(objs, overlay.name, crd, report)
+        validate_rendered(objs, overlay.name, crd, report, crd_dir)
     return report
 
 
-def validate_rendered(objs: list[dict], label: str, crd: dict[str, dict] | None, report: Report) -> None:
-    """Route each rendered object of one overlay to its check (core kind, InferenceService,
+def validate_rendered(
+    objs: list[dict],
+    label: str,
+    crd: dict[str, dict] | None,
+    report: Report,
+    crd_dir: Path | None = None,
+) -> None:
+    """Route each rendered object of one overlay to its check (core kind, InferenceService, Prometheus
+    Operator kinds against the CRDs in `crd_dir` (default: this checkout's schemas folder),
     PyTorchJob; any other kind is a problem), then check the overlay's invariants."""
+    crd_dir = Path(crd_dir) if crd_dir is not None else schemas_dir(REPO_ROOT)
+    n_monitoring = dict.fromkeys(sorted(MONITORING_CRD_FILES), 0)
     report.rendered[label] = objs
     kinds: dict[str, int] = {}
     for o in objs:
@@ -138,6 +155,9 @@ def validate_rendered(objs: list[dict], label: str, crd: dict[str, dict] | None,
         if kind == "InferenceService" and str(o["apiVersion"]).startswith("serving.kserve.io/"):
             validate_isvc(o, where, crd, report)
             n_isvc += 1
+        elif kind in MONITORING_CRD_FILES and str(o["apiVersion"]).startswith(f"{MONITORING_GROUP}/"):
+            validate_monitoring(o, where, crd_dir, report)
+            n_monitoring[kind] += 1
         elif kind == "PyTorchJob" and str(o["apiVersion"]).startswith("kubeflow.org/"):
             validate_pytorchjob(o, where, report)
             n_ptj += 1
@@ -151,6 +171,10 @@ def validate_rendered(objs: list[dict], label: str, crd: dict[str, dict] | None,
             )
     report.check(f"[{label}] kubernetes-validate --strict {KUBE_VERSION}: {n_core} core objects")
     report.check(f"[{label}] InferenceService schema: {n_isvc} object(s) via {report.isvc_schema_source}")
+    report.check(
+        f"[{label}] Prometheus Operator CRDs (strict, {crd_dir}): "
+        + ", ".join(f"{k} {n}" for k, n in n_monitoring.items())
+    )
     report.check(f"[{label}] PyTorchJob structural check (+ strict PodTemplate): {n_ptj} object(s)")
     check_invariants(objs, label, report)
 

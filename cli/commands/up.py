@@ -26,7 +26,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     term = console()
     home = paths()
-    topology = ClusterTopology(home, overlay=args.overlay, transformers=args.replicas)
+    topology = ClusterTopology(
+        home, overlay=args.overlay, transformers=args.replicas, observability=not args.no_prometheus
+    )
     term.print(f"starting k8s/overlays/{args.overlay} as processes over {home.root} ...")
     try:
         topology.start()
@@ -42,6 +44,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         table.add_column(column)
     for p in topology.processes:
         address = p.url or (f"redis://127.0.0.1:{topology.redis_port}" if p.name == "redis" else "")
+        if p.name == "prometheus":
+            address += "/alerts"
         table.add_row(p.name, str(p.proc.pid), address, str(p.log))
     term.print(table)
     _, env = topology.monitor_job()
@@ -50,6 +54,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"prediction log shipped to {env.get('RISKOPS_PREDICTION_LOG_URI')}; the monitor runs every {every:g}s.\n"
         f"Send transactions to any transformer: POST <address>/v1/models/risk-model:predict. Ctrl-C stops."
     )
+    if topology.prometheus_url:
+        term.print(
+            f"Prometheus evaluates the alert rules at {topology.prometheus_url}/alerts; the monitor pushes its "
+            f"verdicts to {topology.pushgateway_url}. Grafana: import k8s/base/monitoring/riskops-dashboard.json "
+            "with this Prometheus as its data source. Drift history: `riskops ui` (docs/operations.md)."
+        )
     try:
         next_run = time.monotonic() + every
         while all(p.proc.poll() is None for p in topology.processes):
@@ -76,11 +86,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Start what k8s/overlays/OVERLAY deploys, as local processes whose commands and "
         "environment are read from the rendered manifests (`kubectl kustomize`): Redis, the "
         "InferenceService's predictor and transformer replicas sharing entity state in it, and the "
-        "monitor CronJob on its schedule, reading the prediction log the transformers ship. Needs a "
-        "built home ($RISKOPS_HOME with a Feast repo and a champion) and redis-server on the PATH.",
+        "monitor CronJob on its schedule, reading the prediction log the transformers ship; beside them "
+        "Prometheus (the overlay's PodMonitor, ServiceMonitor and PrometheusRule) and the Pushgateway the "
+        "monitor pushes its verdicts to. Needs a "
+        "built home ($RISKOPS_HOME with a Feast repo and a champion) and redis-server, prometheus and "
+        "prometheus-pushgateway on the PATH (`make up` installs them).",
     )
     p.add_argument("--overlay", default="dev", help="k8s overlay to run (default %(default)s)")
     p.add_argument("--replicas", type=int, default=2, help="transformer replicas (default %(default)s)")
+    p.add_argument("--no-prometheus", action="store_true",
+                   help="do not start Prometheus and the Pushgateway (by default they run beside the "
+                   "servers: the overlay's alert rules, every server scraped)")  # fmt: skip
     p.add_argument("--monitor-every", type=float, default=None,
                    help="seconds between monitor passes (default: the CronJob's schedule)")  # fmt: skip
     p.set_defaults(func=cmd_up)

@@ -13,7 +13,9 @@ what is rewritten for this machine). What stands in for the cluster, and why:
   registry's ``champion`` alias (``--registry``) and hot-swaps when a promotion moves it;
 * the Kubeflow Pipelines API: the monitor's retraining runs on ``kfp.local`` (``retrain.mode:
   local``), the same pipeline the cluster's KFP would run;
-* the object store: a ``file://`` folder (the S3 path itself is tested against an S3 stand-in).
+* the object store: a ``file://`` folder (the S3 path itself is tested against an S3 stand-in);
+* the Prometheus Operator: with ``observability``, a Prometheus and a Pushgateway started from the
+  overlay's PodMonitor, ServiceMonitor and PrometheusRule (cli/topology/observability.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from cli.topology import observability as obs
 from cli.topology.manifests import Workload, arg, render, set_arg, workload
 from riskops.pii import pii_key
 from riskops.registry.store import ModelRegistry
@@ -71,6 +74,8 @@ class ClusterTopology:
         serving_settings: ServingConfig fields given to the transformers as a serving.yaml (what a
             site would mount), e.g. a shorter ``log_segment_seconds`` so the monitor sees traffic
             sooner. ``server_cpu: off`` is always set (the predictor gets that one too).
+        observability: also start Prometheus (the overlay's alert rules, scraping every server)
+            and the Pushgateway the monitor pushes its verdicts to; see `prometheus_url`.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class ClusterTopology:
         transformers: int = 2,
         startup_s: float = 300.0,
         serving_settings: dict | None = None,
+        observability: bool = False,
     ):
         self.home, self.overlay, self.replicas, self.startup_s = home, overlay, transformers, startup_s
         # ServingConfig fields for the transformers on top of the manifests' (a site's serving.yaml)
@@ -98,11 +104,16 @@ class ClusterTopology:
             "s3-secret-key": "local",
         }
         self._docs: list[dict] = []
+        self.observability = observability
+        self.pushgateway_url: str | None = None  # with observability: where the monitor pushes
+        self.prometheus_url: str | None = None
 
     # -- the processes ---------------------------------------------------------------------
     def start(self) -> ClusterTopology:
         self._docs = render(self.overlay)
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.observability:
+            self.pushgateway_url = f"http://127.0.0.1:{free_port()}"
         self._start_redis()
         predictor = self._start_predictor()
         for i in range(self.replicas):
@@ -110,7 +121,26 @@ class ClusterTopology:
         for p in self.processes:
             if p.url is not None:
                 self._wait_ready(p)
+        if self.observability:
+            self._start_observability()
         return self
+
+    def _start_observability(self) -> None:
+        """Prometheus and the Pushgateway (cli/topology/observability.py); ready when this returns."""
+        prometheus, pushgateway = obs.binaries()
+        root = self.root / "prometheus"
+        pods = {p.name: p.url for p in self.processes if p.url is not None}
+        config = obs.write_prometheus_files(root, self._docs, pods, self.pushgateway_url)
+        env = server_environment(os.environ)
+        pgw_address = self.pushgateway_url.removeprefix("http://")
+        self._spawn("pushgateway", [pushgateway, f"--web.listen-address={pgw_address}", "--persistence.file="],
+                    env, self.pushgateway_url)  # fmt: skip
+        self.prometheus_url = f"http://127.0.0.1:{free_port()}"
+        cmd = [prometheus, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
+               f"--web.listen-address={self.prometheus_url.removeprefix('http://')}"]  # fmt: skip
+        self._spawn("prometheus", cmd, env, self.prometheus_url)
+        for p in self.processes[-2:]:
+            self._wait_ready(p, path="/-/ready")
 
     @property
     def urls(self) -> list[str]:
@@ -138,6 +168,9 @@ class ClusterTopology:
         env.pop("FEAST_S3_ENDPOINT_URL", None)
         if "RISKOPS_PREDICTION_LOG_URI" in env:
             env["RISKOPS_PREDICTION_LOG_URI"] = self.log_uri
+        env.pop("RISKOPS_PUSHGATEWAY_URL", None)  # the cluster's Service name: the local one, or none
+        if self.pushgateway_url:
+            env["RISKOPS_PUSHGATEWAY_URL"] = self.pushgateway_url
         if "RISKOPS_REDIS_URL" in env:
             env["RISKOPS_REDIS_URL"] = env["RISKOPS_REDIS_URL"].replace(
                 "@redis:6379", f"@127.0.0.1:{self.redis_port}"
@@ -219,13 +252,13 @@ class ClusterTopology:
         local.write_text(data[name])
         return local
 
-    def _wait_ready(self, p: Process) -> None:
+    def _wait_ready(self, p: Process, path: str = "/v2/health/ready") -> None:
         deadline = time.monotonic() + self.startup_s
         while time.monotonic() < deadline:
             if p.proc.poll() is not None:
                 raise RuntimeError(f"{p.name} exited with {p.proc.returncode}:\n{p.log.read_text()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{p.url}/v2/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{p.url}{path}", timeout=2).status_code == 200:
                     return
             time.sleep(0.3)
         raise RuntimeError(f"{p.name} not ready after {self.startup_s:.0f}s:\n{p.log.read_text()[-3000:]}")

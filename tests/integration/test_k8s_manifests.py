@@ -10,6 +10,7 @@ rendered with the dev overlay only, to keep the module well under a minute.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,10 +18,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from k8s_checks.custom_resources import CRD_FILE, schemas_dir
+from grafana_dashboard import build_dashboard
+from k8s_checks.custom_resources import CRD_FILE, MONITORING_CRD_FILES, schemas_dir
 from k8s_checks.render import discover_overlays, find_kubectl
 from validate_k8s import validate
 
@@ -312,6 +315,131 @@ def test_cli_exit_code_and_output():
     assert "checked" in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith("OK")
 
 
+# ---------------------------------------------------------------- the operator's view (monitoring/)
+
+
+def _serving_pod_labels(report, overlay: str) -> dict[str, dict]:
+    """component -> the labels KServe's pods carry (the component's labels + the isvc name)."""
+    (isvc,) = _objs(report, overlay, "InferenceService")
+    return {
+        comp: {**isvc["spec"][comp]["labels"], "serving.kserve.io/inferenceservice": "risk-model"}
+        for comp in ("transformer", "predictor")
+    }
+
+
+def _admits(policies: list[dict], pod: dict, peer: tuple[str, dict | str], port: int) -> bool:
+    """Whether some NetworkPolicy selecting `pod` (its labels) lets `peer` in on `port`: peer is
+    ("pod", labels) for a pod of this namespace or ("namespace", name) for any pod there."""
+    for pol in policies:
+        spec = pol["spec"]
+        if not spec["podSelector"].get("matchLabels", {}).items() <= pod.items():
+            continue
+        for rule in spec.get("ingress") or []:
+            if rule.get("ports") and port not in [p["port"] for p in rule["ports"]]:
+                continue
+            for src in rule.get("from") or []:
+                ns_sel, pod_sel = src.get("namespaceSelector"), src.get("podSelector")
+                if peer[0] == "pod" and ns_sel is None and pod_sel is not None:
+                    if pod_sel.get("matchLabels", {}).items() <= peer[1].items():
+                        return True
+                if peer[0] == "namespace" and ns_sel is not None and not (pod_sel or {}).get("matchLabels"):
+                    if (
+                        ns_sel.get("matchLabels", {}).items()
+                        <= {"kubernetes.io/metadata.name": peer[1]}.items()
+                    ):
+                        return True
+    return False
+
+
+def test_validator_counts_the_monitoring_custom_resources(report):
+    for overlay in report.rendered:
+        (line,) = [c for c in report.checked if c.startswith(f"[{overlay}] Prometheus Operator CRDs")]
+        assert "PodMonitor 1" in line and "ServiceMonitor 1" in line, line
+        n_rules = len(_objs(report, overlay, "PrometheusRule"))
+        assert n_rules >= 1 and f"PrometheusRule {n_rules}" in line, line
+
+
+def test_podmonitor_scrapes_every_serving_pod(report):
+    """The PodMonitor selects both components' pods, on the server's port in either KServe mode,
+    and adds the labels the dashboard and the rules group by; Prometheus may reach that port."""
+    for overlay in report.rendered:
+        (pm,) = _objs(report, overlay, "PodMonitor")
+        assert pm["metadata"]["labels"]["release"] == "prometheus"  # kube-prometheus-stack's selector
+        pods = _serving_pod_labels(report, overlay)
+        selector = pm["spec"]["selector"]["matchLabels"]
+        assert all(selector.items() <= labels.items() for labels in pods.values())
+        (isvc,) = _objs(report, overlay, "InferenceService")
+        for comp in pods:
+            ports = isvc["spec"][comp]["containers"][0]["ports"]
+            assert {"name": "http1", "containerPort": 8080, "protocol": "TCP"} in ports
+        endpoints = pm["spec"]["podMetricsEndpoints"]
+        assert {e["port"] for e in endpoints} == {"http1", "user-port"}  # RawDeployment, Knative
+        for e in endpoints:
+            assert (e["path"], e["interval"]) == ("/metrics", "15s")
+            targets = {r["targetLabel"]: r["sourceLabels"] for r in e["relabelings"]}
+            assert targets["component"] == ["__meta_kubernetes_pod_label_riskops_io_component"]
+            assert targets["pod"] == ["__meta_kubernetes_pod_name"]
+            assert targets["namespace"] == ["__meta_kubernetes_namespace"]
+        policies = _objs(report, overlay, "NetworkPolicy")
+        for labels in pods.values():
+            assert _admits(policies, labels, ("namespace", "monitoring"), 8080)
+            assert not _admits(policies, labels, ("namespace", "some-other-namespace"), 8080)
+
+
+def test_monitor_pushes_to_the_pushgateway_prometheus_scrapes(report):
+    """RISKOPS_PUSHGATEWAY_URL names the Pushgateway's Service; the monitor's pods and Prometheus may
+    reach it, the serving pods may not; it is scraped with honorLabels (the pushed job survives)."""
+    for overlay in report.rendered:
+        (cm,) = [
+            o for o in _objs(report, overlay, "ConfigMap") if o["metadata"]["name"].startswith("riskops-env")
+        ]
+        url = urlsplit(cm["data"]["RISKOPS_PUSHGATEWAY_URL"])
+        (svc,) = [
+            o for o in _objs(report, overlay, "Service") if o["metadata"]["name"] == "riskops-pushgateway"
+        ]
+        assert url.hostname == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+        (svc_port,) = svc["spec"]["ports"]
+        assert url.port == svc_port["port"] == 9091
+        (dep,) = [
+            o for o in _objs(report, overlay, "Deployment") if o["metadata"]["name"] == "riskops-pushgateway"
+        ]
+        pod = dep["spec"]["template"]
+        assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        (c,) = pod["spec"]["containers"]
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert named[svc_port["targetPort"]] == 9091 and "--web.listen-address=:9091" in c["args"]
+        assert {c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]} == {
+            "/-/ready",
+            "/-/healthy",
+        }
+        (sm,) = _objs(report, overlay, "ServiceMonitor")
+        assert sm["metadata"]["labels"]["release"] == "prometheus"
+        assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        (ep,) = sm["spec"]["endpoints"]
+        assert ep["port"] == svc_port["name"] and ep["honorLabels"] is True
+        (cron,) = _objs(report, overlay, "CronJob")
+        monitor_pod = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        policies = _objs(report, overlay, "NetworkPolicy")
+        gateway = pod["metadata"]["labels"]
+        assert _admits(policies, gateway, ("pod", monitor_pod), 9091)
+        assert _admits(policies, gateway, ("namespace", "monitoring"), 9091)
+        assert not _admits(
+            policies, gateway, ("pod", _serving_pod_labels(report, overlay)["transformer"]), 9091
+        )
+
+
+def test_grafana_dashboard_configmap_is_the_generated_dashboard(report):
+    """One ConfigMap, a stable name (no hash suffix), the labels kube-prometheus-stack's Grafana
+    sidecar loads it by, and the dashboard tools/grafana_dashboard.py builds."""
+    for overlay in report.rendered:
+        (cm,) = [o for o in _objs(report, overlay, "ConfigMap") if "grafana" in o["metadata"]["name"]]
+        assert cm["metadata"]["name"] == "riskops-grafana-dashboard"
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"]["grafana_folder"] == "riskops"
+        assert list(cm["data"]) == ["riskops-dashboard.json"]
+        assert json.loads(cm["data"]["riskops-dashboard.json"]) == build_dashboard()
+
+
 # ---------------------------------------------------------------- broken copies must fail
 
 
@@ -355,9 +483,10 @@ def test_fails_on_unknown_field_in_inferenceservice(tree):
 
 
 def test_kserve_model_fallback_is_strict_and_says_so(tree):
-    """Without the CRD folder the InferenceService is still validated (never skipped)."""
+    """Without KServe's CRD the InferenceService is still validated (never skipped). The folder holds
+    only the Prometheus Operator's CRDs, which have no fallback (see the missing-CRD test below)."""
     _edit_docs(tree / "k8s/base/inferenceservice.yaml", lambda d: d["spec"]["predictor"].update(replicaz=3))
-    rep = validate(tree, schemas=tree / "no-such-folder", overlays=["dev", "prod-gpu"], lint=False)
+    rep = validate(tree, schemas=_schemas_without(tree, CRD_FILE), overlays=["dev", "prod-gpu"], lint=False)
     assert "kserve Python models" in rep.isvc_schema_source
     assert sum("InferenceService schema" in line for line in rep.checked) == 2
     # the injected field is caught in both overlays, and it is the only thing caught
@@ -468,3 +597,39 @@ def test_crd_schema_is_strict_where_it_lists_properties(kserve_crd):
     assert root["additionalProperties"] is False
     assert root["properties"]["spec"]["properties"]["predictor"]["additionalProperties"] is False
     assert "additionalProperties" not in root["properties"]["status"]  # preserve-unknown-fields kept open
+
+
+def _schemas_without(root: Path, *missing: str) -> Path:
+    """A schemas folder holding every CRD the validator reads except `missing` (links, not copies)."""
+    folder = root / "schemas"
+    folder.mkdir()
+    for name in {CRD_FILE, *MONITORING_CRD_FILES.values()} - set(missing):
+        (folder / name).symlink_to(SCHEMAS / name)
+    return folder
+
+
+def test_fails_on_unknown_field_or_wrong_type_in_monitors(tree):
+    def bad_podmonitor(d):
+        d["spec"]["podMetricsEndpoints"][0]["scrapeIntervall"] = "15s"
+        d["spec"]["podMetricsEndpoints"][1]["interval"] = 15
+
+    def bad_servicemonitor(d):
+        if d["kind"] == "ServiceMonitor":
+            d["spec"]["endpoints"][0]["honourLabels"] = True
+
+    _edit_docs(tree / "k8s/base/monitoring/podmonitor.yaml", bad_podmonitor)
+    _edit_docs(tree / "k8s/base/monitoring/pushgateway.yaml", bad_servicemonitor)
+    problems = _run_broken(tree)
+    assert "PodMonitor schema: spec.podMetricsEndpoints.0: Additional properties" in problems
+    assert "'scrapeIntervall' was unexpected" in problems
+    assert "PodMonitor schema: spec.podMetricsEndpoints.1.interval: 15 is not of type 'string'" in problems
+    assert "ServiceMonitor/riskops-pushgateway" in problems and "'honourLabels' was unexpected" in problems
+
+
+def test_fails_naming_a_missing_monitoring_crd(tmp_path):
+    """No fallback for the Prometheus Operator's kinds: a missing CRD is a problem naming the file."""
+    folder = _schemas_without(tmp_path, MONITORING_CRD_FILES["PodMonitor"])
+    rep = validate(REPO, schemas=folder, overlays=["dev"], lint=False)
+    (problem,) = rep.problems
+    assert problem.startswith("[dev] PodMonitor/risk-model:")
+    assert str(folder / MONITORING_CRD_FILES["PodMonitor"]) in problem

@@ -1,6 +1,6 @@
 """`riskops up`'s topology (cli/topology): the processes k8s/ deploys, started from the rendered
-manifests over a built home — Redis, the predictor, two transformer replicas — and the monitor
-CronJob's pass over what they logged."""
+manifests over a built home — Redis, the predictor, two transformer replicas, Prometheus and the
+Pushgateway — and the monitor CronJob's pass over what they logged."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from datetime import timedelta
 import httpx
 import pandas as pd
 import pytest
+from support.prometheus import query, wait_for
 from support.servers import MODEL, T_BASE, tx
 
 from cli.topology.processes import ClusterTopology
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 def topology(tmp_path_factory, built_home):
     root = tmp_path_factory.mktemp("topology")
     shutil.copytree(built_home[0].root, root / "home")
-    with ClusterTopology(paths(root / "home"), transformers=2) as running:
+    with ClusterTopology(paths(root / "home"), transformers=2, observability=True) as running:
         yield running
 
 
@@ -43,7 +44,7 @@ def _pod_logs(topology) -> pd.DataFrame:
 
 def test_every_process_runs_what_the_manifests_say(topology):
     names = [p.name for p in topology.processes]
-    assert names == ["redis", "predictor", "transformer-0", "transformer-1"]
+    assert names == ["redis", "predictor", "transformer-0", "transformer-1", "pushgateway", "prometheus"]
     by_name = {p.name: p for p in topology.processes}
     assert by_name["redis"].proc.args[0] == "redis-server" and "--appendonly" in by_name["redis"].proc.args
     for name in ("transformer-0", "transformer-1"):
@@ -60,6 +61,27 @@ def test_the_replicas_share_entity_state_through_redis(topology):
     log = _pod_logs(topology).set_index("transaction_id").loc[[o["transaction_id"] for o in burst]]
     assert log["user_txn_count_1h"].tolist() == [0, 1, 2, 3]
     assert len(set(_pod_logs(topology)["request_id"])) >= 4
+
+
+def test_prometheus_scrapes_every_server_and_the_monitor_pushes_its_verdict(topology):
+    prom = topology.prometheus_url
+
+    def serving_up() -> dict[str, str]:
+        return {s["metric"]["pod"]: s["value"][1] for s in query(prom, 'up{job="riskops-serving"}')}
+
+    wait_for(lambda: serving_up() == dict.fromkeys(("predictor", "transformer-0", "transformer-1"), "1"),
+             60, 1, "every server scraped")  # fmt: skip
+    # the PodMonitor's relabelling: series carry their component (the dashboard splits by it)
+    served = query(prom, 'riskops_model_info{component="predictor"} == 1')
+    assert [s["metric"]["version"] for s in served] == ["v0001"]
+    groups = httpx.get(f"{prom}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    names = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+    assert {"RiskopsDegradedAnswers", "RiskopsDriftDetected", "RiskopsModelVersionSkew"} <= names
+    done = topology.run_monitor()  # the CronJob's pass pushes its verdict to the Pushgateway
+    assert done.returncode == 0, done.stderr[-2000:]
+    pushed = wait_for(lambda: query(prom, 'riskops_monitor_last_pass_timestamp_seconds{job="riskops-monitor"}'),
+                      30, 1, "the monitor's pushed verdict")  # fmt: skip
+    assert float(pushed[0]["value"][1]) > time.time() - 600
 
 
 def test_a_replica_killed_under_load_loses_no_acknowledged_prediction(topology):

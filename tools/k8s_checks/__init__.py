@@ -3,6 +3,7 @@
 - `report`: what was checked and the problems found.
 - `render`: yamllint over the YAML, `kubectl kustomize` of each overlay.
 - `core`: core kinds, strict, with kubernetes-validate.
-- `custom_resources`: InferenceService (KServe CRD or kserve's models) and PyTorchJob.
+- `custom_resources`: InferenceService (KServe CRD or kserve's models), PrometheusRule / ServiceMonitor /
+  PodMonitor (Prometheus Operator CRDs) and PyTorchJob.
 - `invariants`: security, resources, probes, references, namespace, RBAC, secrets.
 """

@@ -1,5 +1,7 @@
 """Custom resources, which kubernetes-validate has no schema for: InferenceService against KServe's
-CRD (strict) or, without it, a schema derived from kserve's Python models; PyTorchJob structurally.
+CRD (strict) or, without it, a schema derived from kserve's Python models; the Prometheus Operator's
+PrometheusRule, ServiceMonitor and PodMonitor against their CRDs (strict, no fallback); PyTorchJob
+structurally.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from k8s_checks.report import Report
 
 CRD_FILE = "serving.kserve.io_inferenceservices.yaml"
 SCHEMAS_ENV = "RISKOPS_K8S_SCHEMAS"
+MONITORING_GROUP = "monitoring.coreos.com"
+# Prometheus Operator kind -> its CRD in the schemas folder (operator 0.93, see its README)
+MONITORING_CRD_FILES = {
+    "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
+    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
+    "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
+}
 
 
 def _strictify(node: Any) -> Any:
@@ -43,7 +52,7 @@ def schemas_dir(root: Path, override: Path | str | None = None) -> Path:
     return root.parent / "shared" / "k8s-schemas"
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def load_crd_schemas(crd_path: str) -> dict[str, dict]:
     """apiVersion -> strict openAPIV3Schema, for every served version of the CRD."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -139,8 +148,6 @@ def kserve_model_schema() -> dict:
 
 
 def validate_isvc(obj: dict, where: str, crd: dict[str, dict] | None, report: Report) -> None:
-    import jsonschema
-
     validate_object_meta(obj.get("metadata"), where, report)
     if crd is not None:
         schema = crd.get(obj.get("apiVersion", ""))
@@ -155,13 +162,44 @@ def validate_isvc(obj: dict, where: str, crd: dict[str, dict] | None, report: Re
         doc = {k: v for k, v in obj.items() if k != "metadata"}  # metadata checked above
         if obj.get("apiVersion") != "serving.kserve.io/v1beta1":
             report.problem(where, f"unexpected apiVersion {obj.get('apiVersion')}")
+    _schema_problems(schema, doc, "InferenceService", where, report)
+
+
+def _schema_problems(schema: dict, doc: dict, kind: str, where: str, report: Report) -> None:
+    """Every jsonschema error of `doc` (the first 20) as a problem naming the field's path."""
+    import jsonschema
+
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     for e in errors[:20]:
         path = ".".join(str(p) for p in e.absolute_path) or "<root>"
-        report.problem(where, f"InferenceService schema: {path}: {e.message}")
+        report.problem(where, f"{kind} schema: {path}: {e.message}")
     if len(errors) > 20:
         report.problem(where, f"... and {len(errors) - 20} more schema errors")
+
+
+def validate_monitoring(obj: dict, where: str, crd_dir: Path, report: Report) -> None:
+    """A PrometheusRule / ServiceMonitor / PodMonitor against its Prometheus Operator CRD, made strict
+    like the InferenceService's (unknown fields rejected). metadata is checked as a strict core
+    ObjectMeta. No fallback: without the CRD file the object is a problem, never a pass."""
+    kind = obj.get("kind", "")
+    path = Path(crd_dir) / MONITORING_CRD_FILES[kind]
+    if not path.is_file():
+        report.problem(
+            where,
+            f"{kind} CRD {path} is missing: put the Prometheus Operator CRDs in the schemas folder "
+            f"(--schemas, ${SCHEMAS_ENV} or ../shared/k8s-schemas); there is no fallback check",
+        )
+        return
+    validate_object_meta(obj.get("metadata"), where, report)
+    crd = load_crd_schemas(str(path.resolve()))
+    schema = crd.get(obj.get("apiVersion", ""))
+    if schema is None:
+        report.problem(
+            where, f"apiVersion {obj.get('apiVersion')} is not served by {path.name} ({sorted(crd)})"
+        )
+        return
+    _schema_problems(schema, obj, kind, where, report)
 
 
 # --------------------------------------------------------------------------------------------

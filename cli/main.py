@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.commands import data, demos, feedback, models, monitor, pipeline, retrain, up
+from cli.commands import data, demos, feedback, models, monitor, pipeline, retrain, ui, up
 from riskops import __version__
 from riskops.settings import paths, use_offline_environment
 
@@ -19,8 +19,8 @@ from riskops.settings import paths, use_offline_environment
 use_offline_environment()
 
 # in the order `riskops --help` lists them: the steps, the pipeline, models and serving, the cluster's
-# topology here, the loop, the demos
-COMMAND_GROUPS = (data, pipeline, models, up, monitor, feedback, retrain, demos)
+# topology here, the loop and its drift history (Evidently's UI), the demos
+COMMAND_GROUPS = (data, pipeline, models, up, monitor, feedback, retrain, ui, demos)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,8 +44,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         table.add_column(column)
     for p in topology.processes:
         address = p.url or (f"redis://127.0.0.1:{topology.redis_port}" if p.name == "redis" else "")
-        if p.name == "prometheus":
-            address += "/alerts"
         table.add_row(p.name, str(p.proc.pid), address, str(p.log))
     term.print(table)
     _, env = topology.monitor_job()
@@ -56,7 +54,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     if topology.prometheus_url:
         term.print(
-            f"Prometheus evaluates the alert rules at {topology.prometheus_url}/alerts; the monitor pushes its "
+            f"Prometheus evaluates the alert rules at {topology.prometheus_url} (alerts page: /alerts, or "
+            "/classic/alerts with Debian's package); the monitor pushes its "
             f"verdicts to {topology.pushgateway_url}. Grafana: import k8s/base/monitoring/riskops-dashboard.json "
             "with this Prometheus as its data source. Drift history: `riskops ui` (docs/operations.md)."
         )

@@ -310,6 +310,9 @@ class ClusterTopology:
         local = self._write_mounted(w, config_path, "monitor")
         config = yaml.safe_load(local.read_text()) or {}
         config.setdefault("retrain", {})["mode"] = "local"
+        reports = config.setdefault("reports", {})
+        if str(reports.get("workspace", "")).startswith("/"):  # the CronJob's volume: a folder of the home
+            reports["workspace"] = "evidently"
         local.write_text(yaml.safe_dump(config, sort_keys=False))
         env["RISKOPS_MONITOR_CONFIG"] = str(local)
         env.pop("KF_PIPELINES_SA_TOKEN_PATH", None)

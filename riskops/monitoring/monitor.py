@@ -16,7 +16,9 @@ One pass (`run_monitor_once`):
    ``window.performance_rows`` labelled rows scored by the champion);
 4. `compute_drift` (Evidently report) + hourly volume anomalies -> flat metrics -> `evaluate_rules`;
 5. reports under ``<home>/reports/monitoring/<UTC timestamp>/`` (drift.html/json, performance.html/json
-   when labels allow, volume.json, verdict.json), the newest ``reports.keep_last`` kept;
+   when labels allow, volume.json, verdict.json), the newest ``reports.keep_last`` kept; the pass's
+   Evidently reports also become one run of the Evidently workspace ``<home>/<reports.workspace>``
+   (`riskops.monitoring.workspace`; `riskops ui` shows its dashboard);
 6. when a rule fired: an alert event (`riskops.monitoring.alerts.emit_alert`); volume anomalies
    already alerted for the same hour are not repeated.
 
@@ -84,10 +86,21 @@ class ReportSettings:
     dir: str = "monitoring"  # under Paths.reports
     html: bool = True
     keep_last: int = 48  # report folders kept (each HTML drift report is a few MB)
+    # Evidently workspace each pass adds its reports to, as one run (riskops.monitoring.workspace;
+    # `riskops ui` serves it): a folder under the home, or an absolute path (a mounted volume); "" = off
+    workspace: str = "evidently"
+    workspace_keep_runs: int = 5000  # runs kept in the workspace (~80 KB each once slimmed; 0 = all)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ReportSettings:
         return from_dict(cls, d, "reports")
+
+    def __post_init__(self) -> None:
+        if "://" in self.workspace:
+            raise ValueError(
+                f"reports.workspace {self.workspace!r}: the Evidently workspace is a local folder (a mounted "
+                "volume on a cluster), not an object-store URI"
+            )
 
 
 @dataclass
@@ -281,6 +294,45 @@ def _write_reports(
     return files
 
 
+def workspace_path(paths: Paths, reports: ReportSettings) -> Path | None:
+    """Where the pass's Evidently runs go (`ReportSettings.workspace` under the home), None when off."""
+    return paths.root / reports.workspace if reports.workspace else None
+
+
+def _add_to_workspace(
+    paths: Paths, cfg: MonitorConfig, result: MonitorResult, drift: DriftResult | None, now: datetime
+) -> None:
+    """The pass as one run of the Evidently workspace; a failure is logged, never raised into the pass."""
+    folder = workspace_path(paths, cfg.reports)
+    if folder is None:
+        return
+    # the verdict first: the UI's run list shows the first two tags of a run
+    tags = [
+        "drift" if result.verdict.drift else "no-drift",
+        f"status:{result.status}",
+        f"champion:{result.champion or 'none'}",
+    ]
+    if result.verdict.alert:
+        tags.append("alert")
+    snapshots = dict(sorted((drift.snapshots if drift else {}).items(), key=lambda kv: kv[0] != "drift"))
+    metadata = {
+        "verdict": "drift" if result.verdict.drift else "alert" if result.verdict.alert else "ok",
+        "rules": ",".join(r["rule"] for r in result.verdict.reasons),
+        "report_dir": str(result.report_dir),
+        "reports": ",".join(snapshots),  # the Evidently reports the run holds (drift first)
+        "at": result.at,
+    }
+    try:
+        from riskops.monitoring.workspace import DriftWorkspace
+
+        ws = DriftWorkspace(
+            folder, keep_full=cfg.reports.keep_last, keep_runs=cfg.reports.workspace_keep_runs
+        )
+        ws.add_pass(snapshots, now, tags, metadata)
+    except Exception as exc:  # the history is a view; the pass (verdict, alert, retraining) must go on
+        log.error("cannot add the monitor pass to the Evidently workspace %s: %s", folder, exc)
+
+
 def run_monitor_once(
     paths: Paths,
     config: MonitorConfig | dict | None = None,
@@ -344,6 +396,7 @@ def run_monitor_once(
         drift_columns=drift.columns if drift is not None else {},
     )
     result.files.update(_write_reports(report_dir, cfg, drift, volume))
+    _add_to_workspace(paths, cfg, result, drift, now_dt)
     if verdict.alert:
         event = {
             "type": "drift" if verdict.drift else "monitor_alert",

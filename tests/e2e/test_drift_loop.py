@@ -13,11 +13,13 @@ import json
 
 import pandas as pd
 import pytest
+from support.browser import open_drift_history
 from support.loops import small_loop
 
 from cli.drift_demo import build_timeline, run_loop, train_champion
 from riskops.lifecycle.retrain import RetrainTrigger
 from riskops.monitoring.feedback import load_feedback
+from riskops.monitoring.workspace import PANELS, DriftWorkspace, project_name
 from riskops.registry.store import ModelRegistry
 from riskops.settings import paths
 
@@ -99,3 +101,23 @@ def test_drift_is_detected_and_the_loop_closes(riskops_home):
     caught = [p for p in after if p["phase"] == "second" and p["drift"]]
     assert caught and caught[0]["reference"] == "served" and caught[0]["status"] == "ok"
     assert a["second_trigger"] is not None and "dry run" in a["second_trigger"]["why"], a["second_trigger"]
+
+    # the drift history in Evidently's UI: one run per monitor pass of the demo, in order, with its
+    # status; the browser's dashboard plots every pass that compared a window, the drifted ones apart
+    passes = doc["monitor_passes"]
+    runs = DriftWorkspace(home.root / "evidently").runs()
+    assert [r["metadata"]["report_dir"] for r in runs] == [p["report_dir"] for p in passes]
+    assert [r["tags"][1] for r in runs] == [f"status:{p['status']}" for p in passes]
+    compared = [r for r in runs if "drift" in r["metadata"]["reports"].split(",")]
+    drifted = [r for r in compared if r["tags"][0] == "drift"]
+    assert len(drifted) >= 2  # the first shift and, after the re-baselining, the second
+    charts = [p.title for p in PANELS if p.kind != "text"]
+    view = open_drift_history(
+        home.root / "evidently", riskops_home.parent, project_name(), [p.title for p in PANELS], charts
+    )
+    assert view.runs_total == len(passes)
+    assert [t[0] for t in view.run_tags] == [r["tags"][0] for r in reversed(runs)][: len(view.run_tags)]
+    assert view.panels["Share of drifted inputs per pass"].marks == len(compared)
+    assert view.panels["Drifted inputs per pass"].bars == len(compared)
+    assert view.panels["Passes with a drift verdict"].marks == len(drifted)
+    assert all(view.panels[t].drawn for t in charts), {t: view.panels[t] for t in charts}

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from alert_rules import write_rules_file
 from grafana_dashboard import dashboard_queries
+from support.browser import chromium, save_screenshot
 from support.monitoring import drifted_world, write_prediction_log
 from support.prometheus import alerts, query, running_prometheus, running_pushgateway, wait_for
 from support.redis_server import RedisServer
@@ -90,6 +92,19 @@ def _monitor_pass(root, gateway: str) -> dict:
     return run_loop_once(home, config).summary()
 
 
+def _alerts_page(url: str, out: Path) -> str:
+    """Prometheus' alerts page in headless Chromium: its text; a screenshot as prometheus-alerts.png
+    (under the test's folder, and $RISKOPS_TEST_ARTIFACTS when set)."""
+    with chromium(out / "chromium") as driver:
+        for path in ("/alerts", "/classic/alerts"):  # upstream's UI; Debian's package serves the classic one
+            driver.get(url + path)
+            text = driver.find_element("tag name", "body").text
+            if "404" not in text[:40]:
+                break
+        save_screenshot(driver, out / "prometheus-alerts.png")
+        return text
+
+
 def _firing(url: str, name: str) -> list[dict]:
     return [a for a in alerts(url) if a["labels"].get("alertname") == name and a["state"] == "firing"]
 
@@ -138,6 +153,8 @@ def test_scraped_metrics_fire_the_alerts_and_feed_every_dashboard_panel(
                 fired = wait_for(
                     lambda: _firing(prom, "RiskopsDegradedAnswers"), 120, 1, "RiskopsDegradedAnswers firing"
                 )
+                page = _alerts_page(prom, tmp_path)  # what the operator sees, in a real browser
+                assert "RiskopsDegradedAnswers" in page and "firing" in page.lower()
             finally:
                 redis.start()
             assert fired[0]["annotations"]["runbook_url"].endswith("#riskopsdegradedanswers")

@@ -70,6 +70,12 @@ def _print_monitor_result(res, rules) -> None:
     for name in ("drift.html", "performance.html", "volume.json", "verdict.json"):
         if name in res.files:
             term.print(f"report: {res.files[name]}", soft_wrap=True)
+    exported = res.exported or {}
+    if exported.get("pushed_to") or exported.get("textfile"):
+        where = [w for w in (exported.get("pushed_to"), exported.get("textfile")) if w]
+        term.print(f"metrics: {', '.join(where)}", soft_wrap=True)
+    if exported.get("error"):
+        term.print(f"[yellow]metrics: {exported['error']}[/yellow]", soft_wrap=True)
 
 
 def _submit_pipeline(host: str, **params) -> str:

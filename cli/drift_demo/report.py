@@ -129,6 +129,7 @@ def print_figures(console: Any, result: LoopResult) -> None:
         if v is not None:
             t.add_row(k, str(v))
     console.print(t)
+    console.print("the drift history of every pass, in Evidently's UI: `riskops ui` (docs/operations.md)")
 
 
 def settle_rows(a: dict | None) -> list[tuple[str, Any]]:

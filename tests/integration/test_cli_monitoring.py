@@ -75,6 +75,9 @@ def test_monitor_once_prints_the_verdict_table_and_reports(drifted_home, capsys)
     verdict = json.loads(open(next(r for r in reports if r.endswith("verdict.json"))).read())
     assert verdict["drift"] is True and verdict["champion"] == version
     assert "retraining: skipped - dry run" in out  # retrain.mode dry_run: data prepared, nothing started
+    # the verdict as Prometheus metrics: the textfile (no Pushgateway configured here)
+    assert f"metrics: {home.root / 'monitoring' / 'metrics.prom'}" in out
+    assert "riskops_monitor_drift_detected 1.0" in (home.root / "monitoring" / "metrics.prom").read_text()
 
     # --fail-on-drift for cron/CI; a loop of passes; a bad config is exit code 2
     assert main(["monitor", "--config", str(cfg), "--fail-on-drift"]) == 3

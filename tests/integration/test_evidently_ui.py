@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import warnings
 from datetime import timedelta
 
@@ -24,6 +26,7 @@ import pandas as pd
 import pytest
 from support.browser import chromium, read_dashboard, read_report_list, running_ui, save_screenshot
 from support.monitoring import model_frame_with_prior_state, write_prediction_log
+from support.servers import subprocess_env
 
 from riskops.monitoring.monitor import WindowSettings, read_monitor_log, run_monitor_once
 from riskops.monitoring.workspace import PANELS, project_name
@@ -152,3 +155,15 @@ def test_the_dashboard_shows_every_monitor_pass(tmp_path):
 
     assert screenshot.stat().st_size > 50_000  # a rendered dashboard, not a blank page
     shutil.rmtree(out / "chromium-profile", ignore_errors=True)
+
+
+def test_ui_create_serves_the_project_before_the_first_pass(tmp_path):
+    """The cluster's riskops-ui starts before the monitor's first pass (`--create`); without the flag
+    an empty workspace is refused with what to run first."""
+    workspace = tmp_path / "evidently"
+    refused = subprocess.run([sys.executable, "-m", "cli.main", "ui", "--workspace", str(workspace)],
+                             capture_output=True, text=True, timeout=120, env=subprocess_env())  # fmt: skip
+    assert refused.returncode == 2 and "riskops monitor --once" in refused.stdout
+    with running_ui(workspace, tmp_path, "--create") as url:
+        projects = httpx.get(url + "/api/projects", timeout=10).json()
+    assert [p["name"] for p in projects] == [project_name()]

@@ -633,3 +633,34 @@ def test_fails_naming_a_missing_monitoring_crd(tmp_path):
     (problem,) = rep.problems
     assert problem.startswith("[dev] PodMonitor/risk-model:")
     assert str(folder / MONITORING_CRD_FILES["PodMonitor"]) in problem
+
+
+def _mounts_of(pod_spec: dict, claim: str) -> list[str]:
+    """Where a pod's containers mount the PersistentVolumeClaim `claim`."""
+    volumes = {v["name"] for v in pod_spec.get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == claim}
+    return [m["mountPath"] for c in pod_spec["containers"] for m in c.get("volumeMounts", []) if m["name"] in volumes]  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod-gpu"])
+def test_the_drift_history_volume_is_where_the_monitor_writes_and_the_ui_reads(report, overlay):
+    from riskops.lifecycle.loop import LoopConfig
+
+    (claim,) = _objs(report, overlay, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "riskops-drift-history"
+    assert claim["spec"]["accessModes"] == (["ReadWriteOnce"] if overlay == "dev" else ["ReadWriteMany"])
+    (cronjob,) = _objs(report, overlay, "CronJob")
+    monitor_pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (ui,) = [d for d in _objs(report, overlay, "Deployment") if d["metadata"]["name"] == "riskops-ui"]
+    ui_pod = ui["spec"]["template"]["spec"]
+    config_map = next(c for c in _objs(report, overlay, "ConfigMap") if c["metadata"]["name"].startswith("riskops-monitor-config"))
+    workspace = LoopConfig.from_dict(yaml.safe_load(config_map["data"]["monitor.yaml"])).reports.workspace
+    assert _mounts_of(monitor_pod, "riskops-drift-history") == [workspace]  # the monitor writes on the volume
+    assert _mounts_of(ui_pod, "riskops-drift-history") == [workspace]
+    command = ui_pod["containers"][0]["command"]
+    assert command[:2] == ["riskops", "ui"] and command[command.index("--workspace") + 1] == workspace
+    assert "--create" in command  # it starts before the monitor's first pass
+    # the command parses with the CLI's own parser (a renamed flag fails here, not in the cluster)
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(command[1:])
+    assert args.workspace == workspace and args.host == "0.0.0.0" and args.create

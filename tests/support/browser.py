@@ -50,11 +50,11 @@ CHROMIUM_FLAGS = (
 
 
 @contextlib.contextmanager
-def running_ui(workspace: Path, log_dir: Path, timeout: float = 90.0) -> Iterator[str]:
-    """`riskops ui --workspace workspace` on a free port; yields its URL once /api/projects answers."""
+def running_ui(workspace: Path, log_dir: Path, *args: str, timeout: float = 90.0) -> Iterator[str]:
+    """`riskops ui --workspace workspace [args]` on a free port; yields its URL once /api/projects answers."""
     port = free_port()
     log = log_dir / f"ui-{port}.log"
-    cmd = [sys.executable, "-m", "cli.main", "ui", "--workspace", str(workspace), "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli.main", "ui", "--workspace", str(workspace), "--port", str(port), *args]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=ROOT)
     url = f"http://127.0.0.1:{port}"

@@ -49,12 +49,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_pushgateway(root: Path) -> Iterator[str]:
-    """`prometheus-pushgateway` on a free port, nothing persisted; yields its URL."""
-    port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    log = root / f"pushgateway-{port}.log"
-    cmd = [_binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
+def _running(root: Path, name: str, port: int, cmd: list[str]) -> Iterator[str]:
+    """`cmd` as a subprocess logging under `root`; yields its URL once /-/ready answers, then stops it."""
+    log = root / f"{name}-{port}.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -63,6 +60,16 @@ def running_pushgateway(root: Path) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
+
+
+@contextlib.contextmanager
+def running_pushgateway(root: Path) -> Iterator[str]:
+    """`prometheus-pushgateway` on a free port, nothing persisted; yields its URL."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    cmd = [_binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
+    with _running(root, "pushgateway", port, cmd) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -88,22 +95,14 @@ def running_prometheus(
     }
     config_file = root / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    log = root / f"prometheus-{port}.log"
     cmd = [
         _binary("prometheus"),
         f"--config.file={config_file}",
         f"--storage.tsdb.path={root / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
-        "--web.enable-lifecycle",
     ]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, log)
+    with _running(root, "prometheus", port, cmd) as url:
         yield url
-    finally:
-        _stop(proc)
 
 
 def query(url: str, promql: str) -> list[dict]:

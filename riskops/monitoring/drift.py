@@ -16,6 +16,9 @@ Comparisons
 * decision-rate shift — ``decision`` recomputed from the score with the version's thresholds on BOTH
   sides (operator overrides and fail-mode do not masquerade as drift): `ValueDrift` chi-square
   p-value in the report, plus flag/block rate ratios;
+* for the dashboard (`riskops.monitoring.workspace`), the window's own score distribution and decision
+  rates: `MeanValue` / `QuantileValue` (`SCORE_QUANTILES`) of ``risk_score`` and one `CategoryCount`
+  per decision, in the same report (a canary challenger's rows hold no score or decision: missing);
 * performance — on the labelled part of the log (feedback joined on transaction_id):
   `riskops.training.metrics.score_metrics` vs the version's evaluation, with a bootstrap standard error of
   the PR-AUC; an Evidently `ClassificationPreset` report when enough labels exist
@@ -44,7 +47,17 @@ from riskops.monitoring.drift_thresholds import (
     wasserstein_normed,
 )
 from riskops.monitoring.performance import performance_metrics
-from riskops.monitoring.reference import DECISION, SCORE, TIMESTAMP, Reference, decide, matched_reference
+from riskops.monitoring.reference import (
+    DECISION,
+    DECISIONS,
+    SCORE,
+    TIMESTAMP,
+    Reference,
+    decide,
+    matched_reference,
+)
+
+SCORE_QUANTILES = (0.5, 0.9, 0.99)  # the window's score quantiles the report computes (the dashboard's)
 
 # --------------------------------------------------------------------------------------------
 # The drift computation
@@ -91,6 +104,8 @@ def _numeric_frame(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
             out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
         else:
             out[c] = out[c].astype(str)
+    if DECISION in cols:  # a challenger's row holds no decision of this model: missing, not a category "None"
+        out[DECISION] = out[DECISION].where(frame[DECISION].notna())
     return out
 
 
@@ -98,7 +113,7 @@ def _evidently_drift(
     ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], settings: DriftSettings, thresholds: dict
 ) -> tuple[Any, dict[str, dict], dict[str, float]]:
     from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
+    from evidently.metrics import CategoryCount, MeanValue, QuantileValue, ValueDrift
     from evidently.presets import DataDriftPreset
 
     num = [c for c in features if c in NUMERIC_FEATURES]
@@ -116,6 +131,12 @@ def _evidently_drift(
         ValueDrift(column=SCORE, method=settings.score_method, threshold=settings.score_threshold),
         ValueDrift(column=SCORE, method="wasserstein", threshold=float(thresholds["score_wasserstein"])),
         ValueDrift(column=DECISION, method="chisquare", threshold=0.001),
+        # the dashboard's view of the window itself; no tests (not a verdict; include_tests would add
+        # "within 10% of the reference" checks). Missing values (a challenger's rows) are left out:
+        # the mean/quantiles and each decision's share (of the non-missing rows) are the champion's.
+        MeanValue(column=SCORE, tests=[]),
+        *(QuantileValue(column=SCORE, quantile=q, tests=[]) for q in SCORE_QUANTILES),
+        *(CategoryCount(column=DECISION, category=d, tests=[]) for d in DECISIONS),
     ]
     report = Report(metrics, include_tests=True)
     snap = report.run(

@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from riskops.monitoring.drift import SCORE_QUANTILES
+from riskops.monitoring.reference import DECISIONS
 from riskops.settings import MODEL_NAME
 
 PROJECT_NAME = "riskops drift monitor"
@@ -78,16 +80,28 @@ def _value_drift(column: str, method: str, legend: str) -> Series:
     return Series("ValueDrift", (("column", column), ("method", method)), legend)
 
 
-# Labels are compared as strings with the run's metric params (Evidently stores str(value)); methods
-# are riskops.monitoring.drift_settings.DriftSettings' defaults.
+def _score_quantile(q: float) -> Series:
+    return Series("QuantileValue", (("column", "risk_score"), ("quantile", str(q))), f"p{q * 100:g}")
+
+
+def _decision_rate(decision: str) -> Series:
+    # CategoryCount's value is a count and a share ("value_type"); its `categories` param is a list,
+    # stored as str(list)
+    labels = (("column", "decision"), ("categories", str([decision])), ("value_type", "share"))
+    return Series("CategoryCount", labels, decision)
+
+
+# Labels are compared as strings with the run's metric params plus the value's location in the
+# result (Evidently stores str(value)); methods are riskops.monitoring.drift_settings.DriftSettings'
+# defaults, quantiles and decisions what riskops.monitoring.drift's report computes.
 PANELS: tuple[Panel, ...] = (
     Panel(
         "riskops drift monitor",
         "text",
         description="One run per monitor pass (tags: status, champion version, drift / no-drift, alert). "
         "Inputs: DataDriftPreset with self-calibrated per-column thresholds; score: ValueDrift of "
-        "risk_score; decisions: ValueDrift of the decision mix; performance: ClassificationPreset on "
-        "the labelled window.",
+        "risk_score, its mean and quantiles; decisions: the rates of approve / review / block and "
+        "ValueDrift of that mix; performance: ClassificationPreset on the labelled window.",
     ),
     Panel(
         "Drifted inputs, newest pass",
@@ -124,6 +138,13 @@ PANELS: tuple[Panel, ...] = (
         (Series("DriftedColumnsCount", (("value_type", "count"),), "drifted inputs"),),
     ),
     Panel(
+        "Risk score per pass (mean, p50, p90, p99)",
+        "line",
+        (Series("MeanValue", (("column", "risk_score"),), "mean"), *map(_score_quantile, SCORE_QUANTILES)),
+        description="MeanValue and QuantileValue of risk_score over the window's rows scored by the "
+        "champion (a canary challenger's rows are left out)",
+    ),
+    Panel(
         "Score drift (risk_score)",
         "line",
         (_value_drift("risk_score", "wasserstein", "normed Wasserstein distance"),),
@@ -133,6 +154,14 @@ PANELS: tuple[Panel, ...] = (
         "Score drift p-value (risk_score, KS)",
         "line",
         (_value_drift("risk_score", "ks", "KS p-value"),),
+    ),
+    Panel(
+        "Decision rates per pass",
+        "line",
+        tuple(map(_decision_rate, DECISIONS)),
+        description="CategoryCount share of each decision among the window's rows scored by the champion "
+        "(a canary challenger's rows are left out), the decision recomputed from the score with the "
+        "version's thresholds",
     ),
     Panel(
         "Decision mix shift (chi-square p-value)",

@@ -6,7 +6,8 @@ monitor passes (`run_monitor_once`, Evidently reports) walk over the log, a wind
 transactions: the first passes see normal traffic, the later ones the shift. Then `riskops ui`
 serves the home's Evidently workspace as a subprocess and headless Chromium (Selenium, the OS's
 chromedriver) opens the project's dashboard: every chart panel must show one point (or bar) per
-pass that holds its metric, the drift-verdict panel one per drifted pass, the counters the last
+pass and series that holds its metric (the score's mean and quantiles, each decision's rate), each
+series named in its legend, the drift-verdict panel one per drifted pass, the counters the last
 pass's values, and the Reports page one run per pass, the drifted ones tagged ``drift``. A pass
 made while the UI runs shows up on the next load. The dashboard's screenshot is saved as
 ``screenshot.png`` under the test's tmp folder (and $RISKOPS_TEST_ARTIFACTS when set).
@@ -89,7 +90,7 @@ def _pass(home, log_df, end: int):
 
 
 def _expected(results) -> dict[str, int]:
-    """Points per chart panel: one per pass holding the panel's metric."""
+    """Points per chart panel: one per pass holding the panel's metric, per series."""
     compared = sum("drift.json" in r.files for r in results)  # passes with a drift report
     drifted = sum(r.verdict.drift and "drift.json" in r.files for r in results)
     labelled = sum("performance.json" in r.files for r in results)
@@ -97,8 +98,10 @@ def _expected(results) -> dict[str, int]:
         "Share of drifted inputs per pass": compared,
         "Passes with a drift verdict": drifted,
         "Drifted inputs per pass": compared,  # bars
+        "Risk score per pass (mean, p50, p90, p99)": 4 * compared,  # four series
         "Score drift (risk_score)": compared,
         "Score drift p-value (risk_score, KS)": compared,
+        "Decision rates per pass": 3 * compared,  # approve, review, block
         "Decision mix shift (chi-square p-value)": compared,
         "Performance on the labelled window": 3 * labelled,  # three series
     }
@@ -107,6 +110,22 @@ def _expected(results) -> dict[str, int]:
 def _drawn(panels, title: str) -> int:
     p = panels[title]
     return p.bars if title == "Drifted inputs per pass" else p.marks
+
+
+def _per_series(panels, expected: dict[str, int]) -> tuple[dict, dict]:
+    """(drawn, wanted) per chart panel: its legend's names and the points (bars) of each series. Every
+    series of a panel holds one value per pass, so each draws the panel's points / its series count."""
+    drawn, wanted = {}, {}
+    for p in PANELS:
+        if p.title in expected:
+            view = panels[p.title]
+            per_series = [view.bars] if p.title == "Drifted inputs per pass" else view.series_marks
+            drawn[p.title] = (sorted(view.legends), sorted(per_series))
+            wanted[p.title] = (
+                sorted(s.legend for s in p.series),
+                [expected[p.title] // len(p.series)] * len(p.series),
+            )
+    return drawn, wanted
 
 
 def test_the_dashboard_shows_every_monitor_pass(tmp_path):
@@ -136,6 +155,8 @@ def test_the_dashboard_shows_every_monitor_pass(tmp_path):
             assert not missing and not empty, f"panels missing {missing}, drawing nothing {empty}"
             shown = {t: _drawn(panels, t) for t in _expected(results)}
             assert shown == _expected(results)
+            drawn, wanted = _per_series(panels, _expected(results))
+            assert drawn == wanted  # each series named in the legend, one point per pass
             # the counters: the last pass's numbers, as its report computed them
             last = results[-1].verdict.metrics
             assert panels["Drifted inputs, newest pass"].counters == [f"{last['feature_drift.count']:.0f}"]

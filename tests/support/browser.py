@@ -13,7 +13,8 @@
   read and screenshotted (``out_dir/screenshot.png``), its Reports page read.
 
 Evidently's UI draws its charts with MUI X Charts (SVG): a line's points are
-``circle.MuiMarkElement-root``, a bar is ``.MuiBarElement-root``, a counter's value an ``h2``; each
+``circle.MuiMarkElement-root`` (classed ``MuiMarkElement-series-<id>`` by series), a legend's names
+``.MuiChartsLegend-label``, a bar is ``.MuiBarElement-root``, a counter's value an ``h2``; each
 panel is a ``MuiCard`` whose ``h5`` is the panel's title. These selectors are what the rendered page
 of evidently 0.7.23 exposes.
 """
@@ -101,6 +102,8 @@ class PanelView:
 
     title: str
     marks: int = 0  # points of its line series
+    series_marks: list[int] = field(default_factory=list)  # points per line series, in drawing order
+    legends: list[str] = field(default_factory=list)  # the series' names in its legend
     bars: int = 0
     counters: list[str] = field(default_factory=list)  # a counter panel's values as displayed
     text: str = ""
@@ -117,6 +120,10 @@ return Array.from(document.querySelectorAll('div.MuiCard-root')).flatMap(card =>
   if (!h5) return [];
   return [{title: h5.innerText.trim(),
            marks: card.querySelectorAll('circle.MuiMarkElement-root').length,
+           series_marks: Object.values(Array.from(card.querySelectorAll('circle.MuiMarkElement-root'))
+             .map(e => Array.from(e.classList).find(c => c.startsWith('MuiMarkElement-series-')))
+             .reduce((n, s) => { n[s] = (n[s] || 0) + 1; return n; }, {})),
+           legends: Array.from(card.querySelectorAll('.MuiChartsLegend-label')).map(e => e.innerText.trim()),
            bars: card.querySelectorAll('.MuiBarElement-root').length,
            counters: Array.from(card.querySelectorAll('h2')).map(e => e.innerText.trim()),
            text: card.innerText}];

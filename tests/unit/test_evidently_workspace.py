@@ -1,6 +1,7 @@
 """The Evidently workspace the monitor fills (riskops.monitoring.workspace): one project with one
 dashboard however many passes and processes add to it, one run per pass at the pass's time with the
 verdict's tags, panels that find the runs' values, bounded size, and a pass that never fails for it.
+The score-distribution and decision-rate panels show the champion's rows of a window only.
 
 The reports are real: `compute_drift` on a small random reference and windows (four monitored
 inputs, so that Evidently stays quick); "shifted" windows move an input, the score and bring a
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -170,6 +172,48 @@ def test_every_panel_series_finds_a_value_in_every_run(tmp_path, snapshots):
     share = Series("DriftedColumnsCount", (("value_type", "share"),))
     normal, shifted = _series(folder, project_id, share)
     assert shifted > normal
+    # ... and scored higher; the decision rates of a pass add up to one
+    mean = Series("MeanValue", (("column", "risk_score"),))
+    normal, shifted = _series(folder, project_id, mean)
+    assert shifted > normal + 0.1
+    rates = _panel(project_id, folder, "Decision rates per pass")
+    assert [sum(per_pass) for per_pass in zip(*rates.values(), strict=True)] == pytest.approx([1.0, 1.0])
+
+
+def _panel(project_id, folder, title) -> dict[str, list]:
+    """legend -> values per run of each series of the panel titled `title`."""
+    (panel,) = [p for p in PANELS if p.title == title]
+    return {s.legend: _series(folder, project_id, s) for s in panel.series}
+
+
+def test_score_and_decision_panels_show_the_champions_rows_only(tmp_path, model_dir, windows):
+    """A canary challenger scores a third of the window, all of it near 1 (blocks, had they been
+    counted): the window's score quantiles and decision rates are the champion's rows' alone, as
+    riskops' own numbers have them (numpy, not Evidently), and the decision mix test compares them."""
+    ref = load_reference(model_dir, model_version="v0001")
+    w = windows["normal"].copy()
+    challenger = w.index[::3]
+    w.loc[challenger, "model_version"] = "v0002"
+    w.loc[challenger, "risk_score"] = 0.99
+    result = compute_drift(ref, current_frame(w), SETTINGS)
+    fast = compute_drift(ref, current_frame(w), replace(SETTINGS, engine="fast")).metrics
+    ws = DriftWorkspace(tmp_path / "ws")
+    ws.add_pass(result.snapshots, T0, ["no-drift"])
+    pid = ws.project().id
+    m = result.metrics
+    assert m["window.champion_share"] == pytest.approx(2 / 3, abs=0.01)
+
+    score = {k: v for k, (v,) in _panel(pid, ws.path, "Risk score per pass (mean, p50, p90, p99)").items()}
+    assert score["mean"] == pytest.approx(m["score.mean_cur"])
+    assert score["p99"] == pytest.approx(m["score.p99_cur"]) and score["p99"] < 0.9
+    assert score["p50"] < score["p90"] < score["p99"]
+    rates = {k: v for k, (v,) in _panel(pid, ws.path, "Decision rates per pass").items()}
+    assert rates["review"] == pytest.approx(m["decision.review_rate_cur"])
+    assert rates["block"] == pytest.approx(m["decision.block_rate_cur"]) and rates["block"] < 0.1
+    assert sum(rates.values()) == pytest.approx(1.0)
+    # the challenger's rows are missing decisions, not a category of their own
+    assert m["decision.chisquare_p_value"] == pytest.approx(fast["decision.chisquare_p_value"])
+    assert m["decision.chisquare_p_value"] > 0.001
 
 
 def test_older_runs_are_slimmed_and_the_oldest_deleted(tmp_path, snapshots):

@@ -57,7 +57,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"Prometheus evaluates the alert rules at {topology.prometheus_url} (alerts page: /alerts, or "
             "/classic/alerts with Debian's package); the monitor pushes its "
             f"verdicts to {topology.pushgateway_url}. Grafana: import k8s/base/monitoring/riskops-dashboard.json "
-            "with this Prometheus as its data source. Drift history: `riskops ui` (docs/operations.md)."
+            f"with this Prometheus as its data source. Drift history (Evidently's UI): {topology.ui_url} "
+            "(docs/operations.md)."
         )
     try:
         next_run = time.monotonic() + every
@@ -86,16 +87,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "environment are read from the rendered manifests (`kubectl kustomize`): Redis, the "
         "InferenceService's predictor and transformer replicas sharing entity state in it, and the "
         "monitor CronJob on its schedule, reading the prediction log the transformers ship; beside them "
-        "Prometheus (the overlay's PodMonitor, ServiceMonitor and PrometheusRule) and the Pushgateway the "
-        "monitor pushes its verdicts to. Needs a "
+        "Prometheus (the overlay's PodMonitor, ServiceMonitor and PrometheusRule), the Pushgateway the "
+        "monitor pushes its verdicts to, and riskops-ui (Evidently's UI over the drift history). Needs a "
         "built home ($RISKOPS_HOME with a Feast repo and a champion) and redis-server, prometheus and "
         "prometheus-pushgateway on the PATH (`make up` installs them).",
     )
     p.add_argument("--overlay", default="dev", help="k8s overlay to run (default %(default)s)")
     p.add_argument("--replicas", type=int, default=2, help="transformer replicas (default %(default)s)")
     p.add_argument("--no-prometheus", action="store_true",
-                   help="do not start Prometheus and the Pushgateway (by default they run beside the "
-                   "servers: the overlay's alert rules, every server scraped)")  # fmt: skip
+                   help="do not start Prometheus, the Pushgateway and riskops-ui (by default they run "
+                   "beside the servers: the overlay's alert rules, every server scraped, the drift history)")  # fmt: skip
     p.add_argument("--monitor-every", type=float, default=None,
                    help="seconds between monitor passes (default: the CronJob's schedule)")  # fmt: skip
     p.set_defaults(func=cmd_up)

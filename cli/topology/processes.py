@@ -15,7 +15,8 @@ what is rewritten for this machine). What stands in for the cluster, and why:
   local``), the same pipeline the cluster's KFP would run;
 * the object store: a ``file://`` folder (the S3 path itself is tested against an S3 stand-in);
 * the Prometheus Operator: with ``observability``, a Prometheus and a Pushgateway started from the
-  overlay's PodMonitor, ServiceMonitor and PrometheusRule (cli/topology/observability.py).
+  overlay's PodMonitor, ServiceMonitor and PrometheusRule (cli/topology/observability.py), and the
+  riskops-ui Deployment over the drift history the monitor writes in the home (the cluster's volume).
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class ClusterTopology:
         serving_settings: ServingConfig fields given to the transformers as a serving.yaml (what a
             site would mount), e.g. a shorter ``log_segment_seconds`` so the monitor sees traffic
             sooner. ``server_cpu: off`` is always set (the predictor gets that one too).
-        observability: also start Prometheus (the overlay's alert rules, scraping every server)
-            and the Pushgateway the monitor pushes its verdicts to; see `prometheus_url`.
+        observability: also start Prometheus (the overlay's alert rules, scraping every server),
+            the Pushgateway the monitor pushes its verdicts to, and riskops-ui (Evidently's UI over
+            the drift history); see `prometheus_url`, `ui_url`.
     """
 
     def __init__(
@@ -141,6 +143,23 @@ class ClusterTopology:
         self._spawn("prometheus", cmd, env, self.prometheus_url)
         for p in self.processes[-2:]:
             self._wait_ready(p, path="/-/ready")
+        self._start_ui()
+
+    def _start_ui(self) -> None:
+        """The riskops-ui Deployment: Evidently's UI over the drift history, which the monitor job
+        writes under the home here (the cluster's volume); ready when this returns."""
+        w = workload(self._docs, "Deployment", "riskops-ui", self.secrets)
+        port = free_port()
+        cmd = [sys.executable, "-m", "cli.main", *w.command[1:]] if w.command[:1] == ["riskops"] else w.command
+        cmd = set_arg(cmd, "--workspace", str(self.home.root / "evidently"))
+        cmd = set_arg(set_arg(cmd, "--host", "127.0.0.1"), "--port", str(port))
+        ui = self._spawn("ui", cmd, self._env(w, "ui"), f"http://127.0.0.1:{port}")
+        self._wait_ready(ui, path="/api/projects")
+
+    @property
+    def ui_url(self) -> str | None:
+        """riskops-ui (Evidently's UI over the drift history), with ``observability``."""
+        return next((p.url for p in self.processes if p.name == "ui"), None)
 
     @property
     def urls(self) -> list[str]:
@@ -312,7 +331,7 @@ class ClusterTopology:
         config.setdefault("retrain", {})["mode"] = "local"
         reports = config.setdefault("reports", {})
         if str(reports.get("workspace", "")).startswith("/"):  # the CronJob's volume: a folder of the home
-            reports["workspace"] = "evidently"
+            reports["workspace"] = "evidently"  # (riskops-ui serves the same folder: _start_ui)
         local.write_text(yaml.safe_dump(config, sort_keys=False))
         env["RISKOPS_MONITOR_CONFIG"] = str(local)
         env.pop("KF_PIPELINES_SA_TOKEN_PATH", None)

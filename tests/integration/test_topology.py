@@ -1,6 +1,6 @@
 """`riskops up`'s topology (cli/topology): the processes k8s/ deploys, started from the rendered
-manifests over a built home — Redis, the predictor, two transformer replicas, Prometheus and the
-Pushgateway — and the monitor CronJob's pass over what they logged."""
+manifests over a built home — Redis, the predictor, two transformer replicas, Prometheus, the
+Pushgateway and riskops-ui — and the monitor CronJob's pass over what they logged."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _pod_logs(topology) -> pd.DataFrame:
 
 def test_every_process_runs_what_the_manifests_say(topology):
     names = [p.name for p in topology.processes]
-    assert names == ["redis", "predictor", "transformer-0", "transformer-1", "pushgateway", "prometheus"]
+    assert names == ["redis", "predictor", "transformer-0", "transformer-1", "pushgateway", "prometheus", "ui"]
     by_name = {p.name: p for p in topology.processes}
     assert by_name["redis"].proc.args[0] == "redis-server" and "--appendonly" in by_name["redis"].proc.args
     for name in ("transformer-0", "transformer-1"):
@@ -63,7 +63,9 @@ def test_the_replicas_share_entity_state_through_redis(topology):
     assert len(set(_pod_logs(topology)["request_id"])) >= 4
 
 
-def test_prometheus_scrapes_every_server_and_the_monitor_pushes_its_verdict(topology):
+def test_the_operators_view_scrapes_every_server_and_shows_the_monitors_pass(topology):
+    """Prometheus scrapes every server and loads the rules; the monitor's pass is pushed to the
+    Pushgateway, and riskops-ui serves the drift history it wrote."""
     prom = topology.prometheus_url
 
     def serving_up() -> dict[str, str]:
@@ -82,6 +84,10 @@ def test_prometheus_scrapes_every_server_and_the_monitor_pushes_its_verdict(topo
     pushed = wait_for(lambda: query(prom, 'riskops_monitor_last_pass_timestamp_seconds{job="riskops-monitor"}'),
                       30, 1, "the monitor's pushed verdict")  # fmt: skip
     assert float(pushed[0]["value"][1]) > time.time() - 600
+    # riskops-ui (the Deployment's command) serves the drift history the pass wrote into the home
+    projects = httpx.get(f"{topology.ui_url}/api/projects", timeout=10).json()
+    assert [p["name"] for p in projects] == ["riskops drift monitor (risk-model)"]
+    assert (topology.home.root / "evidently").is_dir()
 
 
 def test_a_replica_killed_under_load_loses_no_acknowledged_prediction(topology):

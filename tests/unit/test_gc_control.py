@@ -57,15 +57,19 @@ def test_heap_freezer_freezes_survivors_only_when_its_owner_asks(clean_gc):
     freezer = HeapFreezer()
     try:
         at_start = freezer.start()
-        assert at_start == gc.get_freeze_count() > 10_000 and freezer.freezes == 1
+        # what start() froze is in the permanent generation; other threads may free a few of those
+        # objects meanwhile (the count only drops then), but nothing joins it without a freeze
+        assert at_start > 10_000 and 0 <= at_start - gc.get_freeze_count() < 1_000
+        assert freezer.freezes == 1
         assert freezer.freeze_survivors() is False  # no full collection since
         long_lived = [[i] for i in range(20_000)]
         gc.collect(1)  # a young collection is not a full one
         assert freezer.freeze_survivors() is False
         gc.collect()
-        assert gc.get_freeze_count() == at_start  # noted, not frozen yet
+        noted = gc.get_freeze_count()
+        assert noted <= at_start  # noted, not frozen yet: the permanent generation did not grow
         assert freezer.freeze_survivors() is True and freezer.freezes == 2
-        assert gc.get_freeze_count() >= at_start + len(long_lived)
+        assert gc.get_freeze_count() >= noted + len(long_lived)
     finally:
         freezer.stop()
     assert freezer._on_gc not in gc.callbacks

@@ -13,7 +13,9 @@ test period is scored once per model:
 * ``lightgbm_tuned_behaviour``: the same + hand-made sequence features (BEHAVIOUR_FEATURES), same tuning;
 * ``tabular_transformer``: the fused model without the sequence branch (text + tabular);
 * ``sequence_only``: the sequence branch alone (no text, no tabular features);
-* ``fused``: sequence + text + tabular, trained jointly;
+* ``fused_single``: sequence + text + tabular, trained jointly, one network;
+* ``fused``: the platform's model: TRAINING.members such networks side by side, logits averaged
+  (riskops.training.model.RiskModel); the single-network rows above are its ablations;
 * ``lightgbm_on_fused_embedding``: tabular features + the fused model's last hidden layer, same tuning
   (the embedding of the training rows comes from a model trained on them, so it is optimistic there;
   validation chooses the trial, so the test figure stays honest);
@@ -68,21 +70,26 @@ FUSED_CONFIG: dict = {  # the training pipeline's own profile (riskops.training.
     "finetune_layers": TRAINING.finetune_layers,
     "epochs": TRAINING.epochs,
     "max_train_rows": TRAINING.max_train_rows or None,
+    "members": TRAINING.members,
     "progress": False,
 }
 QUICK_OVERRIDES: dict = {"encoder": "tiny", "epochs": 2}  # --quick: smoke settings, numbers not meaningful
-# The sequence / tabular switches of each fused model (names as in the report).
+# The sequence / tabular switches of each fused model (names as in the report). ``fused`` is the platform's
+# model (TRAINING.members heads averaged); the ablations are single networks, to be read against
+# ``fused_single`` (the same network as one member), which also shows what the ensemble adds.
 FUSED_MODELS: dict[str, dict] = {
-    "tabular_transformer": {"sequence": False, "tabular": True},
-    "sequence_only": {"sequence": True, "tabular": False},
+    "tabular_transformer": {"sequence": False, "tabular": True, "members": 1},
+    "sequence_only": {"sequence": True, "tabular": False, "members": 1},
+    "fused_single": {"sequence": True, "tabular": True, "members": 1},
     "fused": {"sequence": True, "tabular": True},
-    "sequence_only_shuffled": {"sequence": True, "tabular": False},
+    "sequence_only_shuffled": {"sequence": True, "tabular": False, "members": 1},
 }
 LIGHTGBM_VARIANTS = ("lightgbm_tuned", "lightgbm_tuned_behaviour")
 MODELS = (
     *LIGHTGBM_VARIANTS,
     "tabular_transformer",
     "sequence_only",
+    "fused_single",
     "fused",
     "lightgbm_on_fused_embedding",
     "sequence_only_shuffled",
@@ -281,7 +288,7 @@ def run_seed(seed: int, args, work: Path, t0: float) -> dict:
         progress(f"{name}: {args.trials} trials")
         record(name, *_tune(X, s, args, seed))
     scorers = {}
-    for name in ("tabular_transformer", "sequence_only", "fused"):
+    for name in ("tabular_transformer", "sequence_only", "fused_single", "fused"):
         progress(f"training {name}")
         scores, seconds, note, scorers[name] = _train_fused(name, s, args, seed, work)
         record(name, scores, seconds, note)

@@ -64,27 +64,19 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Fine-tune the risk model on a training set from `riskops features`."""
+    """Train the risk model on a training set from `riskops features`, as the pipeline's train step does."""
     import pandas as pd
 
-    from riskops.data.splits import time_split
-    from riskops.features.contract import build_model_frame
-    from riskops.training.finetune import TrainConfig, train_model
+    from riskops.training.finetune import TrainConfig, train_from_training_set
 
     df = pd.read_parquet(args.training_set)
-    train, val, _test = time_split(df, args.test_fraction, args.val_fraction)
     config = TrainConfig(
-        epochs=args.epochs, encoder=args.encoder, max_steps=args.max_steps or None, seed=args.seed
-    )
+        epochs=args.epochs, encoder=args.encoder, max_steps=args.max_steps or None, seed=args.seed,
+        members=args.members,
+    )  # fmt: skip
     out = Path(args.out) if args.out else paths().root / "models" / time.strftime("%Y%m%d-%H%M%S")
-    result = train_model(
-        build_model_frame(train),
-        build_model_frame(val),
-        train["is_fraud"].to_numpy(),
-        val["is_fraud"].to_numpy(),
-        config,
-        out,
-    )
+    # the same step as the pipeline's: each row's history over the whole set, then the time split
+    result = train_from_training_set(df, out, config, args.test_fraction, args.val_fraction)
     console().print(
         f"trained on {result.device} in {result.train_seconds:.0f}s; best epoch {result.best_epoch},"
         f" validation PR-AUC {result.val_pr_auc:.4f}; model -> {result.model_dir}"
@@ -123,13 +115,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("train", help="fine-tune the transformer risk model on a training set",
-                       description="Fine-tune the text encoder + tabular model on a training set from `riskops features`.")
+                       description="Train the risk model (each transaction's recent history + tabular features + product "
+                                   "text) on a training set from `riskops features`: time split, early stopping "
+                                   "on validation, calibration; the folder serves as it is.")
     p.add_argument("training_set", help="parquet from `riskops features`")
     p.add_argument("--out", help="model folder (default $RISKOPS_HOME/models/<timestamp>)")
     p.add_argument("--encoder", choices=("minilm", "tiny"), default=QUICK_TRAINING.encoder, help="text encoder")
     p.add_argument("--epochs", type=int, default=QUICK_TRAINING.epochs)
     p.add_argument("--max-steps", type=int, default=QUICK_TRAINING.max_steps, help="stop after N steps (0 = no limit)")
     p.add_argument("--seed", type=int, default=QUICK_TRAINING.seed)
+    p.add_argument("--members", type=int, default=QUICK_TRAINING.members,
+                   help="networks trained side by side whose scores are averaged (default %(default)s; 1 is "
+                        "fastest)")
     p.add_argument("--test-fraction", type=float, default=QUICK_TRAINING.test_fraction, help="newest share held out for testing")
     p.add_argument("--val-fraction", type=float, default=QUICK_TRAINING.val_fraction, help="share before the test period for early stopping")
     p.set_defaults(func=cmd_train)

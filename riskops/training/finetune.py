@@ -84,6 +84,7 @@ class TrainConfig:
     numeric_embedding: str = "periodic"  # riskops.training.model.NUMERIC_EMBEDDINGS
     sequence: bool = TRAINING.sequence  # read each transaction's behaviour sequence (riskops.features.sequences)
     tabular: bool = True  # False: the history alone (an ablation of the benchmark)
+    members: int = TRAINING.members  # fused heads trained side by side, logits averaged (RiskModel)
     model: dict = field(default_factory=dict)  # further ModelConfig fields (sizes, dropout, text), e.g. ablations
     # bring-your-own-data (riskops.byod): the model frame's own columns; None = the built-in schema's
     numeric_features: tuple[str, ...] | None = None
@@ -105,6 +106,7 @@ class TrainConfig:
             seed=params.seed,
             max_train_rows=params.max_train_rows or None,
             sequence=params.sequence,
+            members=params.members,
             **overrides,
         )
 

@@ -46,7 +46,12 @@ log = logging.getLogger(__name__)
 
 
 def loss_function(pos_weight: float, gamma: float):
+    """The training loss of [B] or [B, members] logits against [B] labels: each member's own
+    loss, averaged (members learn independently, as in a deep ensemble)."""
+
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if logits.dim() == 2:
+            y = y.unsqueeze(-1).expand_as(logits)
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
         if gamma > 0:
             p = torch.sigmoid(logits)
@@ -135,7 +140,8 @@ class FineTuningRun:
         # start from the (weighted) base rate: the first steps need not learn it
         with torch.no_grad():
             prior = n_pos * self.pos_weight / (n_pos * self.pos_weight + n_neg)
-            self.model.mlp[-1].bias.fill_(math.log(prior / (1 - prior)))
+            for member in self.model.members:
+                member.mlp[-1].bias.fill_(math.log(prior / (1 - prior)))
         self.step_module = self._step_module()
         t_cache = time.perf_counter()
         self.cache = LowerStateCache.build(
@@ -177,6 +183,7 @@ class FineTuningRun:
         self.mcfg = ModelConfig(
             encoder=config.encoder, finetune_layers=config.finetune_layers, max_length=config.max_length,
             numeric_embedding=config.numeric_embedding, sequence=sequence, tabular=config.tabular,
+            members=config.members,
             **byod_columns, **config.model,
         )  # fmt: skip
         self.model = RiskModel.build(self.mcfg).to(self.place.device)

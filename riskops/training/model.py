@@ -15,6 +15,9 @@ Architecture (``RiskModel``)::
     history tokens (riskops.features.sequences) ──> EventSequenceEncoder ─────┘
                         (small transformer over the last events of the user/device/IP, CLS)
 
+Everything right of the text encoder is one ``FusedHead``; the model holds ``members`` of them
+(3 in the training pipeline) and scores with the mean of their logits.
+
 The branches are trained jointly (riskops.training.finetune). Parts of the network that read
 numbers and histories: riskops.training.sequence_encoder.
 """
@@ -37,6 +40,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from riskops.features.contract import CATEGORICAL_VOCABS, NUMERIC_FEATURES, ColumnFrame
 from riskops.features.sequences import SEQUENCE_COLUMNS
+from riskops.training.packed_heads import PackedHeads
 from riskops.training.sequence_encoder import EventSequenceEncoder, NumericEmbedding
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,8 @@ CONFIG_FILE = "config.json"
 # 2: the text is product title + category + merchant category only (riskops.features.contract.transaction_text);
 # a format-1 model read a longer text and would be scored with inputs it never saw.
 # 3: numeric embeddings and the behaviour-sequence branch (riskops.features.sequences).
-FORMAT_VERSION = 3
+# 4: the head is a list of members (FusedHead), averaged.
+FORMAT_VERSION = 4
 NUMERIC_EMBEDDINGS: tuple[str, ...] = ("periodic", "linear")
 
 # The shape of the tiny random encoder used by tests and smoke runs (the MiniLM vocabulary, so the
@@ -178,6 +183,7 @@ class ModelConfig:
     sequence_layers: int = 2
     sequence_heads: int = 4
     tabular: bool = True  # False: the head reads the history alone (the benchmark's "sequence only" model)
+    members: int = 1  # fused heads trained side by side, logits averaged (FusedHead; a deep ensemble)
     encoder_config: dict | None = None  # BERT shape (_BERT_KEYS); filled in when the encoder is built
 
     def __post_init__(self) -> None:
@@ -212,14 +218,99 @@ class ModelConfig:
         if found != FORMAT_VERSION:
             raise ModelFormatError(
                 f"{path}: model format {found}, this riskops reads format {FORMAT_VERSION} "
-                "(the model's text inputs changed); retrain it: riskops pipeline run"
+                "(the model's inputs or architecture changed); retrain it: riskops pipeline run"
             )
         return cls.from_dict(d)
 
 
 # --------------------------------------------------------------------------- model
+class FusedHead(nn.Module):
+    """One member of the model's head: text projection + numeric and categorical embeddings + the
+    history encoder, fused by an MLP into one fraud logit. ``RiskModel`` averages ``members`` of them."""
+
+    def __init__(self, config: ModelConfig, text_width: int) -> None:
+        super().__init__()
+        self.config = config
+        self.text_proj = nn.Linear(text_width, config.text_dim)
+        n_num = len(config.numeric_features)
+        self.numeric_proj = (
+            NumericEmbedding(n_num, config.numeric_dim)
+            if config.numeric_embedding == "periodic"
+            else nn.Linear(n_num, config.numeric_dim)
+        )
+        self.sequence_encoder = (
+            EventSequenceEncoder(config.sequence_dim, config.sequence_layers, config.sequence_heads, config.dropout)
+            if config.sequence
+            else None
+        )
+        self.cat_embeddings = nn.ModuleDict(
+            {
+                name: nn.Embedding(len(vocab) + 1, config.cat_dim)
+                for name, vocab in config.categorical_vocabs.items()
+            }
+        )
+        width = config.text_dim + config.numeric_dim + len(config.categorical_vocabs) * config.cat_dim
+        width = width if config.tabular else 0
+        width += config.sequence_dim if config.sequence else 0
+        layers: list[nn.Module] = []
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(config.dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def categorical_vectors(self, categorical: torch.Tensor) -> list[torch.Tensor]:
+        return [emb(categorical[:, j]) for j, emb in enumerate(self.cat_embeddings.values())]
+
+    def history_vector(self, sequence: torch.Tensor | None) -> torch.Tensor | None:
+        """[B, sequence_dim] from flat history tokens [B, len(SEQUENCE_COLUMNS)]; None without the branch."""
+        if self.sequence_encoder is None:
+            return None
+        if sequence is None:
+            raise ValueError("this model reads behaviour sequences: pass the SEQUENCE_COLUMNS tokens")
+        return self.sequence_encoder(sequence)
+
+    def fused(
+        self,
+        text_emb: torch.Tensor,
+        numeric: torch.Tensor,
+        cat_vectors: Sequence[torch.Tensor],
+        history: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The MLP's last hidden layer [B, hidden[-1]]: the joint representation the logit reads."""
+        parts = [self.text_proj(text_emb), self.numeric_proj(numeric), *cat_vectors] if self.config.tabular else []
+        if history is not None:
+            parts.append(history)
+        return self.mlp[:-1](torch.cat(parts, dim=-1))
+
+    def head_from_vectors(
+        self,
+        text_emb: torch.Tensor,
+        numeric: torch.Tensor,
+        cat_vectors: Sequence[torch.Tensor],
+        history: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.mlp[-1](self.fused(text_emb, numeric, cat_vectors, history)).squeeze(-1)
+
+    def forward(
+        self,
+        text_emb: torch.Tensor,
+        numeric: torch.Tensor,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B] of this member."""
+        return self.head_from_vectors(
+            text_emb, numeric, self.categorical_vectors(categorical), self.history_vector(sequence)
+        )
+
+
 class RiskModel(nn.Module):
-    """Text encoder (mean pooled) + numeric + categorical embeddings -> MLP -> one fraud logit.
+    """Text encoder (mean pooled), shared, + ``members`` fused heads whose logits are averaged.
+
+    The members (``FusedHead``) differ only in their random initialisation and are trained side by
+    side on the same batches, each on its own loss (a deep ensemble, as TabM trains one): with a
+    few hundred frauds one network's ranking is noisy from seed to seed, the average is not.
 
     The encoder is split in two so training can cache the frozen part: ``lower_states`` runs the
     embeddings and the frozen lower layers (always in eval mode: no dropout, so cached states are
@@ -240,45 +331,25 @@ class RiskModel(nn.Module):
             raise ValueError(
                 f"max_length {config.max_length} > encoder's {encoder.config.max_position_embeddings} positions"
             )
+        if not config.tabular and not config.sequence:
+            raise ValueError("a model without the tabular inputs needs the sequence branch")
+        if config.members < 1:
+            raise ValueError(f"members must be at least 1, got {config.members}")
         self.config = config
         self.encoder = encoder
         n_layers = encoder.config.num_hidden_layers
         self.n_frozen = n_layers - min(max(int(config.finetune_layers), 0), n_layers)
         hidden_size = encoder.config.hidden_size
-
-        self.text_proj = nn.Linear(hidden_size, config.text_dim)
-        n_num = len(config.numeric_features)
-        self.numeric_proj = (
-            NumericEmbedding(n_num, config.numeric_dim)
-            if config.numeric_embedding == "periodic"
-            else nn.Linear(n_num, config.numeric_dim)
-        )
-        self.sequence_encoder = (
-            EventSequenceEncoder(config.sequence_dim, config.sequence_layers, config.sequence_heads, config.dropout)
-            if config.sequence
-            else None
-        )
-        self.cat_embeddings = nn.ModuleDict(
-            {
-                name: nn.Embedding(len(vocab) + 1, config.cat_dim)
-                for name, vocab in config.categorical_vocabs.items()
-            }
-        )
-        if not config.tabular and not config.sequence:
-            raise ValueError("a model without the tabular inputs needs the sequence branch")
-        width = config.text_dim + config.numeric_dim + len(config.categorical_vocabs) * config.cat_dim
-        width = width if config.tabular else 0
-        width += config.sequence_dim if config.sequence else 0
-        layers: list[nn.Module] = []
-        for h in config.hidden:
-            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(config.dropout)]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
+        self.members = nn.ModuleList(FusedHead(config, hidden_size) for _ in range(config.members))
         # Explain baseline for the text: the mean pooled embedding of the training texts (set by training).
         self.register_buffer("text_baseline", torch.zeros(hidden_size))
+        self._packed: PackedHeads | None = None
         self._freeze_lower()
         self.train()  # puts the frozen modules in eval mode (see train())
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._packed = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @classmethod
     def build(cls, config: ModelConfig) -> RiskModel:
@@ -318,6 +389,7 @@ class RiskModel(nn.Module):
             module.requires_grad_(False)
 
     def train(self, mode: bool = True) -> RiskModel:
+        self._packed = None  # weights may change from here on: repack on the next scoring call
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()  # frozen layers never use dropout: their cached states stay exact
@@ -354,38 +426,15 @@ class RiskModel(nn.Module):
         return self.pooled_from_lower(self.lower_states(input_ids, attention_mask), attention_mask)
 
     # -- head -------------------------------------------------------------------------------
-    def categorical_vectors(self, categorical: torch.Tensor) -> list[torch.Tensor]:
-        return [emb(categorical[:, j]) for j, emb in enumerate(self.cat_embeddings.values())]
-
-    def history_vector(self, sequence: torch.Tensor | None) -> torch.Tensor | None:
-        """[B, sequence_dim] from flat history tokens [B, len(SEQUENCE_COLUMNS)]; None without the branch."""
-        if self.sequence_encoder is None:
-            return None
-        if sequence is None:
-            raise ValueError("this model reads behaviour sequences: pass the SEQUENCE_COLUMNS tokens")
-        return self.sequence_encoder(sequence)
-
-    def head_from_vectors(
+    def member_logits(
         self,
         text_emb: torch.Tensor,
         numeric: torch.Tensor,
-        cat_vectors: Sequence[torch.Tensor],
-        history: torch.Tensor | None = None,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.mlp[-1](self.fused(text_emb, numeric, cat_vectors, history)).squeeze(-1)
-
-    def fused(
-        self,
-        text_emb: torch.Tensor,
-        numeric: torch.Tensor,
-        cat_vectors: Sequence[torch.Tensor],
-        history: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The MLP's last hidden layer [B, hidden[-1]]: the joint representation the logit reads."""
-        parts = [self.text_proj(text_emb), self.numeric_proj(numeric), *cat_vectors] if self.config.tabular else []
-        if history is not None:
-            parts.append(history)
-        return self.mlp[:-1](torch.cat(parts, dim=-1))
+        """[B, members] logits, one column per member (training puts a loss on each)."""
+        return torch.stack([m(text_emb, numeric, categorical, sequence) for m in self.members], dim=-1)
 
     def head(
         self,
@@ -394,11 +443,34 @@ class RiskModel(nn.Module):
         categorical: torch.Tensor,
         sequence: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits [B] from pooled text embeddings, normalised numerics, categorical indices and
-        (for a model with the sequence branch) flat history tokens."""
-        return self.head_from_vectors(
-            text_emb, numeric, self.categorical_vectors(categorical), self.history_vector(sequence)
-        )
+        """Logits [B] (the members' mean) from pooled text embeddings, normalised numerics,
+        categorical indices and (for a model with the sequence branch) flat history tokens."""
+        if len(self.members) == 1:
+            return self.members[0](text_emb, numeric, categorical, sequence)
+        if not self.training and not torch.is_grad_enabled() and self.config.numeric_embedding == "periodic":
+            return self.packed_heads()(text_emb, numeric, categorical, sequence).mean(-1)  # scoring: one pass
+        return self.member_logits(text_emb, numeric, categorical, sequence).mean(-1)
+
+    def packed_heads(self) -> PackedHeads:
+        """The members stacked for scoring (riskops.training.packed_heads), built from the current
+        weights on first use after ``eval()`` or ``load_state_dict``."""
+        if self._packed is None:
+            with torch.no_grad():
+                self._packed = PackedHeads(list(self.members))
+        return self._packed
+
+    def fused(
+        self,
+        text_emb: torch.Tensor,
+        numeric: torch.Tensor,
+        categorical: torch.Tensor,
+        sequence: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[B, members * hidden[-1]]: every member's last hidden layer, side by side."""
+        return torch.cat(
+            [m.fused(text_emb, numeric, m.categorical_vectors(categorical), m.history_vector(sequence))
+             for m in self.members], dim=-1,
+        )  # fmt: skip
 
     def forward(
         self,

@@ -33,6 +33,8 @@ class TrainingParams:
         max_train_seconds: FT-Transformer time budget, checked after each epoch (0 = none).
         sequence: read each transaction's recent events of its user, device and IP
             (riskops.features.sequences) through the model's sequence branch.
+        members: fused heads trained side by side whose logits the model averages (a deep
+            ensemble; riskops.training.model.RiskModel). 1 = a single network.
     """
 
     encoder: str = "minilm"
@@ -47,11 +49,13 @@ class TrainingParams:
     ft_patience: int = 4
     max_train_seconds: float = 0.0
     sequence: bool = True
+    members: int = 3
 
 
 # The built-in pipeline (`training_pipeline`) and its components: up to 10 epochs (early stopping on
-# validation) over every fraud and up to 50,000 legitimate rows; the pretrained text encoder is used
-# as it is (finetune_layers 0), so its embeddings are computed once per distinct text.
+# validation) over every fraud and up to 50,000 legitimate rows, three fused heads averaged; the
+# pretrained text encoder is used as it is (finetune_layers 0), so its embeddings are computed once
+# per distinct text.
 TRAINING = TrainingParams()
 
 # A run from the command line (`riskops pipeline run`, `riskops train`) and the bring-your-own-data

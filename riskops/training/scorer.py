@@ -327,8 +327,8 @@ class RiskScorer:
 
     @torch.inference_mode()
     def embeddings(self, frame: pd.DataFrame | ColumnFrame | ModelInputs, batch_size: int = 256) -> np.ndarray:
-        """The fused representation of each row (the MLP's last hidden layer), float32 [n, hidden[-1]]:
-        what the benchmark's "LightGBM on the model's embedding" reads."""
+        """The fused representation of each row (each member's last hidden layer, side by side),
+        float32 [n, members * hidden[-1]]: what the benchmark's "LightGBM on the model's embedding" reads."""
         x = self.inputs(frame)
         if self.model.training:
             self.model.eval()
@@ -336,12 +336,12 @@ class RiskScorer:
         for start in range(0, len(x), batch_size):
             sl = slice(start, start + batch_size)
             seq = None if x.sequence is None else x.sequence[sl].to(self.device)
-            cats = self.model.categorical_vectors(x.categorical[sl].to(self.device))
             z = self.model.fused(
-                self._text_batch(x.texts[sl]), x.numeric[sl].to(self.device), cats, self.model.history_vector(seq)
+                self._text_batch(x.texts[sl]), x.numeric[sl].to(self.device), x.categorical[sl].to(self.device), seq
             )
             out.append(z.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.config.hidden[-1]), np.float32)
+        width = self.config.hidden[-1] * self.config.members
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
     def predict_proba(
         self, model_frame: pd.DataFrame | ColumnFrame | ModelInputs, batch_size: int = 256
@@ -376,53 +376,60 @@ class RiskScorer:
         if self.model.training:
             self.model.eval()
         cfg = self.config
-        with torch.no_grad():
-            base_text = self.model.text_baseline.float()
-            base_cats = [emb.weight[1:].mean(0) for emb in self.model.cat_embeddings.values()]
-            base_hist = None
-            if self.config.sequence:
-                empty = torch.zeros((1, len(SEQUENCE_COLUMNS)), device=self.device)
-                base_hist = self.model.history_vector(empty)[0].float()
+        base_text = self.model.text_baseline.float()
         alphas = ((torch.arange(steps, dtype=torch.float32) + 0.5) / steps).to(self.device)
         rows: list[np.ndarray] = []
         for start in range(0, len(x), batch_size):
             sl = slice(start, start + batch_size)
             with torch.inference_mode():
                 text_emb = self._text_batch(texts[sl])
-            x_text = text_emb.clone()
-            x_num = numeric[sl].to(self.device)
-            with torch.no_grad():
-                x_cats = [v.clone() for v in self.model.categorical_vectors(categorical[sl].to(self.device))]
-            d_text = x_text - base_text
-            d_num = x_num
-            d_cats = [x - b for x, b in zip(x_cats, base_cats, strict=True)]
-            b = x_num.shape[0]
-            p_text = _ig_path(base_text, d_text, alphas)
-            p_num = _ig_path(torch.zeros_like(d_num[0]), d_num, alphas)
-            p_cats = [_ig_path(base, d, alphas) for base, d in zip(base_cats, d_cats, strict=True)]
-            inputs = [p_text, p_num, *p_cats]
-            p_hist = d_hist = None
-            if base_hist is not None:
-                with torch.no_grad():
-                    x_hist = self.model.history_vector(x.sequence[sl].to(self.device)).float()
-                d_hist = x_hist - base_hist
-                p_hist = _ig_path(base_hist, d_hist, alphas)
-                inputs.append(p_hist)
-            with torch.enable_grad():
-                z = self.model.head_from_vectors(p_text, p_num, p_cats, p_hist)
-                grads = torch.autograd.grad(z.sum(), inputs, allow_unused=True)  # unused: a history-only model
-            grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(inputs, grads, strict=True)]
-            g = [gr.reshape(steps, b, -1).mean(0) for gr in grads]
-            attr_text = (d_text * g[0]).sum(-1, keepdim=True)
-            attr_num = d_num * g[1]
-            n_cats = len(d_cats)
-            attr_cats = [(d * gc).sum(-1, keepdim=True) for d, gc in zip(d_cats, g[2 : 2 + n_cats], strict=True)]
-            parts = [attr_num, *attr_cats, attr_text]
-            if d_hist is not None:
-                parts.append((d_hist * g[2 + n_cats]).sum(-1, keepdim=True))
-            rows.append(torch.cat(parts, dim=-1).detach().float().cpu().numpy())
+            text_emb = text_emb.clone()  # out of inference mode: autograd may read it
+            seq = None if x.sequence is None else x.sequence[sl].to(self.device)
+            # the head is the members' mean, so its attributions are the mean of theirs
+            parts = [
+                self._member_attributions(m, base_text, text_emb, numeric[sl].to(self.device),
+                                          categorical[sl].to(self.device), seq, alphas)
+                for m in self.model.members
+            ]  # fmt: skip
+            rows.append(np.mean(parts, axis=0))
         attr = np.concatenate(rows) / self.calibration.temperature
         assert attr.shape[1] == len(names) == len(cfg.numeric_features) + len(cfg.categorical_vocabs) + 1 + int(
             cfg.sequence
         )
         return [dict(zip(names, map(float, r), strict=True)) for r in attr]
+
+    def _member_attributions(self, member, base_text, x_text, x_num, categorical, sequence, alphas) -> np.ndarray:
+        """[rows, features] integrated-gradients attributions of one FusedHead (see ``explain``), in logits."""
+        steps = len(alphas)
+        with torch.no_grad():
+            base_cats = [emb.weight[1:].mean(0) for emb in member.cat_embeddings.values()]
+            x_cats = [v.clone() for v in member.categorical_vectors(categorical)]
+        d_text, d_num = x_text - base_text, x_num
+        d_cats = [x - b for x, b in zip(x_cats, base_cats, strict=True)]
+        b = x_num.shape[0]
+        p_cats = [_ig_path(base, d, alphas) for base, d in zip(base_cats, d_cats, strict=True)]
+        inputs = [_ig_path(base_text, d_text, alphas), _ig_path(torch.zeros_like(d_num[0]), d_num, alphas), *p_cats]
+        d_hist = p_hist = None
+        if self.config.sequence:
+            with torch.no_grad():
+                empty = torch.zeros((1, len(SEQUENCE_COLUMNS)), device=self.device)
+                base_hist = member.history_vector(empty)[0].float()
+                d_hist = member.history_vector(sequence).float() - base_hist
+            p_hist = _ig_path(base_hist, d_hist, alphas)
+            inputs.append(p_hist)
+        with torch.enable_grad():
+            z = member.head_from_vectors(inputs[0], inputs[1], p_cats, p_hist)
+            grads = torch.autograd.grad(z.sum(), inputs, allow_unused=True)  # unused: a history-only model
+        g = [
+            (torch.zeros_like(p) if gr is None else gr).reshape(steps, b, -1).mean(0)
+            for p, gr in zip(inputs, grads, strict=True)
+        ]
+        n_cats = len(d_cats)
+        parts = [
+            d_num * g[1],
+            *[(d * gc).sum(-1, keepdim=True) for d, gc in zip(d_cats, g[2 : 2 + n_cats], strict=True)],
+            (d_text * g[0]).sum(-1, keepdim=True),
+        ]
+        if d_hist is not None:
+            parts.append((d_hist * g[2 + n_cats]).sum(-1, keepdim=True))
+        return torch.cat(parts, dim=-1).detach().float().cpu().numpy()

@@ -130,7 +130,7 @@ def pooled_embeddings(
 
 class RowLogits(torch.nn.Module):
     """The training forward as one module (what DDP wraps): cached lower states of a batch's
-    distinct texts -> trainable top layers + mean pooling -> head, logits per row (float32)."""
+    distinct texts -> trainable top layers + mean pooling -> head, [rows, members] logits (float32)."""
 
     def __init__(self, model: RiskModel, bf16: bool) -> None:
         super().__init__()
@@ -148,7 +148,7 @@ class RowLogits(torch.nn.Module):
     ) -> torch.Tensor:
         with autocast(hidden.device, self.bf16):
             pooled = self.model.pooled_from_lower(hidden, mask)
-            return self.model.head(pooled[inverse], numeric, categorical, sequence).float()
+            return self.model.member_logits(pooled[inverse], numeric, categorical, sequence).float()
 
 
 def forward_rows(

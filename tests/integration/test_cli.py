@@ -64,6 +64,20 @@ def test_generate_writes_parquet_and_jsonl(tmp_path, capsys):
     assert "wrote 500 transactions" in capsys.readouterr().out
 
 
+def test_generate_features_train_gives_a_model_that_reads_histories(tmp_path, capsys, monkeypatch):
+    """`riskops train` trains what the pipeline trains: the history branch and the members asked for."""
+    import json
+
+    monkeypatch.setenv("RISKOPS_HOME", str(tmp_path / "home"))
+    tx, ts, model = tmp_path / "t.parquet", tmp_path / "ts.parquet", tmp_path / "model"
+    assert main(["generate", "--rows", "1500", "--out", str(tx), "--seed", "5"]) == 0
+    assert main(["features", str(tx), "--repo", str(tmp_path / "repo"), "--out", str(ts)]) == 0
+    assert main(["train", str(ts), "--out", str(model), "--encoder", "tiny", "--epochs", "1", "--members", "2"]) == 0
+    config = json.loads((model / "config.json").read_text())
+    assert config["sequence"] is True and config["members"] == 2
+    assert f"model -> {model}" in capsys.readouterr().out.replace("\n", "")
+
+
 def test_a_failed_gate_prints_the_data_as_written_not_as_markup(tmp_path, capsys):
     """Examples quoted from the data ("[red]", "[/]") must print verbatim, never crash rich."""
     import json

@@ -269,10 +269,10 @@ def test_explain_gives_one_attribution_per_feature_and_completeness(scorer, fram
     assert all(list(a) == expected for a in attributions)
     assert all(np.isfinite(list(a.values())).all() for a in attributions)
     # integrated gradients: attributions sum to logit(x) - logit(baseline)
-    m = scorer.model
+    (m,) = scorer.model.members
     with torch.no_grad():
         base = m.head_from_vectors(
-            m.text_baseline.unsqueeze(0),
+            scorer.model.text_baseline.unsqueeze(0),
             torch.zeros(1, len(NUMERIC_FEATURES)),
             [e.weight[1:].mean(0, keepdim=True) for e in m.cat_embeddings.values()],
         )
@@ -359,8 +359,51 @@ def history_frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fused(tokenizer, history_frame) -> RiskScorer:
     torch.manual_seed(1)
-    model = RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=0, sequence=True))
+    model = RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=0, sequence=True, members=2))
     return RiskScorer(model, tokenizer, Normalizer.fit(history_frame))
+
+
+def test_a_model_scores_with_the_mean_of_its_members_logits(fused, history_frame):
+    from riskops.training.scorer import ModelInputs
+
+    x: ModelInputs = fused.inputs(history_frame.iloc[-8:])
+    text = fused.text_embeddings(list(x.texts))
+    with torch.no_grad():
+        per_member = fused.model.member_logits(text, x.numeric, x.categorical, x.sequence)
+        alone = [m(text, x.numeric, x.categorical, x.sequence) for m in fused.model.members]
+    assert per_member.shape == (8, 2)
+    assert not torch.allclose(alone[0], alone[1])  # members start from different weights
+    assert np.allclose(fused.logits(x), per_member.mean(-1).numpy(), atol=1e-6)
+    assert fused.embeddings(x).shape == (8, 2 * fused.config.hidden[-1])
+    with pytest.raises(ValueError, match="members"):
+        RiskModel.build(ModelConfig(encoder="tiny", members=0))
+
+
+def test_scoring_packs_the_members_and_repacks_when_their_weights_change(fused, history_frame):
+    """Scoring runs the members stacked (riskops.training.packed_heads); new weights are never scored stale."""
+    x = fused.inputs(history_frame.iloc[-8:])
+    text = fused.text_embeddings(list(x.texts))
+
+    def looped() -> np.ndarray:
+        with torch.no_grad():  # member by member, as training computes them
+            return fused.model.member_logits(text, x.numeric, x.categorical, x.sequence).mean(-1).numpy()
+
+    before = fused.logits(x)
+    assert fused.model._packed is not None  # the scoring call packed the members
+    assert np.allclose(before, looped(), atol=1e-5)
+    state = {k: v.clone() for k, v in fused.model.state_dict().items()}
+    swapped = {k.replace("members.0.", "members.#.").replace("members.1.", "members.0.").replace("members.#.",
+                                                                                              "members.1."): v
+               for k, v in state.items()}  # fmt: skip
+    noisy = {k: v + 0.05 * torch.randn_like(v) if k.startswith("members.0.mlp") else v for k, v in swapped.items()}
+    try:
+        fused.model.load_state_dict(noisy)
+        after = fused.logits(x)
+        assert not np.allclose(after, before, atol=1e-4)
+        assert np.allclose(after, looped(), atol=1e-5)
+    finally:
+        fused.model.load_state_dict(state)
+    assert np.allclose(fused.logits(x), before, atol=1e-6)
 
 
 def test_the_history_changes_the_score_and_is_explained_as_one_input(fused, history_frame):
@@ -375,15 +418,18 @@ def test_the_history_changes_the_score_and_is_explained_as_one_input(fused, hist
     assert list(attributions[0])[-1] == HISTORY_ATTRIBUTION
     # completeness: attributions sum to (logit(x) - logit(baseline)) / T; the baseline's history is
     # the empty one, so a row with no history gets no history attribution
-    m = fused.model
+    # the model is the mean of its members, so the baseline logit is the mean of theirs
+    assert len(fused.model.members) == 2
     with torch.no_grad():
-        empty = m.history_vector(torch.zeros(1, len(SEQUENCE_COLUMNS)))
-        base = m.head_from_vectors(
-            m.text_baseline.unsqueeze(0),
-            torch.zeros(1, len(NUMERIC_FEATURES)),
-            [e.weight[1:].mean(0, keepdim=True) for e in m.cat_embeddings.values()],
-            empty,
-        )
+        base = np.mean([
+            float(m.head_from_vectors(
+                fused.model.text_baseline.unsqueeze(0),
+                torch.zeros(1, len(NUMERIC_FEATURES)),
+                [e.weight[1:].mean(0, keepdim=True) for e in m.cat_embeddings.values()],
+                m.history_vector(torch.zeros(1, len(SEQUENCE_COLUMNS))),
+            ))
+            for m in fused.model.members
+        ])
     for a, zi in zip(attributions, fused.logits(rows), strict=True):
         assert sum(a.values()) == pytest.approx(float(zi - base), abs=1e-3)
     no_history = fused.explain(forgotten.iloc[:1], steps=16)[0]
@@ -401,7 +447,8 @@ def test_a_fused_model_saves_loads_and_embeds(fused, history_frame, tmp_path):
     assert loaded.config.sequence and loaded.config.numeric_embedding == "periodic"
     np.testing.assert_allclose(loaded.predict_proba(history_frame), fused.predict_proba(history_frame), atol=1e-6)
     emb = loaded.embeddings(history_frame.iloc[:5])
-    assert emb.shape == (5, loaded.config.hidden[-1]) and np.isfinite(emb).all()
+    assert emb.shape == (5, 2 * loaded.config.hidden[-1]) and np.isfinite(emb).all()
+    assert loaded.config.members == 2
 
 
 def test_a_history_only_model_reads_nothing_else(tokenizer, history_frame):

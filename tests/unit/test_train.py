@@ -259,6 +259,33 @@ def test_loss_weights_frauds_and_focal_downweights_easy_rows():
     assert loss_function(1.0, 2.0)(logits, y) < plain
 
 
+def test_each_member_of_an_ensemble_gets_its_own_loss():
+    """[rows, members] logits: the loss is the members' mean loss, not the loss of the mean logit."""
+    y = torch.tensor([1.0, 0.0])
+    members = torch.tensor([[4.0, -4.0], [-4.0, 4.0]])  # each member right once, wrong once
+    loss = loss_function(1.0, 0.0)
+    per_member = [loss(members[:, k], y) for k in range(2)]
+    assert torch.isclose(loss(members, y), torch.stack(per_member).mean())
+    assert loss(members, y) > loss(members.mean(-1), y)  # the mean logit (0) would hide both mistakes
+
+
+def test_an_ensemble_learns_the_planted_signal(data, tmp_path):
+    config = TrainConfig(
+        encoder="tiny", epochs=3, patience=2, finetune_layers=0, seed=SEED, progress=False, num_threads=1,
+        batch_size=64, lr_head=1e-3, members=2,
+    )
+    result = train_model(
+        build_model_frame(data["train"]), build_model_frame(data["val"]),
+        data["train"]["is_fraud"], data["val"]["is_fraud"], config, tmp_path / "m",
+    )  # fmt: skip
+    scorer = RiskScorer.load(result.model_dir, device="cpu")
+    assert scorer.config.members == 2
+    p = scorer.predict_proba(build_model_frame(data["test"]))
+    assert roc_auc_score(data["test"]["is_fraud"], p) > 0.9
+    saved = json.loads((tmp_path / "m" / "training.json").read_text())["train_config"]
+    assert saved["members"] == 2
+
+
 def test_kfp_component_signature():
     spec = train_model_op.component_spec
     assert {"training_set", "epochs", "encoder", "max_steps", "finetune_layers", "seed"} <= set(spec.inputs)

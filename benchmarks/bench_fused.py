@@ -14,6 +14,7 @@ test period is scored once per model:
 * ``tabular_transformer``: the fused model without the sequence branch (text + tabular);
 * ``sequence_only``: the sequence branch alone (no text, no tabular features);
 * ``fused_single``: sequence + text + tabular, trained jointly, one network;
+* ``fused_no_text``: ``fused_single`` without the product text (text width 0): does the text pay?
 * ``fused``: the platform's model: TRAINING.members such networks side by side, logits averaged
   (riskops.training.model.RiskModel); the single-network rows above are its ablations;
 * ``lightgbm_on_fused_embedding``: tabular features + the fused model's last hidden layer, same tuning
@@ -81,6 +82,7 @@ FUSED_MODELS: dict[str, dict] = {
     "tabular_transformer": {"sequence": False, "tabular": True, "members": 1},
     "sequence_only": {"sequence": True, "tabular": False, "members": 1},
     "fused_single": {"sequence": True, "tabular": True, "members": 1},
+    "fused_no_text": {"sequence": True, "tabular": True, "members": 1, "model": {"text_dim": 0}},
     "fused": {"sequence": True, "tabular": True},
     "sequence_only_shuffled": {"sequence": True, "tabular": False, "members": 1},
 }
@@ -90,6 +92,7 @@ MODELS = (
     "tabular_transformer",
     "sequence_only",
     "fused_single",
+    "fused_no_text",
     "fused",
     "lightgbm_on_fused_embedding",
     "sequence_only_shuffled",
@@ -288,7 +291,7 @@ def run_seed(seed: int, args, work: Path, t0: float) -> dict:
         progress(f"{name}: {args.trials} trials")
         record(name, *_tune(X, s, args, seed))
     scorers = {}
-    for name in ("tabular_transformer", "sequence_only", "fused_single", "fused"):
+    for name in ("tabular_transformer", "sequence_only", "fused_single", "fused_no_text", "fused"):
         progress(f"training {name}")
         scores, seconds, note, scorers[name] = _train_fused(name, s, args, seed, work)
         record(name, scores, seconds, note)

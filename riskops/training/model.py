@@ -13,7 +13,8 @@ Architecture (``RiskModel``)::
     numeric features ──Normalizer──> periodic embeddings ─> Linear(numeric_dim) ─┤
     categoricals ──index (0 = unknown)──> Embedding(cat_dim) each ─────────────┼─ concat ─ MLP ─ 1 logit
     history tokens (riskops.features.sequences) ──> EventSequenceEncoder ─────┘
-                        (small transformer over the last events of the user/device/IP, CLS)
+                        (small transformer over the last events of the user/device/IP, CLS
+                         + a set summary of the same tokens: counts, means, extremes)
 
 Everything right of the text encoder is one ``FusedHead``; the model holds ``members`` of them
 (3 in the training pipeline) and scores with the mean of their logits.
@@ -51,7 +52,8 @@ CONFIG_FILE = "config.json"
 # a format-1 model read a longer text and would be scored with inputs it never saw.
 # 3: numeric embeddings and the behaviour-sequence branch (riskops.features.sequences).
 # 4: the head is a list of members (FusedHead), averaged.
-FORMAT_VERSION = 4
+# 5: the history encoder adds a set summary of the tokens to its CLS state (sequence_summary).
+FORMAT_VERSION = 5
 NUMERIC_EMBEDDINGS: tuple[str, ...] = ("periodic", "linear")
 
 # The shape of the tiny random encoder used by tests and smoke runs (the MiniLM vocabulary, so the
@@ -182,6 +184,7 @@ class ModelConfig:
     sequence_dim: int = 32
     sequence_layers: int = 2
     sequence_heads: int = 4
+    sequence_summary: bool = True  # the history encoder also pools the tokens as a set (history_summary)
     tabular: bool = True  # False: the head reads the history alone (the benchmark's "sequence only" model)
     members: int = 1  # fused heads trained side by side, logits averaged (FusedHead; a deep ensemble)
     encoder_config: dict | None = None  # BERT shape (_BERT_KEYS); filled in when the encoder is built
@@ -239,7 +242,8 @@ class FusedHead(nn.Module):
             else nn.Linear(n_num, config.numeric_dim)
         )
         self.sequence_encoder = (
-            EventSequenceEncoder(config.sequence_dim, config.sequence_layers, config.sequence_heads, config.dropout)
+            EventSequenceEncoder(config.sequence_dim, config.sequence_layers, config.sequence_heads, config.dropout,
+                                 summary=config.sequence_summary)
             if config.sequence
             else None
         )

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from riskops.training.sequence_encoder import history_summary
+
 
 def _stack(tensors) -> torch.Tensor:
     return torch.stack([t.detach() for t in tensors])
@@ -74,6 +76,12 @@ class _SequenceEncoders:
         self.position = _stack(e.position.weight for e in encoders)  # [K, L, d]
         self.cls = _stack(e.cls for e in encoders)  # [K, 1, 1, d]
         self.norm = (_stack(e.norm.weight for e in encoders), _stack(e.norm.bias for e in encoders), first.norm.eps)
+        self.numeric_scale = first.numeric_scale
+        self.summary = (
+            (_stack(e.summary.weight for e in encoders), _stack(e.summary.bias for e in encoders))
+            if first.summary is not None
+            else None
+        )
         self.layers = []
         for i, layer in enumerate(first.encoder.layers):
             ls = [e.encoder.layers[i] for e in encoders]
@@ -118,7 +126,10 @@ class _SequenceEncoders:
             seq = seq + self._attention(_layer_norm(seq, *p["norm1"]), keep, p)
             ff = F.gelu(_linear(_layer_norm(seq, *p["norm2"]), p["ff1_w"], p["ff1_b"]))
             seq = seq + _linear(ff, p["ff2_w"], p["ff2_b"])
-        return _layer_norm(seq[:, :, 0], *self.norm)
+        cls = seq[:, :, 0]
+        if self.summary is not None:
+            cls = cls + _linear(history_summary(x, self.numeric_scale).to(cls.dtype), *self.summary, shared=True)
+        return _layer_norm(cls, *self.norm)
 
 
 class PackedHeads:

@@ -15,6 +15,13 @@
 
   A transaction without history is CLS alone (padding is masked), which the encoder learns to
   treat as "no history".
+
+  Beside the CLS readout, ``history_summary`` pools the tokens as a set: how many events, the
+  masked mean / max / min of every numeric token field over all events and over the user's own
+  events, and how many events share the device or IP but not the user (and the reverse). Softmax
+  attention averages; it finds "larger than every earlier order", "never on this device" or "three
+  refunds" only with effort, and those extremes and counts are what the hand-made behaviour
+  features give the trees. A linear layer adds the summary to the CLS state before the last norm.
 """
 
 from __future__ import annotations
@@ -30,6 +37,40 @@ from riskops.features.sequences import RELATIONS, SEQUENCE_LENGTH, TOKEN_NUMERIC
 CONTINUOUS_TOKEN_FIELDS: dict[str, float] = {"amount_log": 5.0, "gap_log": 8.0, "amount_ratio_log": 3.0}
 FLAG_TOKEN_FIELDS: tuple[str, ...] = tuple(f for f in TOKEN_NUMERIC if f not in CONTINUOUS_TOKEN_FIELDS)
 N_TOKEN_CATEGORICAL = len(TOKEN_VOCABS) + 1  # + relation
+# relation - 1 is a bit mask of what the event shares with the scored transaction (riskops.features.sequences)
+_SAME_USER, _SAME_DEVICE, _SAME_IP = 1, 2, 4
+# per group (every event, the user's own events): share of the sequence + mean / max / min of each numeric field
+_GROUP_STATS = 1 + 3 * len(TOKEN_NUMERIC)
+N_SUMMARY = 2 * _GROUP_STATS + 4  # + shares of device-not-user, ip-not-user, user-not-device, user-not-ip
+_EMPTY = -1e4  # masked out of a max (or, negated, a min); never reaches the output
+
+
+def token_numeric_scale() -> torch.Tensor:
+    """[len(TOKEN_NUMERIC)] divisors bringing each numeric token field near unit range (flags: 1)."""
+    return torch.tensor([CONTINUOUS_TOKEN_FIELDS.get(f, 1.0) for f in TOKEN_NUMERIC])
+
+
+def history_summary(x: torch.Tensor, numeric_scale: torch.Tensor) -> torch.Tensor:
+    """[B, N_SUMMARY] set statistics of history tokens x [B, L, F] (see the module docstring)."""
+    length = x.shape[1]
+    rel = x[..., N_TOKEN_CATEGORICAL - 1].round().long()
+    valid = rel > 0  # relation 0 = padding
+    bits = (rel - 1).clamp_min(0)
+    user, device, ip = ((bits & b) > 0 for b in (_SAME_USER, _SAME_DEVICE, _SAME_IP))
+    user, device, ip = user & valid, device & valid, ip & valid
+    num = x[..., N_TOKEN_CATEGORICAL:] / numeric_scale
+    parts = []
+    for group in (valid, user):
+        g = group.unsqueeze(-1)
+        n = g.sum(1).to(num.dtype)  # [B, 1]
+        seen = n > 0
+        high = torch.where(g, num, _EMPTY).amax(1)
+        low = torch.where(g, num, -_EMPTY).amin(1)
+        parts += [n / length, (num * g).sum(1) / n.clamp_min(1.0),
+                  torch.where(seen, high, 0.0), torch.where(seen, low, 0.0)]  # fmt: skip
+    for mask in (device & ~user, ip & ~user, user & ~device, user & ~ip):
+        parts.append(mask.sum(1, keepdim=True).to(num.dtype) / length)
+    return torch.cat(parts, dim=-1)
 
 
 class NumericEmbedding(nn.Module):
@@ -50,7 +91,7 @@ class EventSequenceEncoder(nn.Module):
     """[B, L * F] flat history tokens (SEQUENCE_COLUMNS order) -> [B, dim] history vector."""
 
     def __init__(self, dim: int = 32, layers: int = 2, heads: int = 4, dropout: float = 0.1,
-                 length: int = SEQUENCE_LENGTH) -> None:  # fmt: skip
+                 length: int = SEQUENCE_LENGTH, summary: bool = True) -> None:  # fmt: skip
         super().__init__()
         self.length = length
         self.n_fields = N_TOKEN_CATEGORICAL + len(TOKEN_NUMERIC)
@@ -70,6 +111,8 @@ class EventSequenceEncoder(nn.Module):
         )  # fmt: skip
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+        self.register_buffer("numeric_scale", token_numeric_scale(), persistent=False)
+        self.summary = nn.Linear(N_SUMMARY, dim) if summary else None
         numeric_names = list(TOKEN_NUMERIC)
         self._continuous_idx = [N_TOKEN_CATEGORICAL + numeric_names.index(f) for f in CONTINUOUS_TOKEN_FIELDS]
         self._flag_idx = [N_TOKEN_CATEGORICAL + numeric_names.index(f) for f in FLAG_TOKEN_FIELDS]
@@ -90,5 +133,8 @@ class EventSequenceEncoder(nn.Module):
         b = emb.shape[0]
         seq = torch.cat([self.cls.expand(b, -1, -1).to(emb.dtype), emb], dim=1)
         mask = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=padding.device), padding], dim=1)
-        out = self.encoder(seq, src_key_padding_mask=mask)
-        return self.norm(out[:, 0])
+        cls = self.encoder(seq, src_key_padding_mask=mask)[:, 0]
+        if self.summary is not None:
+            x = flat.reshape(b, self.length, self.n_fields)
+            cls = cls + self.summary(history_summary(x, self.numeric_scale).to(cls.dtype))
+        return self.norm(cls)

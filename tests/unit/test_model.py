@@ -460,3 +460,58 @@ def test_a_history_only_model_reads_nothing_else(tokenizer, history_frame):
     np.testing.assert_allclose(s.logits(rows), s.logits(shifted))
     with pytest.raises(ValueError, match="sequence branch"):
         RiskModel.build(ModelConfig(encoder="tiny", sequence=False, tabular=False))
+
+
+def test_the_history_summary_counts_and_finds_extremes_per_group():
+    from riskops.features.sequences import SEQUENCE_LENGTH, TOKEN_FIELDS, TOKEN_NUMERIC
+    from riskops.training.sequence_encoder import (
+        N_SUMMARY,
+        N_TOKEN_CATEGORICAL,
+        history_summary,
+        token_numeric_scale,
+    )
+
+    tokens = torch.zeros(2, SEQUENCE_LENGTH, len(TOKEN_FIELDS))  # row 1: no history at all
+    rel, ratio = TOKEN_FIELDS.index("relation"), TOKEN_FIELDS.index("amount_ratio_log")
+    flag = TOKEN_FIELDS.index("same_card")  # any flag field: checks that the per-field columns line up
+    # row 0: two of the user's events (one on the same device) and one of another user on this device
+    tokens[0, 0, rel], tokens[0, 0, ratio] = 1 + 1 + 2, -3.0  # same user and device; this order is far larger
+    tokens[0, 1, rel], tokens[0, 1, ratio], tokens[0, 1, flag] = 1 + 1, -1.5, 1.0  # same user, other device
+    tokens[0, 2, rel], tokens[0, 2, ratio] = 1 + 2, 0.6  # another user on this device, a larger order
+    out = history_summary(tokens, token_numeric_scale())
+    assert out.shape == (2, N_SUMMARY)
+    assert torch.equal(out[1], torch.zeros(N_SUMMARY))  # no history: every statistic 0, nothing infinite
+
+    n_num, length = len(TOKEN_NUMERIC), SEQUENCE_LENGTH
+    k = TOKEN_FIELDS.index("amount_ratio_log") - N_TOKEN_CATEGORICAL
+    scale = float(token_numeric_scale()[k])
+    group = 1 + 3 * n_num
+    every, user = out[0, :group], out[0, group : 2 * group]
+    for stats, n, mean, high, low in ((every, 3, (-3.0 - 1.5 + 0.6) / 3, 0.6, -3.0), (user, 2, -2.25, -1.5, -3.0)):
+        assert float(stats[0]) == pytest.approx(n / length)
+        assert float(stats[1 + k]) == pytest.approx(mean / scale)
+        assert float(stats[1 + n_num + k]) == pytest.approx(high / scale)
+        assert float(stats[1 + 2 * n_num + k]) == pytest.approx(low / scale)
+    f = TOKEN_FIELDS.index("same_card") - N_TOKEN_CATEGORICAL
+    assert float(user[1 + n_num + f]) == 1.0 and float(every[1 + f]) == pytest.approx(1 / 3)
+    device_not_user, ip_not_user, user_not_device, user_not_ip = out[0, 2 * group :].tolist()
+    assert (device_not_user, ip_not_user) == (pytest.approx(1 / length), 0.0)
+    assert (user_not_device, user_not_ip) == (pytest.approx(1 / length), pytest.approx(2 / length))
+
+
+def test_the_history_summary_reaches_the_score(tokenizer, history_frame):
+    """The summary is an input of the history vector: with its weights zeroed the score changes."""
+    from riskops.features.sequences import SEQUENCE_COLUMNS
+
+    config = ModelConfig(encoder="tiny", finetune_layers=0, sequence=True)
+    model = RiskModel.build(config).eval()
+    encoder = model.members[0].sequence_encoder
+    seq = torch.tensor(history_frame[list(SEQUENCE_COLUMNS)].to_numpy(np.float32)[-8:])
+    with torch.no_grad():
+        before = encoder(seq)
+        encoder.summary.weight.zero_()
+        encoder.summary.bias.zero_()
+        after = encoder(seq)
+    has_history = torch.tensor(history_frame["seq_00_relation"].to_numpy()[-8:] > 0)  # the newest token is real
+    assert has_history.any()
+    assert not torch.allclose(before[has_history], after[has_history])

@@ -41,8 +41,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## create .venv with the locked dependencies (re-used on later runs)
 
-demo: install ## the whole loop: data -> GX -> Feast -> fine-tune -> evaluate -> register -> serve -> drift -> retrain -> promote
-	$(VENV)/bin/riskops demo
+demo: install ## the whole loop: data -> GX -> Feast -> fine-tune -> evaluate -> register -> serve -> drift -> retrain -> promote (FRESH=1: empty the state folder first)
+	$(VENV)/bin/riskops demo $(if $(FRESH),--fresh)
 
 drift-demo: install ## the closed loop live: serve -> drift -> monitor -> retrain -> promotion gate -> new champion
 	$(VENV)/bin/riskops drift-demo

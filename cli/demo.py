@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,45 @@ def score_sample(home: Paths, rows: int, seed: int, n: int = 200, console=None, 
             proc.kill()
 
 
+# What an earlier run leaves in the home that the demo would read back. The demo replays the same
+# simulated world (same seed, same users, devices, IPs and times), so the old prediction log and the
+# entity state the old traffic pushed to the online store (IPs and devices "already seen", users per
+# device) read as live traffic: the monitor flagged drift from its first pass, before the onset.
+EARLIER_STATE = ("registry", "prediction_log", "feature_repo", DEMO_DIR)
+# The packaged-data cache (riskops.data.packaged_files): not state, slow to rebuild; --fresh keeps it.
+KEPT_BY_FRESH = frozenset({"cache"})
+# Everything riskops writes directly under a home folder: --fresh empties a home holding only these,
+# and refuses (naming the rest) a folder that holds anything else, e.g. RISKOPS_HOME pointed at $HOME.
+HOME_ENTRIES = KEPT_BY_FRESH | frozenset({
+    *EARLIER_STATE, "alerts.jsonl", "catalogue.jsonl", "data", "datasets", "demo-server.log", "demo-summary.json",
+    "evidently", "feedback", "models", "monitoring", "object-store", "pipeline_root", "pods", "policy.yaml",
+    "prometheus", "promotion", "redis", "reports", "retrain", "serving-predictor.yaml", "serving.yaml", "topology",
+})  # fmt: skip
+
+
+def earlier_state(home: Paths) -> list[str]:
+    """The entries of EARLIER_STATE that `home` holds and that are not empty (sorted)."""
+    found = []
+    for name in EARLIER_STATE:
+        path = home.root / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            found.append(name)
+    return sorted(found)
+
+
+def empty_home(home: Paths) -> None:
+    """Delete everything riskops wrote in `home` but the cache (``--fresh``); refuse when it holds anything else."""
+    entries = sorted(home.root.iterdir()) if home.root.is_dir() else []
+    foreign = [e.name for e in entries if e.name not in HOME_ENTRIES]
+    if foreign:
+        raise SystemExit(
+            f"--fresh: {home.root} also holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+            "which riskops did not write; not deleting anything. Point RISKOPS_HOME at a folder of its own."
+        )
+    for entry in (e for e in entries if e.name not in KEPT_BY_FRESH):
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """`riskops demo`: train through the pipeline, serve and score a sample, then close the loop."""
     console = narration_console()
@@ -101,7 +141,20 @@ def run_demo(args: argparse.Namespace) -> int:
     loop = not args.skip_loop and not args.input
     n_steps = 3 if loop else 2
     console.print(Rule("riskops demo"))
-    console.print(f"state folder: {home.root}  (rm -rf it to start over)")
+    console.print(f"state folder: {home.root}")
+    earlier = earlier_state(home)
+    if earlier and not args.fresh:
+        console.print(
+            f"[red]{home.root} holds an earlier run's state ({', '.join(earlier)}).[/red] The demo replays the same "
+            "simulated world, so the earlier run's prediction log and the entity state its traffic pushed to the "
+            "online store would read as live traffic (the monitor would see drift before there is any). Start "
+            "over with `riskops demo --fresh` (`make demo FRESH=1`), which empties that folder, or set "
+            "RISKOPS_HOME to an empty one."
+        )
+        return 2
+    if earlier:
+        empty_home(home)
+        console.print(f"--fresh: emptied {home.root} (it held {', '.join(earlier)})")
     params = pipeline_params(args)
     if params["promotion"] == "if-none":
         params["promotion"] = "always"  # the demo serves what it just trained

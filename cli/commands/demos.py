@@ -109,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     # the loop's retraining: about a minute of training on 2 CPU cores for the demo's 20,000 rows
     add_pipeline_args(p, rows=int(os.environ.get("RISKOPS_DEMO_ROWS", 20_000)), epochs=TRAINING.epochs,
                       max_train_rows=TRAINING.max_train_rows)
+    p.add_argument("--fresh", action="store_true",
+                   help="empty the state folder ($RISKOPS_HOME, default ./.riskops) first; without it a folder "
+                   "that holds an earlier run's state is refused (exit 2), as the replayed world would read it back")
     p.add_argument("--skip-loop", action="store_true",
                    help="stop after training and serving (no drift / monitor / retraining / promotion loop)")
     p.add_argument("--scenario", default="fraud_ring",

@@ -118,3 +118,32 @@ def test_demos_clean_up_on_sigterm(tmp_path):
     proc.terminate()
     assert proc.wait(timeout=30) == 143
     assert marker.read_text() == "server stopped"
+
+
+def test_demo_refuses_a_home_an_earlier_run_used_and_fresh_empties_it(tmp_path, monkeypatch, capsys):
+    # the demo replays the same world: an earlier run's prediction log and online entity state would read
+    # as live traffic, so a used home is refused (nothing deleted) unless --fresh empties it
+    from cli.demo import empty_home
+    from riskops.settings import Paths
+
+    home = tmp_path / "home"
+    (home / "prediction_log").mkdir(parents=True)
+    (home / "prediction_log" / "part-0.parquet").write_bytes(b"earlier traffic")
+    (home / "feature_repo" / "data").mkdir(parents=True)
+    (home / "feature_repo" / "data" / "online.db").write_bytes(b"pushed entity state")
+    (home / "registry").mkdir()  # empty: not an earlier run's state by itself
+    monkeypatch.setenv("RISKOPS_HOME", str(home))
+    monkeypatch.setenv("COLUMNS", "400")  # the whole message on one line
+    assert main(["demo"]) == 2
+    out = capsys.readouterr().out
+    assert "earlier run's state (feature_repo, prediction_log)" in out and "riskops demo --fresh" in out
+    assert (home / "prediction_log" / "part-0.parquet").exists()  # refused: nothing deleted
+
+    (home / "notes.txt").write_text("the user's own file")
+    with pytest.raises(SystemExit, match="notes.txt"):
+        empty_home(Paths(home))  # a folder riskops does not own alone is never emptied
+    assert (home / "prediction_log").exists()
+    (home / "notes.txt").unlink()
+    (home / "cache").mkdir()  # the packaged-data cache is not state: kept
+    empty_home(Paths(home))
+    assert sorted(p.name for p in home.iterdir()) == ["cache"]

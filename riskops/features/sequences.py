@@ -60,7 +60,8 @@ TOKEN_VOCABS: dict[str, tuple[str, ...]] = {
     "product_category": tuple(PRODUCT_CATEGORIES),
 }
 # relation = 1 + same_user + 2 * same_device + 4 * same_ip: which of the transaction's entities the
-# event shares (1..8); 0 marks padding.
+# event shares (1..8); 0 marks padding. relation - 1 is a bit mask of these bits.
+SAME_USER_BIT, SAME_DEVICE_BIT, SAME_IP_BIT = 1, 2, 4
 RELATIONS = 8
 TOKEN_CATEGORICAL: tuple[str, ...] = (*TOKEN_VOCABS, "relation")
 TOKEN_NUMERIC: tuple[str, ...] = (
@@ -125,9 +126,9 @@ def encode_history(current: Mapping[str, np.ndarray], history: Mapping[str, np.n
     tokens: dict[str, np.ndarray] = {}
     for field, vocab in TOKEN_VOCABS.items():
         tokens[field] = _index(np.asarray(history[field], dtype=object), vocab)
-    tokens["relation"] = (1.0 + _same(history["user_id"], cur("user_id"))
-                          + 2.0 * _same(history["device_id"], cur("device_id"))
-                          + 4.0 * _same(history["ip_hash"], cur("ip_hash")))  # fmt: skip
+    tokens["relation"] = (1.0 + SAME_USER_BIT * _same(history["user_id"], cur("user_id"))
+                          + SAME_DEVICE_BIT * _same(history["device_id"], cur("device_id"))
+                          + SAME_IP_BIT * _same(history["ip_hash"], cur("ip_hash")))  # fmt: skip
     amount = np.clip(np.asarray(history["amount"], dtype=np.float64), 0, None)
     cur_amount = np.clip(cur("amount").astype(np.float64), 0, None)
     gap_s = np.clip((cur("t_us").astype(np.int64) - np.asarray(history["t_us"], dtype=np.int64)) / 1e6, 0, None)

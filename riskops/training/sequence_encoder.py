@@ -30,15 +30,21 @@ import torch
 from rtdl_num_embeddings import PeriodicEmbeddings
 from torch import nn
 
-from riskops.features.sequences import RELATIONS, SEQUENCE_LENGTH, TOKEN_NUMERIC, TOKEN_VOCABS
+from riskops.features.sequences import (
+    RELATIONS,
+    SAME_DEVICE_BIT,
+    SAME_IP_BIT,
+    SAME_USER_BIT,
+    SEQUENCE_LENGTH,
+    TOKEN_NUMERIC,
+    TOKEN_VOCABS,
+)
 
 # Token numerics that get periodic embeddings, and a fixed scale bringing each near unit range
 # (log-amounts ~0..10, log-gaps ~0..16 for up to ~100 days, ratios ~-10..10); the rest are 0/1 flags.
 CONTINUOUS_TOKEN_FIELDS: dict[str, float] = {"amount_log": 5.0, "gap_log": 8.0, "amount_ratio_log": 3.0}
 FLAG_TOKEN_FIELDS: tuple[str, ...] = tuple(f for f in TOKEN_NUMERIC if f not in CONTINUOUS_TOKEN_FIELDS)
 N_TOKEN_CATEGORICAL = len(TOKEN_VOCABS) + 1  # + relation
-# relation - 1 is a bit mask of what the event shares with the scored transaction (riskops.features.sequences)
-_SAME_USER, _SAME_DEVICE, _SAME_IP = 1, 2, 4
 # per group (every event, the user's own events): share of the sequence + mean / max / min of each numeric field
 _GROUP_STATS = 1 + 3 * len(TOKEN_NUMERIC)
 N_SUMMARY = 2 * _GROUP_STATS + 4  # + shares of device-not-user, ip-not-user, user-not-device, user-not-ip
@@ -56,7 +62,7 @@ def history_summary(x: torch.Tensor, numeric_scale: torch.Tensor) -> torch.Tenso
     rel = x[..., N_TOKEN_CATEGORICAL - 1].round().long()
     valid = rel > 0  # relation 0 = padding
     bits = (rel - 1).clamp_min(0)
-    user, device, ip = ((bits & b) > 0 for b in (_SAME_USER, _SAME_DEVICE, _SAME_IP))
+    user, device, ip = ((bits & b) > 0 for b in (SAME_USER_BIT, SAME_DEVICE_BIT, SAME_IP_BIT))
     user, device, ip = user & valid, device & valid, ip & valid
     num = x[..., N_TOKEN_CATEGORICAL:] / numeric_scale
     parts = []

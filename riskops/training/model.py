@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -234,7 +235,9 @@ class FusedHead(nn.Module):
     def __init__(self, config: ModelConfig, text_width: int) -> None:
         super().__init__()
         self.config = config
-        self.text_proj = nn.Linear(text_width, config.text_dim)
+        with warnings.catch_warnings():  # text_dim 0 (the no-text ablation): an empty projection, on purpose
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.text_proj = nn.Linear(text_width, config.text_dim)
         n_num = len(config.numeric_features)
         self.numeric_proj = (
             NumericEmbedding(n_num, config.numeric_dim)

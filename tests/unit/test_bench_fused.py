@@ -129,5 +129,10 @@ def test_quick_run_writes_every_model_to_json_and_markdown(bench, tmp_path):
     assert goal["ratio_mean"] == pytest.approx(ratio)
     assert goal["met"] == (ratio >= 1.10 and run["fused_vs_best_lightgbm"]["diff_ci"][0] > 0)
     assert ("**met**" if goal["met"] else "**not met**") in md
+    # the blend row: the fused model and the LightGBM chosen on validation, ranks averaged
+    blend = run["models"]["fused_plus_lightgbm"]
+    assert "fused" in blend["notes"] and run["best_lightgbm"] in blend["notes"]
+    blend_ratio = doc["summary"]["fused_plus_lightgbm_vs_best_lightgbm"]["ratio"]["mean"]
+    assert blend_ratio == pytest.approx(blend["pr_auc"] / run["models"][run["best_lightgbm"]]["pr_auc"])
     lat = run["latency_ms"]
     assert lat["n"] == 300 and 0 < lat["p50"] <= lat["p99"]

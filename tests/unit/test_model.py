@@ -451,6 +451,18 @@ def test_a_fused_model_saves_loads_and_embeds(fused, history_frame, tmp_path):
     assert loaded.config.members == 2
 
 
+def test_a_model_without_text_builds_without_warnings(tokenizer, history_frame):
+    """text_dim 0 (the benchmark's no-text ablation) is an empty projection on purpose: no torch warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=0, sequence=True, text_dim=0))
+    scorer = RiskScorer(model, tokenizer, Normalizer.fit(history_frame))
+    assert model.members[0].text_proj.weight.numel() == 0
+    assert np.isfinite(scorer.logits(history_frame.iloc[:4])).all()
+
+
 def test_a_history_only_model_reads_nothing_else(tokenizer, history_frame):
     torch.manual_seed(0)
     model = RiskModel.build(ModelConfig(encoder="tiny", finetune_layers=0, sequence=True, tabular=False))

@@ -110,13 +110,21 @@ def test_goal_verdict_follows_the_numbers(bench):
     assert not single["met"] and "bootstrap" in single["interval_source"]
 
 
-@pytest.mark.slow  # 20-30 s on 2 cores (Feast build + 4 tiny-encoder trainings): kept out of `make test-fast`
-def test_quick_run_writes_every_model_to_json_and_markdown(bench, tmp_path):
-    assert bench.main(["--quick", "--rows", "4000", "--out", str(tmp_path)]) == 0
+QUICK = ["--quick", "--rows", "4000"]
 
-    doc = json.loads((tmp_path / "bench_fused.json").read_text())
-    md = (tmp_path / "bench_fused.md").read_text()
-    assert (tmp_path / "bench_fused.png").stat().st_size > 0
+
+@pytest.fixture(scope="module")
+def quick_run(bench, tmp_path_factory):
+    """One --quick run of seed 7 in this process: (bench_fused.json, bench_fused.md, its folder)."""
+    out = tmp_path_factory.mktemp("bench_fused")
+    assert bench.main([*QUICK, "--out", str(out)]) == 0
+    return json.loads((out / "bench_fused.json").read_text()), (out / "bench_fused.md").read_text(), out
+
+
+@pytest.mark.slow  # 20-30 s on 2 cores (Feast build + tiny-encoder trainings): kept out of `make test-fast`
+def test_quick_run_writes_every_model_to_json_and_markdown(bench, quick_run):
+    doc, md, out = quick_run
+    assert (out / "bench_fused.png").stat().st_size > 0
     run = doc["seeds"]["7"]
     assert set(run["models"]) == set(bench.MODELS) == set(doc["summary"]["models"])
     for name, m in run["models"].items():
@@ -136,3 +144,19 @@ def test_quick_run_writes_every_model_to_json_and_markdown(bench, tmp_path):
     assert blend_ratio == pytest.approx(blend["pr_auc"] / run["models"][run["best_lightgbm"]]["pr_auc"])
     lat = run["latency_ms"]
     assert lat["n"] == 300 and 0 < lat["p50"] <= lat["p99"]
+
+
+@pytest.mark.slow  # two seeds in two processes, after the quick run above
+def test_seeds_side_by_side_give_each_seed_the_results_it_gets_alone(bench, quick_run, tmp_path):
+    alone, _, _ = quick_run
+    assert bench.main([*QUICK, "--seeds", "7,8", "--jobs", "2", "--out", str(tmp_path)]) == 0
+
+    doc = json.loads((tmp_path / "bench_fused.json").read_text())
+    assert doc["jobs"] == 2 and "2 seeds side by side" in doc["host"]
+    assert list(doc["seeds"]) == ["7", "8"] and doc["summary"]["n_seeds"] == 2
+    seed7, seed8 = doc["seeds"]["7"], doc["seeds"]["8"]
+    parts = ("train", "val", "test")  # two generated datasets, not one run twice
+    assert [seed7["data"][p] for p in parts] != [seed8["data"][p] for p in parts]
+    for name, m in alone["seeds"]["7"]["models"].items():  # one thread per model: the same numbers
+        for key in ("val_pr_auc", "pr_auc", "roc_auc", "per_fraud_type"):
+            assert seed7["models"][name][key] == m[key], (name, key)

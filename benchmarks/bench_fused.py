@@ -618,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     args.rows = args.rows if args.rows is not None else 6000 if args.quick else 40_000
     args.trials = args.trials if args.trials is not None else 3 if args.quick else 50
     seeds = [int(x) for x in (args.seeds or ("7" if args.quick else "7,8,9")).split(",") if x.strip()]
+    jobs = max(1, min(args.jobs, len(seeds)))
     _configure_process(args.threads)
     import torch
 
@@ -626,16 +627,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/bench_fused.py", *argv_s]),
         "host": f"{platform.machine()}, {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at "
         f"start; torch {torch.__version__}, {args.threads} thread(s) per model"
-        + (f", {min(args.jobs, len(seeds))} seeds side by side" if min(args.jobs, len(seeds)) > 1 else ""),
+        + (f", {jobs} seeds side by side" if jobs > 1 else ""),
         "rows": args.rows,
         "trials": args.trials,
         "quick": args.quick,
-        "jobs": min(args.jobs, len(seeds)),
+        "jobs": jobs,
         "fused_config": {**FUSED_CONFIG, **(QUICK_OVERRIDES if args.quick else {})},
         "seeds": {},
     }
     t0 = time.perf_counter()
-    jobs = max(1, min(args.jobs, len(seeds)))
     if jobs == 1:
         doc["seeds"] = {seed: _run_seed_in_temp(seed, args, t0) for seed in seeds}
     else:  # spawned, not forked: a forked child would inherit torch's and LightGBM's thread pools
